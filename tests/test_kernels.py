@@ -1,0 +1,64 @@
+import math
+
+import pytest
+import torch
+
+from softhist.kernels import KERNELS, get_kernel
+
+NAMES = sorted(KERNELS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unit_variance_and_mass(name):
+    k = KERNELS[name]
+    z = torch.linspace(-k.support - 1, k.support + 1, 400001, dtype=torch.float64)
+    dz = z[1] - z[0]
+    cdf = k.cdf(z)
+    assert cdf[0].item() == 0.0 and cdf[-1].item() == 1.0
+    torch.testing.assert_close(cdf + cdf.flip(0), torch.ones_like(cdf), rtol=0, atol=1e-12)  # symmetric
+    # E[z^2] = 2 * int_0^inf 2 z (1 - F(z)) dz for a symmetric density; smooth even for the box.
+    positive = z >= 0
+    variance = 2 * torch.trapezoid(2 * z[positive] * (1 - cdf[positive]), dx=dz).item()
+    # The Gaussian and logistic tails beyond their cut carry ~1e-5 of the variance.
+    assert variance == pytest.approx(1.0, abs=2e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pdf_is_cdf_derivative(name):
+    k = KERNELS[name]
+    z = torch.linspace(-k.support * 0.99, k.support * 0.99, 1001, dtype=torch.float64).requires_grad_()
+    (grad,) = torch.autograd.grad(k.cdf(z).sum(), z)
+    away_from_kinks = (z.detach().abs() > 1e-3)
+    torch.testing.assert_close(grad[away_from_kinks], k.pdf(z.detach())[away_from_kinks], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cdf_is_exactly_zero_and_one_beyond_support(name):
+    k = KERNELS[name]
+    t = k.support
+    outside = torch.tensor([-1e30, -t - 1, -t, t, t + 1, 1e30], dtype=torch.float64)
+    assert k.cdf(outside).tolist() == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    assert k.pdf(outside).abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("name", ["gaussian", "logistic"])
+def test_truncated_tail_is_below_float32_resolution(name):
+    k = KERNELS[name]
+    z = torch.tensor(-k.support + 1e-9, dtype=torch.float64)
+    assert 0 < k.cdf(z).item() <= 2.0**-24
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pdf_slope_bound(name):
+    k = KERNELS[name]
+    if not math.isfinite(k.pdf_slope):
+        pytest.skip("box density jumps; it has no slope bound")
+    z = torch.linspace(-k.support, k.support, 200001, dtype=torch.float64)
+    slope = (k.pdf(z).diff() / (z[1] - z[0])).abs().max().item()
+    assert slope <= k.pdf_slope * (1 + 1e-3)
+    assert slope >= k.pdf_slope * 0.99  # the bound is tight
+
+
+def test_unknown_kernel_lists_valid_ones():
+    with pytest.raises(ValueError, match="bspline.*got 'cauchy'"):
+        get_kernel("cauchy")
