@@ -59,6 +59,17 @@ def test_pdf_slope_bound(name):
     assert slope >= k.pdf_slope * 0.99  # the bound is tight
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_pdf_curvature_bound(name):
+    k = KERNELS[name]
+    if not math.isfinite(k.pdf_curvature):
+        pytest.skip("this density has a kink; it has no curvature bound")
+    z = torch.linspace(-k.support * 0.999, k.support * 0.999, 200001, dtype=torch.float64)
+    dz = z[1] - z[0]
+    curvature = (k.pdf(z).diff().diff() / dz**2).abs().max().item()
+    assert k.pdf_curvature * 0.99 <= curvature <= k.pdf_curvature * (1 + 1e-3)
+
+
 def test_unknown_kernel_lists_valid_ones():
     with pytest.raises(ValueError, match="bspline.*got 'cauchy'"):
         get_kernel("cauchy")

@@ -12,7 +12,9 @@ over the shared ``edges: (B+1,)``. Two exact-formula evaluation strategies:
   binned onto ``Q`` sub-positions (two ``index_add_`` per sample), then a small
   ``(bins, Q) @ (Q, window)`` matmul applies exact, precomputed bin masses.
   ``Q`` is chosen so the interpolation error is below ``2**-24`` per unit of
-  weight; the table is used only when it is not larger than the data.
+  weight; the table is used only when it is not larger than the data. Backward
+  interpolates gradient tables the same way where the kernel's density has a
+  continuous derivative, and otherwise recomputes through the window strategy.
 
 Forward saves only its inputs; backward recomputes from ``x``.
 """
@@ -130,7 +132,7 @@ def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Tensor, binning: 
 
 
 def _window(binning: Binning, edges: Tensor) -> int:
-    """Edges per sample window: all edges within the support, plus a margin of one each side.
+    """Edges per sample window: all edges within the support, plus a margin each side.
 
     For non-uniform edges this reads the edges once (a host sync).
     """
@@ -138,29 +140,40 @@ def _window(binning: Binning, edges: Tensor) -> int:
     if binning.uniform is not None:
         lo, hi = binning.uniform
         most = math.ceil(reach * binning.bins / (hi - lo)) + 1
-    else:
-        e = edges.detach().to(torch.float64)
-        most = int((torch.searchsorted(e, e + reach, right=True) - torch.arange(e.numel(), device=e.device)).max())
+        return most + 4
+    e = edges.detach().to(torch.float64)
+    most = int((torch.searchsorted(e, e + reach, right=True) - torch.arange(e.numel(), device=e.device)).max())
     return min(most + 4, binning.bins + 1)
 
 
 def _window_positions(xc: Tensor, edges: Tensor, binning: Binning, width: int) -> Tuple[Tensor, Tensor]:
-    """Edge indices ``(m, K)`` of each sample's window and ``z = (e - x) / h`` there.
+    """Bin slots ``(m, K)`` of each sample's window edges and ``z = (e - x) / h`` there.
 
-    The first edge lies at least one edge below ``x - T*h``, so ``F = 0`` there and
-    every bin left of the window gets nothing; the last lies past ``x + T*h``.
+    Slots index a per-row buffer of ``B + 2K`` bins, ``K`` of them virtual on each
+    side of the range: edge ``j`` starts the bin in slot ``j + K``. The first edge
+    lies at least one edge below ``x - T*h``, so ``F = 0`` there and bins left of
+    the window get nothing; the last lies past ``x + T*h``.
+
+    Uniform bins place edges arithmetically, ``e_j = lo + j * width`` (virtual
+    ones beyond the range included); other edges are gathered, clamped to the
+    last edge, whose repeats add zero mass.
     """
     bins = binning.bins
     reach = binning.kernel.support * binning.bandwidth
+    steps = torch.arange(width, device=xc.device)
     if binning.uniform is not None:
         lo, hi = binning.uniform
-        start = torch.floor((xc - (lo + reach)) * (bins / (hi - lo))) - 1
-        start = start.clamp_(0, bins).long()
-    else:
-        start = torch.searchsorted(edges, (xc - reach).contiguous(), right=True).sub_(2).clamp_(0, bins)
-    idx = (start.unsqueeze(1) + torch.arange(width, device=xc.device)).clamp_(max=bins)
-    z = (edges[idx] - xc.unsqueeze(1)) / binning.bandwidth
-    return idx, z
+        u = (xc - lo) * (bins / (hi - lo))  # position in bin widths
+        start = torch.floor(u - reach * bins / (hi - lo)).sub_(1).clamp_(-width, bins)
+        # z = (start + p - u) * width / h; u - start is exact (Sterbenz), so z keeps float32 resolution.
+        offset = u.sub_(start).mul_(-(hi - lo) / bins / binning.bandwidth)
+        z = torch.add(offset.unsqueeze(1), steps.to(xc.dtype), alpha=(hi - lo) / bins / binning.bandwidth)
+        slot = start.long().add_(width).unsqueeze(1) + steps
+        return slot, z
+    start = torch.searchsorted(edges, (xc - reach).contiguous(), right=True).sub_(2).clamp_(0, bins)
+    idx = (start.unsqueeze(1) + steps).clamp_(max=bins)
+    z = (edges[idx] - xc.unsqueeze(1)).div_(binning.bandwidth)
+    return idx.add_(width), z
 
 
 def _clean(xc: Tensor, wc: Optional[Tensor], dtype: torch.dtype, park: float) -> Tuple[Tensor, Tensor]:
@@ -171,29 +184,35 @@ def _clean(xc: Tensor, wc: Optional[Tensor], dtype: torch.dtype, park: float) ->
     return torch.where(finite, xc, park), wc
 
 
+def _park(edges: Tensor, binning: Binning) -> float:
+    """Where non-finite samples are put (with weight 0) so their windows stay in bounds."""
+    return binning.uniform[0] if binning.uniform is not None else float(edges[0])
+
+
 def _window_forward(x: Tensor, weight: Optional[Tensor], edges: Tensor, binning: Binning) -> Tensor:
     rows, n = x.shape
     bins, acc = binning.bins, accumulation_dtype(x.dtype)
     edges = edges.detach().to(acc)
     width = _window(binning, edges)
-    hist = torch.zeros(rows * bins, dtype=_SUM_DTYPE, device=x.device)
+    stride = bins + 2 * width
+    hist = torch.zeros(rows * stride, dtype=_SUM_DTYPE, device=x.device)
     flat_x = x.reshape(-1)
     flat_w = None if weight is None else weight.reshape(-1)
-    park = float(edges[0]) if binning.uniform is None else binning.uniform[0]
+    park = _park(edges, binning)
     for start, end in _chunks(flat_x.numel(), _CHUNK_ELEMENTS // width):
         xc, wc = _clean(flat_x[start:end], None if flat_w is None else flat_w[start:end], acc, park)
-        idx, z = _window_positions(xc, edges, binning, width)
+        slot, z = _window_positions(xc, edges, binning, width)
         cdf = binning.kernel.cdf(z)
-        mass = (cdf[:, 1:] - cdf[:, :-1]).mul_(wc.unsqueeze(1))
-        slot = idx[:, :-1].clamp(max=bins - 1)
+        mass = torch.sub(cdf[:, 1:], cdf[:, :-1]).mul_(wc.unsqueeze(1))
+        slot = slot[:, :-1]
         if rows > 1:
-            slot += _row_offsets(start, end, n, bins, x.device).unsqueeze(1)
+            slot = slot + _row_offsets(start, end, n, stride, x.device).unsqueeze(1)
         hist.index_add_(0, slot.reshape(-1), mass.reshape(-1).to(_SUM_DTYPE))
-    return hist.view(rows, bins).to(acc)
+    return hist.view(rows, stride)[:, width : width + bins].to(acc)
 
 
 # VJP of the window strategy. With F_p = F(z_p) at window edge p and c_p = F_{p+1} - F_p
-# feeding bin b_p, dL/dF_p = w * (g[b_{p-1}] - g[b_p]) (g = 0 past the last bin). Since
+# feeding bin b_p, dL/dF_p = w * (g[b_{p-1}] - g[b_p]) (g = 0 on virtual bins). Since
 # z = (e - x)/h: dz/dx = -1/h, dz/de = 1/h, dz/dh = -z/h, and dL/dw = sum_p g[b_p] c_p.
 def _window_backward(
     grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Tensor, binning: Binning, needs: Tuple[bool, ...]
@@ -203,31 +222,33 @@ def _window_backward(
     need_x, need_w, need_e, need_h = needs
     edges_acc = edges.detach().to(acc)
     width = _window(binning, edges_acc)
-    # One zero column past the last bin, so window edges clamped to index B read g = 0.
-    grad_pad = nnf.pad(grad.to(acc), (0, 1)).reshape(-1)
+    stride = bins + 2 * width
+    grad_ext = nnf.pad(grad.to(acc), (width, width)).reshape(-1)  # zero on virtual bins
     flat_x = x.reshape(-1)
     flat_w = None if weight is None else weight.reshape(-1)
-    park = float(edges_acc[0]) if binning.uniform is None else binning.uniform[0]
+    park = _park(edges_acc, binning)
     grad_x = torch.zeros_like(flat_x, dtype=acc) if need_x else None
     grad_w = torch.zeros_like(flat_x, dtype=acc) if need_w else None
     grad_e = torch.zeros_like(edges_acc, dtype=_SUM_DTYPE) if need_e else None
     grad_h = torch.zeros((), dtype=_SUM_DTYPE, device=x.device) if need_h else None
     for start, end in _chunks(flat_x.numel(), _CHUNK_ELEMENTS // width):
         xc, wc = _clean(flat_x[start:end], None if flat_w is None else flat_w[start:end], acc, park)
-        idx, z = _window_positions(xc, edges_acc, binning, width)
-        slot = idx if rows == 1 else idx + _row_offsets(start, end, n, bins + 1, x.device).unsqueeze(1)
-        g_bin = grad_pad[slot]
+        slot, z = _window_positions(xc, edges_acc, binning, width)
+        if rows > 1:
+            slot = slot + _row_offsets(start, end, n, stride, x.device).unsqueeze(1)
+        g_bin = grad_ext[slot]
         g_bin[:, -1] = 0.0  # the last window edge starts no bin of this sample
         if need_w:
             cdf = binning.kernel.cdf(z)
-            grad_w[start:end] = ((cdf[:, 1:] - cdf[:, :-1]) * g_bin[:, :-1]).sum(1)
+            grad_w[start:end] = (torch.sub(cdf[:, 1:], cdf[:, :-1]) * g_bin[:, :-1]).sum(1)
         if need_x or need_e or need_h:
             d_cdf = nnf.pad(g_bin[:, :-1], (1, 0)).sub_(g_bin)  # g[b_{p-1}] - g[b_p]
             d_z = d_cdf.mul_(binning.kernel.pdf(z)).mul_(wc.unsqueeze(1) / h)  # dL/dz / h
             if need_x:
                 grad_x[start:end] = -d_z.sum(1)
             if need_e:
-                grad_e.index_add_(0, idx.reshape(-1), d_z.reshape(-1).to(_SUM_DTYPE))
+                edge_index = (slot - width).remainder_(stride) if rows > 1 else slot - width
+                grad_e.index_add_(0, edge_index.reshape(-1), d_z.reshape(-1).to(_SUM_DTYPE))
             if need_h:
                 grad_h -= (d_z * z).sum(dtype=_SUM_DTYPE)
     return grad_x, grad_w, grad_e, grad_h
@@ -285,11 +306,15 @@ def _table_values(table: _Table, binning: Binning, dtype: torch.dtype, device: t
 
 
 def _table_positions(xc: Tensor, table: _Table, bins: int) -> Tuple[Tensor, Tensor, Tensor]:
-    """Global sub-grid index ``k``, interpolation weight ``t`` and validity of each sample."""
+    """Global sub-grid index ``k``, interpolation weight ``t`` and validity of each sample.
+
+    Invalid samples (NaN, or too far from the range to reach it) get ``k = span``,
+    the row's last grid point, which lies past every bin's support.
+    """
     span = (bins + 2 * table.pad) * table.q
     grid = (xc - table.lo).mul_(table.scale).add_(table.pad).mul_(table.q)
     valid = (grid >= 0) & (grid < span)  # False for NaN and far-away samples
-    grid = torch.where(valid, grid, 0.0)
+    grid = torch.where(valid, grid, float(span))
     k = grid.floor()
     t = grid.sub_(k)
     return k.long(), t, valid
@@ -300,19 +325,27 @@ def _table_forward(x: Tensor, weight: Optional[Tensor], binning: Binning, table:
     bins, acc = binning.bins, accumulation_dtype(x.dtype)
     base_bins = bins + 2 * table.pad
     stride = base_bins * table.q + 1
-    grid = torch.zeros(rows * stride, dtype=_SUM_DTYPE, device=x.device)
+    # Linear binning onto the grid, as two moments per point: total weight and weight * t.
+    # Point k then holds total[k] - moment[k] + moment[k-1]. Unweighted totals are integer counts.
+    total = torch.zeros(rows * stride, dtype=_SUM_DTYPE, device=x.device)
+    moment = torch.zeros(rows * stride, dtype=_SUM_DTYPE, device=x.device)
     flat_x = x.reshape(-1)
     flat_w = None if weight is None else weight.reshape(-1)
     for start, end in _chunks(flat_x.numel(), _CHUNK_ELEMENTS):
         k, t, valid = _table_positions(flat_x[start:end].to(acc), table, bins)
-        wc = valid.to(acc) if flat_w is None else torch.where(valid, flat_w[start:end].to(acc), 0.0)
         if rows > 1:
             k += _row_offsets(start, end, n, stride, x.device)
-        upper = wc * t
-        grid.index_add_(0, k, wc.sub_(upper).to(_SUM_DTYPE))
-        grid.index_add_(0, k + 1, upper.to(_SUM_DTYPE))
+        if flat_w is None:
+            total += torch.bincount(k, minlength=rows * stride)
+        else:
+            wc = torch.where(valid, flat_w[start:end].to(acc), 0.0)
+            total.index_add_(0, k, wc.to(_SUM_DTYPE))
+            t.mul_(wc)
+        moment.index_add_(0, k, t.to(_SUM_DTYPE))
+    point = total.sub_(moment).view(rows, stride)
+    point[:, 1:] += moment.view(rows, stride)[:, :-1]
     # The grid's last point sits past every bin's support: drop it.
-    per_base = grid.view(rows, stride)[:, :-1].reshape(rows, base_bins, table.q)
+    per_base = point[:, :-1].reshape(rows, base_bins, table.q)
     mass = per_base @ _table_values(table, binning, _SUM_DTYPE, x.device, "mass")  # (rows, base_bins, W)
     out = torch.zeros(rows, base_bins + 2 * table.reach, dtype=_SUM_DTYPE, device=x.device)
     for j in range(table.width):
@@ -335,7 +368,8 @@ def _table_backward(
     def per_grid_point(what: str) -> Tensor:
         # Chain rule on the sub-grid: (rows, base_bins, W) @ (W, Q), plus the dropped last point.
         values = g_near @ _table_values(table, binning, acc, x.device, what).T
-        return nnf.pad(values.reshape(rows, -1), (0, 1)).reshape(-1)
+        # Zeros for each row's last point, plus one so invalid samples' k + 1 stays in bounds.
+        return nnf.pad(nnf.pad(values.reshape(rows, -1), (0, 1)).reshape(-1), (0, 1))
 
     g_x = per_grid_point("dx") if need_x else None
     g_w = per_grid_point("mass") if need_w else None
@@ -351,16 +385,18 @@ def _table_backward(
         return torch.lerp(values[k], values[k + 1], t)
 
     for start, end in _chunks(flat_x.numel(), _CHUNK_ELEMENTS):
+        # Invalid samples sit on a zero grid point, so they get zero gradients unmasked.
         k, t, valid = _table_positions(flat_x[start:end].to(acc), table, bins)
-        wc = valid.to(acc) if flat_w is None else torch.where(valid, flat_w[start:end].to(acc), 0.0)
+        wc = None if flat_w is None else torch.where(valid, flat_w[start:end].to(acc), 0.0)
         if rows > 1:
             k += _row_offsets(start, end, n, stride, x.device)
         if need_x:
-            grad_x[start:end] = lerp(g_x, k, t).mul_(wc)
+            grad_x[start:end] = lerp(g_x, k, t) if wc is None else lerp(g_x, k, t).mul_(wc)
         if need_w:
-            grad_w[start:end] = lerp(g_w, k, t).mul_(valid)
+            grad_w[start:end] = lerp(g_w, k, t)
         if need_h:
-            grad_h += (lerp(g_h, k, t) * wc).sum(dtype=_SUM_DTYPE)
+            per_sample = lerp(g_h, k, t) if wc is None else lerp(g_h, k, t).mul_(wc)
+            grad_h += per_sample.sum(dtype=_SUM_DTYPE)
     return grad_x, grad_w, None, grad_h
 
 
@@ -391,7 +427,8 @@ class SoftHistogramFunction(torch.autograd.Function):
         binning: Binning = ctx.binning
         needs = tuple(ctx.needs_input_grad[:4])
         table = _plan_table(x, binning)
-        if table is not None and not needs[2]:
+        smooth_enough = math.isfinite(binning.kernel.pdf_curvature) or not (needs[0] or needs[3])
+        if table is not None and smooth_enough and not needs[2]:
             grads = _table_backward(grad, x, weight, binning, table, needs)
         else:
             grads = _window_backward(grad, x, weight, edges, binning, needs)

@@ -97,7 +97,7 @@ def _resolve_bandwidth(bandwidth: Bandwidth, default: float, dtype: torch.dtype,
             raise ValueError(f"bandwidth must be a float or a 0-d tensor, got shape {tuple(bandwidth.shape)}")
         if bandwidth.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"bandwidth must be floating point, got dtype {bandwidth.dtype}")
-        value = float(bandwidth)  # one host sync: windows are sized from the value
+        value = float(bandwidth.detach())  # one host sync: windows are sized from the value
         tensor = bandwidth.to(dtype=dtype, device=device)
     else:
         value = _check_number(bandwidth, "bandwidth")
@@ -200,7 +200,8 @@ def _bin(
     kernel_entry = get_kernel(kernel)
     engine = _select_backend(x, backend)
     acc = accumulation_dtype(x.dtype if x.is_floating_point() else torch.float64)
-    default_bandwidth = 0.5 * float(edges[-1] - edges[0]) / bins if uniform is None else 0.5 * (uniform[1] - uniform[0]) / bins
+    lo, hi = uniform if uniform is not None else (float(edges[0].detach()), float(edges[-1].detach()))
+    default_bandwidth = 0.5 * (hi - lo) / bins  # half the (mean) bin width
     bandwidth_tensor, bandwidth_value = _resolve_bandwidth(bandwidth, default_bandwidth, acc, x.device)
     binning = Binning(kernel_entry, mode, bins, bandwidth_value, uniform, hard_rule)
     if mode == "hard":
@@ -258,7 +259,7 @@ def histc(
         >>> import torch, softhist
         >>> x = torch.tensor([0.1, 0.4, 0.45, 0.9], requires_grad=True)
         >>> softhist.histc(x, bins=4, min=0, max=1, mode="hard")
-        tensor([1., 2., 0., 1.], grad_fn=<ToCopyBackward0>)
+        tensor([1., 2., 0., 1.])
         >>> h = softhist.histc(x, bins=4, min=0, max=1, bandwidth=0.05)
         >>> h.sum().backward()
         >>> x.grad.shape
