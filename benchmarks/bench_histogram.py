@@ -118,13 +118,22 @@ def cases(quick: bool, device: torch.device) -> List[Case]:
     return out
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM, unlike ru_maxrss, is not inherited through fork + exec."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _rss_probe(case: Case, provider: str, device: torch.device) -> float:
     """Peak RSS growth (MiB) of one call, run in this (fresh) process."""
     x = case.make_x()
     fwd, fwd_bwd = providers(case, x)[provider]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _peak_rss_mib()
     (fwd_bwd or fwd)()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    return _peak_rss_mib() - before
 
 
 def peak_memory_mb(index: int, provider: str, fn: Callable, device: torch.device, argv: List[str]) -> float:

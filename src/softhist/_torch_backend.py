@@ -12,7 +12,7 @@ over the shared ``edges: (B+1,)``. Two exact-formula evaluation strategies:
   binned onto ``Q`` sub-positions (two ``index_add_`` per sample), then a small
   ``(bins, Q) @ (Q, window)`` matmul applies exact, precomputed bin masses.
   ``Q`` is chosen so the interpolation error is below ``2**-24`` per unit of
-  weight; the table is used only when it is not larger than the data. Backward
+  weight; the table is used when it costs less than the windows. Backward
   interpolates gradient tables the same way where the kernel's density has a
   continuous derivative, and otherwise recomputes through the window strategy.
 
@@ -38,6 +38,7 @@ _CHUNK_ELEMENTS = 1 << 21
 _SUM_DTYPE = torch.float64
 # Largest sub-bin grid, and the interpolation error the grid is sized for.
 _TABLE_MAX_Q = 8192
+_TABLE_MAX_POINTS = 1 << 23  # two float64 grids of 64 MiB
 _TABLE_TOLERANCE = 2.0**-24
 
 
@@ -131,7 +132,12 @@ def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Tensor, binning: 
 # --------------------------------------------------------------------------- window strategy
 
 
-def _window(binning: Binning, edges: Tensor) -> int:
+def _take(values: Tensor, index: Tensor) -> Tensor:
+    """``values[index]`` for a 1-D ``values``; index_select is several times faster on CPU."""
+    return values.index_select(0, index.reshape(-1)).view(index.shape)
+
+
+def _window(binning: Binning, edges: Optional[Tensor]) -> int:
     """Edges per sample window: all edges within the support, plus a margin each side.
 
     For non-uniform edges this reads the edges once (a host sync).
@@ -172,7 +178,7 @@ def _window_positions(xc: Tensor, edges: Tensor, binning: Binning, width: int) -
         return slot, z
     start = torch.searchsorted(edges, (xc - reach).contiguous(), right=True).sub_(2).clamp_(0, bins)
     idx = (start.unsqueeze(1) + steps).clamp_(max=bins)
-    z = (edges[idx] - xc.unsqueeze(1)).div_(binning.bandwidth)
+    z = (_take(edges, idx) - xc.unsqueeze(1)).div_(binning.bandwidth)
     return idx.add_(width), z
 
 
@@ -236,7 +242,7 @@ def _window_backward(
         slot, z = _window_positions(xc, edges_acc, binning, width)
         if rows > 1:
             slot = slot + _row_offsets(start, end, n, stride, x.device).unsqueeze(1)
-        g_bin = grad_ext[slot]
+        g_bin = _take(grad_ext, slot)
         g_bin[:, -1] = 0.0  # the last window edge starts no bin of this sample
         if need_w:
             cdf = binning.kernel.cdf(z)
@@ -282,8 +288,10 @@ def _plan_table(x: Tensor, binning: Binning) -> Optional[_Table]:
     # Linear interpolation error <= (1/Q)^2/8 * max|c''|, with |c''| <= 2 r^2 max|f'|.
     q = max(16, math.ceil(ratio * math.sqrt(kernel.pdf_slope / (4.0 * _TABLE_TOLERANCE))))
     reach = math.ceil(kernel.support / ratio) + 1
-    rows = x.shape[0]
-    if q > _TABLE_MAX_Q or rows * (binning.bins + 2 * reach) * q > x.numel():
+    # Grid points cost about a quarter of a window element each (measured on CPU):
+    # take the table when it is cheaper than the windows and its memory stays bounded.
+    points = x.shape[0] * (binning.bins + 2 * reach) * q
+    if q > _TABLE_MAX_Q or points > _TABLE_MAX_POINTS or points > 4 * _window(binning, None) * x.numel():
         return None
     return _Table(q=q, reach=reach, pad=reach, scale=binning.bins / (hi - lo), lo=lo)
 
@@ -382,7 +390,7 @@ def _table_backward(
     grad_h = torch.zeros((), dtype=_SUM_DTYPE, device=x.device) if need_h else None
 
     def lerp(values: Tensor, k: Tensor, t: Tensor) -> Tensor:
-        return torch.lerp(values[k], values[k + 1], t)
+        return torch.lerp(values.index_select(0, k), values.index_select(0, k + 1), t)
 
     for start, end in _chunks(flat_x.numel(), _CHUNK_ELEMENTS):
         # Invalid samples sit on a zero grid point, so they get zero gradients unmasked.
