@@ -55,8 +55,8 @@ def test_float32_table_gradients_equal_reference(kernel):
     x = (torch.rand(n) * 1.2 - 0.1).requires_grad_()
     w = torch.rand(n, requires_grad=True)
     h = torch.tensor(0.5 / bins, requires_grad=True)
-    binning = _torch_backend.Binning(KERNELS[kernel], "soft", bins, h.item(), (0.0, 1.0))
-    assert _torch_backend._plan_table(x.detach().view(1, -1), binning) is not None
+    binning = _torch_backend.Binning(KERNELS[kernel], "soft", (_torch_backend.Axis(bins, h.item(), (0.0, 1.0)),))
+    assert _torch_backend._plan_table(x.detach().view(1, -1, 1), binning) is not None
     g = torch.randn(bins)
     ours = torch.autograd.grad(softhist.histc(x, bins, 0, 1, kernel=kernel, bandwidth=h, weight=w), (x, w, h), g)
     x64, w64, h64 = (t.detach().double().requires_grad_() for t in (x, w, h))

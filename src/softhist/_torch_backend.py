@@ -1,29 +1,33 @@
-"""Torch backend: the 1-D engine on any device, in chunks, never ``N x bins``.
+"""Torch backend: the engine on any device, in chunks, never ``N x bins``.
 
-Inputs arrive flattened to ``x: (rows, n)``; each row gets its own histogram
-over the shared ``edges: (B+1,)``. Two exact-formula evaluation strategies:
+Inputs arrive flattened to ``x: (rows, n, D)``; each row gets its own
+``D``-dimensional histogram over per-axis ``edges[d]: (B_d + 1,)``. A sample's
+soft count in a cell is ``w * prod_d a_d(x_d)``, where ``a_d`` is the 1-D CDF
+difference along axis ``d``. Two evaluation strategies, both exact formulas:
 
-* **window** (general): each sample evaluates the kernel CDF only at the
-  ``K`` edges inside its support, ``K ~ 2*T*h/width + 4``, and scatters the
-  ``K-1`` differences with ``index_add_``. Any edges, any dtype, gradients for
-  everything.
-* **table** (uniform bins, float32 or narrower): a sample's bin masses depend
-  only on its base bin and its position ``f`` in that bin. ``f`` is linearly
-  binned onto ``Q`` sub-positions (two ``index_add_`` per sample), then a small
-  ``(bins, Q) @ (Q, window)`` matmul applies exact, precomputed bin masses.
-  ``Q`` is chosen so the interpolation error is below ``2**-24`` per unit of
-  weight; the table is used when it costs less than the windows. Backward
-  interpolates gradient tables the same way where the kernel's density has a
-  continuous derivative, and otherwise recomputes through the window strategy.
+* **window** (general): along each axis a sample evaluates the kernel CDF only
+  at the ``K_d`` edges inside its support, ``K ~ 2*T*h/width + 4``; the outer
+  product of the ``K_d - 1`` per-axis masses is scattered with ``index_add_``.
+  Any edges, any dtype, any ``D``, gradients for everything.
+* **table** (one axis, uniform bins, float32 or narrower): a sample's bin masses
+  depend only on its base bin and its position ``f`` in that bin. ``f`` is
+  linearly binned onto ``Q`` sub-positions, then a small ``(bins, Q) @ (Q, window)``
+  matmul applies exact, precomputed bin masses. ``Q`` is chosen so the
+  interpolation error is below ``2**-24`` per unit of weight; the table is used
+  when it costs less than the windows. Backward interpolates gradient tables the
+  same way where the kernel's density has a continuous derivative, and
+  otherwise recomputes through the window strategy.
 
 Forward saves only its inputs; backward recomputes from ``x``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import string
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as nnf
@@ -31,7 +35,7 @@ from torch import Tensor
 
 from .kernels import Kernel
 
-# Elements (samples x window) processed per chunk: bounds temporaries to ~10 MiB each.
+# Elements (samples x window cells) processed per chunk: bounds temporaries to ~10 MiB each.
 _CHUNK_ELEMENTS = 1 << 21
 # Scatter targets (histograms, grids, edge and bandwidth gradients) sum in float64: a float32
 # cell that receives a million additions drifts by ~1e-4 relative, float64 stays exact to float32.
@@ -43,21 +47,37 @@ _TABLE_TOLERANCE = 2.0**-24
 
 
 @dataclass(frozen=True)
+class Axis:
+    """One histogram axis: its bin count, bandwidth (as a float, to size windows) and,
+    when its edges split ``(lo, hi)`` evenly, that range."""
+
+    bins: int
+    bandwidth: float
+    uniform: Optional[Tuple[float, float]] = None
+
+    @property
+    def scale(self) -> float:
+        """Bins per data unit (uniform axes)."""
+        lo, hi = self.uniform
+        return self.bins / (hi - lo)
+
+
+@dataclass(frozen=True)
 class Binning:
     """Everything about a call that is not a tensor.
 
-    ``uniform`` is ``(lo, hi)`` when the edges are an even split of that range;
     ``hard_rule`` picks how hard counts assign samples: ``"histc"`` (torch.histc's
     arithmetic) or ``"edges"`` (compare with the edges, as numpy does).
-    ``bandwidth`` is the bandwidth's value as a Python float, to size windows.
     """
 
     kernel: Kernel
     mode: str
-    bins: int
-    bandwidth: float
-    uniform: Optional[Tuple[float, float]] = None
+    axes: Tuple[Axis, ...]
     hard_rule: str = "edges"
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return tuple(axis.bins for axis in self.axes)
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -76,60 +96,9 @@ def _row_offsets(start: int, end: int, n: int, stride: int, device: torch.device
     return torch.arange(start, end, device=device).div_(n, rounding_mode="floor").mul_(stride)
 
 
-# --------------------------------------------------------------------------- hard counts
-
-
-def _histc_bins(x: Tensor, lo: float, hi: float, bins: int) -> Tuple[Tensor, Tensor]:
-    """torch.histc's own assignment: truncate ``(x - lo) * B / (hi - lo)`` in x's dtype."""
-    lo_t = torch.tensor(lo, dtype=x.dtype, device=x.device)
-    hi_t = torch.tensor(hi, dtype=x.dtype, device=x.device)
-    valid = (x >= lo_t) & (x <= hi_t)  # False for NaN
-    pos = ((x - lo_t) * torch.tensor(bins, dtype=x.dtype, device=x.device) / (hi_t - lo_t)).nan_to_num_(0.0)
-    pos = pos.clamp_(0, bins).long().clamp_(max=bins - 1)  # the last bin is closed
-    return pos, valid
-
-
-def _edge_bins(x: Tensor, edges: Tensor) -> Tuple[Tensor, Tensor]:
-    """numpy.histogram's assignment: ``e[k] <= x < e[k+1]``, the last bin closed."""
-    edges = edges.to(x.dtype)
-    bins = edges.numel() - 1
-    valid = (x >= edges[0]) & (x <= edges[-1])
-    pos = (torch.searchsorted(edges, x.contiguous(), right=True) - 1).clamp_(0, bins - 1)
-    return pos, valid
-
-
-def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Tensor, binning: Binning) -> Tensor:
-    """Exact counts, ``(rows, B)`` in float64: integer counting, so exact past 2**24.
-
-    Differentiable with respect to ``weight`` (each count is linear in it).
-    """
-    rows, n = x.shape
-    bins = binning.bins
-    flat_x = x.reshape(-1)
-    overflow = rows * bins  # a dump slot for samples outside the range
-    counts = torch.zeros(overflow + 1, dtype=torch.int64, device=x.device)
-    sums = None
-    if weight is not None:
-        flat_w = weight.reshape(-1).to(torch.float64)
-        sums = torch.zeros(overflow + 1, dtype=torch.float64, device=x.device)
-    for start, end in _chunks(flat_x.numel(), _CHUNK_ELEMENTS):
-        xc = flat_x[start:end]
-        if binning.hard_rule == "histc":
-            pos, valid = _histc_bins(xc, *binning.uniform, bins)
-        else:
-            pos, valid = _edge_bins(xc, edges)
-        if rows > 1:
-            pos = pos + _row_offsets(start, end, n, bins, x.device)
-        slot = torch.where(valid, pos, overflow)
-        if sums is None:
-            counts += torch.bincount(slot, minlength=overflow + 1)
-        else:
-            sums = sums.index_add(0, slot, flat_w[start:end])
-    total = counts.to(torch.float64) if sums is None else sums
-    return total[:overflow].view(rows, bins)
-
-
-# --------------------------------------------------------------------------- window strategy
+def _strides(sizes: Sequence[int]) -> List[int]:
+    """Row-major strides of a buffer of the given sizes."""
+    return [math.prod(sizes[d + 1 :]) for d in range(len(sizes))]
 
 
 def _take(values: Tensor, index: Tensor) -> Tensor:
@@ -137,130 +106,290 @@ def _take(values: Tensor, index: Tensor) -> Tensor:
     return values.index_select(0, index.reshape(-1)).view(index.shape)
 
 
-def _window(binning: Binning, edges: Optional[Tensor]) -> int:
-    """Edges per sample window: all edges within the support, plus a margin each side.
+# --------------------------------------------------------------------------- hard counts
+
+
+def _histc_bins(x: Tensor, axis: Axis) -> Tuple[Tensor, Tensor]:
+    """torch.histc's own assignment: truncate ``(x - lo) * B / (hi - lo)`` in x's dtype."""
+    lo, hi = axis.uniform
+    lo_t = torch.tensor(lo, dtype=x.dtype, device=x.device)
+    hi_t = torch.tensor(hi, dtype=x.dtype, device=x.device)
+    valid = (x >= lo_t) & (x <= hi_t)  # False for NaN
+    pos = ((x - lo_t) * torch.tensor(axis.bins, dtype=x.dtype, device=x.device) / (hi_t - lo_t)).nan_to_num_(0.0)
+    pos = pos.clamp_(0, axis.bins).long().clamp_(max=axis.bins - 1)  # the last bin is closed
+    return pos, valid
+
+
+def _edge_bins(x: Tensor, edges: Tensor) -> Tuple[Tensor, Tensor]:
+    """numpy's assignment: ``e[k] <= x < e[k+1]``, the last bin closed, compared in the
+    promoted dtype of ``x`` and ``edges`` (as numpy promotes)."""
+    dtype = torch.promote_types(x.dtype, edges.dtype)
+    x, edges = x.to(dtype), edges.to(dtype)
+    bins = edges.numel() - 1
+    valid = (x >= edges[0]) & (x <= edges[-1])
+    pos = (torch.searchsorted(edges, x.contiguous(), right=True) - 1).clamp_(0, bins - 1)
+    return pos, valid
+
+
+def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
+    """Exact counts, ``(rows, *bins)`` in float64: integer counting, so exact past 2**24.
+
+    Differentiable with respect to ``weight`` (each count is linear in it).
+    """
+    rows, n, dims = x.shape
+    strides = _strides(binning.shape)
+    cells = math.prod(binning.shape)
+    overflow = rows * cells  # a dump slot for samples outside the range
+    counts = torch.zeros(overflow + 1, dtype=torch.int64, device=x.device)
+    sums = None
+    flat_x = x.reshape(-1, dims)
+    if weight is not None:
+        flat_w = weight.reshape(-1).to(torch.float64)
+        sums = torch.zeros(overflow + 1, dtype=torch.float64, device=x.device)
+    for start, end in _chunks(flat_x.shape[0], _CHUNK_ELEMENTS):
+        xc = flat_x[start:end]
+        cell = _row_offsets(start, end, n, cells, x.device) if rows > 1 else 0
+        inside = True
+        for d, axis in enumerate(binning.axes):
+            if binning.hard_rule == "histc":
+                pos, valid = _histc_bins(xc[:, d], axis)
+            else:
+                pos, valid = _edge_bins(xc[:, d], edges[d])
+            cell = cell + pos * strides[d]
+            inside = inside & valid
+        slot = torch.where(inside, cell, overflow)
+        if sums is None:
+            counts += torch.bincount(slot, minlength=overflow + 1)
+        else:
+            sums = sums.index_add(0, slot, flat_w[start:end])
+    total = counts.to(torch.float64) if sums is None else sums
+    return total[:overflow].view(rows, *binning.shape)
+
+
+# --------------------------------------------------------------------------- window strategy
+
+
+def _window(axis: Axis, kernel: Kernel, edges: Optional[Tensor]) -> int:
+    """Edges per sample window along one axis: enough to cover the support ``[x - T*h, x + T*h]``.
 
     For non-uniform edges this reads the edges once (a host sync).
     """
-    reach = 2.0 * binning.kernel.support * binning.bandwidth
-    if binning.uniform is not None:
-        lo, hi = binning.uniform
-        most = math.ceil(reach * binning.bins / (hi - lo)) + 1
-        return most + 4
+    reach = 2.0 * kernel.support * axis.bandwidth
+    if axis.uniform is not None:
+        return math.ceil(reach * axis.scale) + 2
     e = edges.detach().to(torch.float64)
     most = int((torch.searchsorted(e, e + reach, right=True) - torch.arange(e.numel(), device=e.device)).max())
-    return min(most + 4, binning.bins + 1)
+    return min(most + 4, axis.bins + 1)
 
 
-def _window_positions(xc: Tensor, edges: Tensor, binning: Binning, width: int) -> Tuple[Tensor, Tensor]:
-    """Bin slots ``(m, K)`` of each sample's window edges and ``z = (e - x) / h`` there.
+def _window_positions(xc: Tensor, edges: Tensor, axis: Axis, kernel: Kernel, width: int) -> Tuple[Tensor, Tensor]:
+    """First slot ``(m,)`` of each sample's window along one axis, and ``z = (e - x) / h`` at its ``K`` edges.
 
-    Slots index a per-row buffer of ``B + 2K`` bins, ``K`` of them virtual on each
-    side of the range: edge ``j`` starts the bin in slot ``j + K``. The first edge
-    lies at least one edge below ``x - T*h``, so ``F = 0`` there and bins left of
-    the window get nothing; the last lies past ``x + T*h``.
+    Slots index a buffer of ``B + 2K`` bins, ``K`` of them virtual on each side of
+    the range: edge ``j`` starts the bin in slot ``j + K``, and window edge ``p``
+    starts the bin in slot ``first + p``. The first edge lies at or below
+    ``x - T*h``, so ``F = 0`` there and bins left of the window get nothing; the
+    last lies at or past ``x + T*h``.
 
-    Uniform bins place edges arithmetically, ``e_j = lo + j * width`` (virtual
+    Uniform axes place edges arithmetically, ``e_j = lo + j * width`` (virtual
     ones beyond the range included); other edges are gathered, clamped to the
     last edge, whose repeats add zero mass.
     """
-    bins = binning.bins
-    reach = binning.kernel.support * binning.bandwidth
+    reach = kernel.support * axis.bandwidth
     steps = torch.arange(width, device=xc.device)
-    if binning.uniform is not None:
-        lo, hi = binning.uniform
-        u = (xc - lo) * (bins / (hi - lo))  # position in bin widths
-        start = torch.floor(u - reach * bins / (hi - lo)).sub_(1).clamp_(-width, bins)
+    if axis.uniform is not None:
+        u = (xc - axis.uniform[0]) * axis.scale  # position in bin widths
+        start = torch.floor(u - reach * axis.scale).clamp_(-width, axis.bins)
         # z = (start + p - u) * width / h; u - start is exact (Sterbenz), so z keeps float32 resolution.
-        offset = u.sub_(start).mul_(-(hi - lo) / bins / binning.bandwidth)
-        z = torch.add(offset.unsqueeze(1), steps.to(xc.dtype), alpha=(hi - lo) / bins / binning.bandwidth)
-        slot = start.long().add_(width).unsqueeze(1) + steps
-        return slot, z
-    start = torch.searchsorted(edges, (xc - reach).contiguous(), right=True).sub_(2).clamp_(0, bins)
-    idx = (start.unsqueeze(1) + steps).clamp_(max=bins)
-    z = (_take(edges, idx) - xc.unsqueeze(1)).div_(binning.bandwidth)
-    return idx.add_(width), z
+        bin_in_std = 1.0 / (axis.scale * axis.bandwidth)
+        offset = u.sub_(start).mul_(-bin_in_std)
+        z = torch.add(offset.unsqueeze(1), steps.to(xc.dtype), alpha=bin_in_std)
+        return start.long().add_(width), z
+    start = torch.searchsorted(edges, (xc - reach).contiguous(), right=True).sub_(2).clamp_(0, axis.bins)
+    idx = (start.unsqueeze(1) + steps).clamp_(max=axis.bins)
+    z = (_take(edges, idx) - xc.unsqueeze(1)).div_(axis.bandwidth)
+    return start.add_(width), z
 
 
-def _clean(xc: Tensor, wc: Optional[Tensor], dtype: torch.dtype, park: float) -> Tuple[Tensor, Tensor]:
-    """Cast a chunk to the accumulation dtype; non-finite samples get weight 0 and a parked position."""
-    xc = xc.to(dtype)
-    finite = torch.isfinite(xc)
-    wc = finite.to(dtype) if wc is None else torch.where(finite, wc.to(dtype), 0.0)
-    return torch.where(finite, xc, park), wc
+@dataclass
+class _Windows:
+    """One chunk's windows: per-axis ``z`` and bin masses, and where each sample's block of cells lands."""
+
+    z: List[Tensor]  # (m, K_d)
+    first: List[Tensor]  # (m,): slot of the first window bin along axis d
+    masses: List[Tensor]  # (m, K_d - 1): a_d at each window bin
+    block: Tensor  # (m,): row of the sample's block in the block buffer, or its first cell in the flat buffer
+    weight: Tensor  # (m,): 0 for samples with a non-finite coordinate
 
 
-def _park(edges: Tensor, binning: Binning) -> float:
-    """Where non-finite samples are put (with weight 0) so their windows stay in bounds."""
-    return binning.uniform[0] if binning.uniform is not None else float(edges[0])
+# Largest block buffer (rows x first-slot grid x window cells) before falling back to flat scatters.
+_MAX_BLOCK_ELEMENTS = 1 << 24
 
 
-def _window_forward(x: Tensor, weight: Optional[Tensor], edges: Tensor, binning: Binning) -> Tensor:
-    rows, n = x.shape
-    bins, acc = binning.bins, accumulation_dtype(x.dtype)
-    edges = edges.detach().to(acc)
-    width = _window(binning, edges)
-    stride = bins + 2 * width
-    hist = torch.zeros(rows * stride, dtype=_SUM_DTYPE, device=x.device)
-    flat_x = x.reshape(-1)
+class _WindowPlan:
+    """Window widths and buffer layout of a call.
+
+    Each sample owns a block of ``prod(K_d - 1)`` cells starting at its first
+    window slots. In **block** layout the blocks are rows of a
+    ``(rows * prod(B_d + K_d + 1), cells)`` buffer, filled by one row-wise
+    ``index_add_`` per chunk and folded into the histogram once at the end. When
+    that buffer would be too large, the **flat** layout scatters every cell into
+    the extended ``rows x prod(B_d + 2 K_d)`` histogram directly.
+    """
+
+    def __init__(self, x: Tensor, edges: Sequence[Tensor], binning: Binning):
+        self.binning = binning
+        self.acc = accumulation_dtype(x.dtype)
+        self.edges = [e.detach().to(self.acc) for e in edges]
+        self.widths = [_window(a, binning.kernel, e) for a, e in zip(binning.axes, self.edges)]
+        self.window_shape = [k - 1 for k in self.widths]
+        self.window_cells = math.prod(self.window_shape)
+        self.sizes = [a.bins + 2 * k for a, k in zip(binning.axes, self.widths)]  # extended histogram
+        self.firsts = [a.bins + k + 1 for a, k in zip(binning.axes, self.widths)]  # first-slot grid
+        self.rows, self.n, self.dims = x.shape
+        self.blocked = self.rows * math.prod(self.firsts) * self.window_cells <= _MAX_BLOCK_ELEMENTS
+        self.layout = self.firsts if self.blocked else self.sizes
+        self.strides = _strides(self.layout)
+        self.cells = math.prod(self.layout)
+        # Flat layout: offsets of a block's cells from its first cell.
+        offsets = torch.zeros((), dtype=torch.long, device=x.device)
+        for stride, k in zip(_strides(self.sizes), self.window_shape):
+            offsets = offsets.unsqueeze(-1) + torch.arange(k, device=x.device) * stride
+        self.offsets = offsets.reshape(-1)
+        # Non-finite samples get weight 0 at a parked position that keeps windows in bounds.
+        self.park = torch.tensor(
+            [a.uniform[0] if a.uniform is not None else float(e[0]) for a, e in zip(binning.axes, self.edges)],
+            dtype=self.acc, device=x.device,
+        )
+        self.chunk = _CHUNK_ELEMENTS // self.window_cells
+
+    def windows(self, xc: Tensor, wc: Optional[Tensor], start: int, end: int) -> _Windows:
+        xc = xc.to(self.acc)
+        finite = torch.isfinite(xc).all(1)
+        weight = finite.to(self.acc) if wc is None else torch.where(finite, wc.to(self.acc), 0.0)
+        xc = torch.where(finite.unsqueeze(1), xc, self.park)
+        block = _row_offsets(start, end, self.n, self.cells, xc.device) if self.rows > 1 else 0
+        z_all, firsts, masses = [], [], []
+        for d, (axis, edges, width) in enumerate(zip(self.binning.axes, self.edges, self.widths)):
+            first, z = _window_positions(xc[:, d], edges, axis, self.binning.kernel, width)
+            cdf = self.binning.kernel.cdf(z)
+            z_all.append(z)
+            firsts.append(first)
+            masses.append(torch.sub(cdf[:, 1:], cdf[:, :-1]))
+            block = block + first * self.strides[d]
+        return _Windows(z_all, firsts, masses, block, weight)
+
+    def scatter(self, buffer: Tensor, win: _Windows, cell_values: Tensor) -> None:
+        """Add ``cell_values: (m, cells)`` into the buffer at each sample's block."""
+        if self.blocked:
+            buffer.index_add_(0, win.block, cell_values)
+        else:
+            buffer.index_add_(0, (win.block.unsqueeze(1) + self.offsets).view(-1), cell_values.view(-1))
+
+    def new_buffer(self) -> Tensor:
+        shape = (self.rows * self.cells, self.window_cells) if self.blocked else (self.rows * self.cells,)
+        return torch.zeros(shape, dtype=_SUM_DTYPE, device=self.park.device)
+
+    def histogram(self, buffer: Tensor) -> Tensor:
+        """The buffer as ``(rows, *bins)``: blocks folded onto their cells, virtual bins dropped."""
+        if self.blocked:
+            blocks = buffer.view(self.rows, *self.firsts, *self.window_shape)
+            hist = torch.zeros(self.rows, *self.sizes, dtype=buffer.dtype, device=buffer.device)
+            for offset in itertools.product(*(range(k) for k in self.window_shape)):
+                target = (slice(None),) + tuple(slice(o, o + f) for o, f in zip(offset, self.firsts))
+                hist[target] += blocks[(Ellipsis,) + offset]
+        else:
+            hist = buffer.view(self.rows, *self.sizes)
+        for d, (axis, width) in enumerate(zip(self.binning.axes, self.widths)):
+            hist = hist.narrow(d + 1, width, axis.bins)
+        return hist
+
+    def gradient_cells(self, grad: Tensor) -> Tensor:
+        """``(rows, *bins)`` gradient -> per-block gradients (blocked) or the flat extended gradient."""
+        pads: List[int] = []
+        for width in reversed(self.widths):
+            pads += [width, width]
+        ext = nnf.pad(grad.to(self.acc), pads)  # zero on virtual bins
+        if not self.blocked:
+            return ext.reshape(-1)
+        for d, (k, first) in enumerate(zip(self.window_shape, self.firsts)):
+            ext = ext.unfold(d + 1, k, 1).narrow(d + 1, 0, first)
+        return ext.reshape(self.rows * self.cells, self.window_cells)
+
+    def gather(self, grad_cells: Tensor, win: _Windows) -> Tensor:
+        """Each sample's block of cell gradients, ``(m, cells)``."""
+        if self.blocked:
+            return grad_cells.index_select(0, win.block)
+        return _take(grad_cells, win.block.unsqueeze(1) + self.offsets)
+
+
+def _outer(factors: Sequence[Tensor]) -> Tensor:
+    """Per-sample outer product: ``(m, K_0), ..., (m, K_{D-1})`` -> ``(m, K_0 * ... * K_{D-1})``."""
+    out = factors[0]
+    for f in factors[1:]:
+        out = (out.unsqueeze(-1) * f.unsqueeze(1)).flatten(1)
+    return out
+
+
+def _window_forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
+    plan = _WindowPlan(x, edges, binning)
+    buffer = plan.new_buffer()
+    flat_x = x.reshape(-1, plan.dims)
     flat_w = None if weight is None else weight.reshape(-1)
-    park = _park(edges, binning)
-    for start, end in _chunks(flat_x.numel(), _CHUNK_ELEMENTS // width):
-        xc, wc = _clean(flat_x[start:end], None if flat_w is None else flat_w[start:end], acc, park)
-        slot, z = _window_positions(xc, edges, binning, width)
-        cdf = binning.kernel.cdf(z)
-        mass = torch.sub(cdf[:, 1:], cdf[:, :-1]).mul_(wc.unsqueeze(1))
-        slot = slot[:, :-1]
-        if rows > 1:
-            slot = slot + _row_offsets(start, end, n, stride, x.device).unsqueeze(1)
-        hist.index_add_(0, slot.reshape(-1), mass.reshape(-1).to(_SUM_DTYPE))
-    return hist.view(rows, stride)[:, width : width + bins].to(acc)
+    for start, end in _chunks(flat_x.shape[0], plan.chunk):
+        win = plan.windows(flat_x[start:end], None if flat_w is None else flat_w[start:end], start, end)
+        factors = [m.to(_SUM_DTYPE) for m in win.masses]
+        factors[0] = factors[0] * win.weight.unsqueeze(1).to(_SUM_DTYPE)
+        plan.scatter(buffer, win, _outer(factors))
+    return plan.histogram(buffer).to(plan.acc)
 
 
-# VJP of the window strategy. With F_p = F(z_p) at window edge p and c_p = F_{p+1} - F_p
-# feeding bin b_p, dL/dF_p = w * (g[b_{p-1}] - g[b_p]) (g = 0 on virtual bins). Since
-# z = (e - x)/h: dz/dx = -1/h, dz/de = 1/h, dz/dh = -z/h, and dL/dw = sum_p g[b_p] c_p.
+def _contract_except(grad_cells: Tensor, masses: Sequence[Tensor], keep: int) -> Tensor:
+    """``sum`` of ``grad_cells * prod_{e != keep} masses[e]`` over every axis but ``keep``: ``(m, K_keep)``."""
+    if len(masses) == 1:
+        return grad_cells
+    letters = string.ascii_lowercase[: len(masses)]
+    others = [e for e in range(len(masses)) if e != keep]
+    spec = ",".join([f"z{letters}"] + [f"z{letters[e]}" for e in others])
+    cells = grad_cells.view(-1, *(m.shape[1] for m in masses))
+    return torch.einsum(f"{spec}->z{letters[keep]}", cells, *(masses[e] for e in others))
+
+
+# VJP of the window strategy, per axis. With F_p = F(z_p) at window edge p and a_p = F_{p+1} - F_p
+# the mass of window bin p, dL/dF_p = dL/da_{p-1} - dL/da_p (zero past the window). Since
+# z = (e - x)/h: dz/dx = -1/h, dz/de = 1/h, dz/dh = -z/h. dL/da_d contracts the cells' gradients
+# with the other axes' masses and the weight; dL/dw = sum over cells of g * prod_d a_d.
 def _window_backward(
-    grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Tensor, binning: Binning, needs: Tuple[bool, ...]
+    grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, needs
 ):
-    rows, n = x.shape
-    bins, acc, h = binning.bins, accumulation_dtype(x.dtype), binning.bandwidth
-    need_x, need_w, need_e, need_h = needs
-    edges_acc = edges.detach().to(acc)
-    width = _window(binning, edges_acc)
-    stride = bins + 2 * width
-    grad_ext = nnf.pad(grad.to(acc), (width, width)).reshape(-1)  # zero on virtual bins
-    flat_x = x.reshape(-1)
+    need_x, need_w, need_h, need_edges = needs
+    plan = _WindowPlan(x, edges, binning)
+    grad_cells = plan.gradient_cells(grad)
+    flat_x = x.reshape(-1, plan.dims)
     flat_w = None if weight is None else weight.reshape(-1)
-    park = _park(edges_acc, binning)
-    grad_x = torch.zeros_like(flat_x, dtype=acc) if need_x else None
-    grad_w = torch.zeros_like(flat_x, dtype=acc) if need_w else None
-    grad_e = torch.zeros_like(edges_acc, dtype=_SUM_DTYPE) if need_e else None
-    grad_h = torch.zeros((), dtype=_SUM_DTYPE, device=x.device) if need_h else None
-    for start, end in _chunks(flat_x.numel(), _CHUNK_ELEMENTS // width):
-        xc, wc = _clean(flat_x[start:end], None if flat_w is None else flat_w[start:end], acc, park)
-        slot, z = _window_positions(xc, edges_acc, binning, width)
-        if rows > 1:
-            slot = slot + _row_offsets(start, end, n, stride, x.device).unsqueeze(1)
-        g_bin = _take(grad_ext, slot)
-        g_bin[:, -1] = 0.0  # the last window edge starts no bin of this sample
+    grad_x = torch.zeros(flat_x.shape, dtype=plan.acc, device=x.device) if need_x else None
+    grad_w = torch.zeros(flat_x.shape[0], dtype=plan.acc, device=x.device) if need_w else None
+    grad_h = torch.zeros(plan.dims, dtype=_SUM_DTYPE, device=x.device) if need_h else None
+    grad_e = [torch.zeros_like(e, dtype=_SUM_DTYPE) if need else None for e, need in zip(plan.edges, need_edges)]
+    for start, end in _chunks(flat_x.shape[0], plan.chunk):
+        win = plan.windows(flat_x[start:end], None if flat_w is None else flat_w[start:end], start, end)
+        block_grad = plan.gather(grad_cells, win)
         if need_w:
-            cdf = binning.kernel.cdf(z)
-            grad_w[start:end] = (torch.sub(cdf[:, 1:], cdf[:, :-1]) * g_bin[:, :-1]).sum(1)
-        if need_x or need_e or need_h:
-            d_cdf = nnf.pad(g_bin[:, :-1], (1, 0)).sub_(g_bin)  # g[b_{p-1}] - g[b_p]
-            d_z = d_cdf.mul_(binning.kernel.pdf(z)).mul_(wc.unsqueeze(1) / h)  # dL/dz / h
+            grad_w[start:end] = (block_grad * _outer(win.masses)).sum(1)
+        if not (need_x or need_h or any(need_edges)):
+            continue
+        for d, axis in enumerate(binning.axes):
+            d_mass = _contract_except(block_grad, win.masses, d).mul(win.weight.unsqueeze(1))
+            d_cdf = nnf.pad(d_mass, (1, 0)).sub_(nnf.pad(d_mass, (0, 1)))
+            d_z = d_cdf.mul_(binning.kernel.pdf(win.z[d])).div_(axis.bandwidth)  # dL/dz / h
             if need_x:
-                grad_x[start:end] = -d_z.sum(1)
-            if need_e:
-                edge_index = (slot - width).remainder_(stride) if rows > 1 else slot - width
-                grad_e.index_add_(0, edge_index.reshape(-1), d_z.reshape(-1).to(_SUM_DTYPE))
+                grad_x[start:end, d] = -d_z.sum(1)
             if need_h:
-                grad_h -= (d_z * z).sum(dtype=_SUM_DTYPE)
-    return grad_x, grad_w, grad_e, grad_h
-
-
-# --------------------------------------------------------------------------- table strategy
+                grad_h[d] -= (d_z * win.z[d]).sum(dtype=_SUM_DTYPE)
+            if grad_e[d] is not None:
+                edge_index = (win.first[d] - plan.widths[d]).unsqueeze(1) + torch.arange(plan.widths[d], device=x.device)
+                grad_e[d].index_add_(0, edge_index.clamp_(max=axis.bins).reshape(-1), d_z.reshape(-1).to(_SUM_DTYPE))
+    return grad_x, grad_w, grad_h, grad_e
 
 
 @dataclass(frozen=True)
@@ -281,25 +410,27 @@ class _Table:
 def _plan_table(x: Tensor, binning: Binning) -> Optional[_Table]:
     """The sub-bin grid for this call, or None when the window strategy must run."""
     kernel = binning.kernel
-    if binning.uniform is None or x.dtype == torch.float64 or not math.isfinite(kernel.pdf_slope):
+    if len(binning.axes) != 1 or x.dtype == torch.float64 or not math.isfinite(kernel.pdf_slope):
         return None
-    lo, hi = binning.uniform
-    ratio = (hi - lo) / binning.bins / binning.bandwidth  # bin width in kernel std units
+    axis = binning.axes[0]
+    if axis.uniform is None:
+        return None
+    ratio = 1.0 / (axis.scale * axis.bandwidth)  # bin width in kernel std units
     # Linear interpolation error <= (1/Q)^2/8 * max|c''|, with |c''| <= 2 r^2 max|f'|.
     q = max(16, math.ceil(ratio * math.sqrt(kernel.pdf_slope / (4.0 * _TABLE_TOLERANCE))))
     reach = math.ceil(kernel.support / ratio) + 1
     # Grid points cost about a quarter of a window element each (measured on CPU):
     # take the table when it is cheaper than the windows and its memory stays bounded.
-    points = x.shape[0] * (binning.bins + 2 * reach) * q
-    if q > _TABLE_MAX_Q or points > _TABLE_MAX_POINTS or points > 4 * _window(binning, None) * x.numel():
+    points = x.shape[0] * (axis.bins + 2 * reach) * q
+    if q > _TABLE_MAX_Q or points > _TABLE_MAX_POINTS or points > 4 * _window(axis, kernel, None) * x.numel():
         return None
-    return _Table(q=q, reach=reach, pad=reach, scale=binning.bins / (hi - lo), lo=lo)
+    return _Table(q=q, reach=reach, pad=reach, scale=axis.scale, lo=axis.uniform[0])
 
 
-def _table_values(table: _Table, binning: Binning, dtype: torch.dtype, device: torch.device, what: str) -> Tensor:
+def _table_values(table: _Table, axis: Axis, kernel: Kernel, dtype: torch.dtype, device: torch.device, what: str) -> Tensor:
     """``(Q, W)``: per sub-position ``f = q/Q`` and offset ``o``, the bin mass (``"mass"``),
     its derivative in x (``"dx"``) or in the bandwidth (``"dh"``), computed in float64."""
-    kernel, h = binning.kernel, binning.bandwidth
+    h = axis.bandwidth
     ratio = 1.0 / (table.scale * h)
     f = torch.arange(table.q, dtype=torch.float64, device=device) / table.q
     offsets = torch.arange(-table.reach, table.reach + 2, dtype=torch.float64, device=device)
@@ -328,9 +459,10 @@ def _table_positions(xc: Tensor, table: _Table, bins: int) -> Tuple[Tensor, Tens
     return k.long(), t, valid
 
 
-def _table_forward(x: Tensor, weight: Optional[Tensor], binning: Binning, table: _Table) -> Tensor:
+def _table_forward(x: Tensor, weight: Optional[Tensor], axis: Axis, kernel: Kernel, table: _Table) -> Tensor:
+    """``x: (rows, n)`` -> ``(rows, bins)``."""
     rows, n = x.shape
-    bins, acc = binning.bins, accumulation_dtype(x.dtype)
+    bins, acc = axis.bins, accumulation_dtype(x.dtype)
     base_bins = bins + 2 * table.pad
     stride = base_bins * table.q + 1
     # Linear binning onto the grid, as two moments per point: total weight and weight * t.
@@ -354,7 +486,7 @@ def _table_forward(x: Tensor, weight: Optional[Tensor], binning: Binning, table:
     point[:, 1:] += moment.view(rows, stride)[:, :-1]
     # The grid's last point sits past every bin's support: drop it.
     per_base = point[:, :-1].reshape(rows, base_bins, table.q)
-    mass = per_base @ _table_values(table, binning, _SUM_DTYPE, x.device, "mass")  # (rows, base_bins, W)
+    mass = per_base @ _table_values(table, axis, kernel, _SUM_DTYPE, x.device, "mass")  # (rows, base_bins, W)
     out = torch.zeros(rows, base_bins + 2 * table.reach, dtype=_SUM_DTYPE, device=x.device)
     for j in range(table.width):
         out[:, j : j + base_bins] += mass[:, :, j]
@@ -363,11 +495,11 @@ def _table_forward(x: Tensor, weight: Optional[Tensor], binning: Binning, table:
 
 
 def _table_backward(
-    grad: Tensor, x: Tensor, weight: Optional[Tensor], binning: Binning, table: _Table, needs: Tuple[bool, ...]
+    grad: Tensor, x: Tensor, weight: Optional[Tensor], axis: Axis, kernel: Kernel, table: _Table, needs: Tuple[bool, ...]
 ):
     rows, n = x.shape
-    bins, acc = binning.bins, accumulation_dtype(x.dtype)
-    need_x, need_w, _, need_h = needs
+    bins, acc = axis.bins, accumulation_dtype(x.dtype)
+    need_x, need_w, need_h = needs
     base_bins = bins + 2 * table.pad
     margin = table.pad + table.reach
     # g_near[r, n, j] = grad of the bin at offset j from base bin n.
@@ -375,7 +507,7 @@ def _table_backward(
 
     def per_grid_point(what: str) -> Tensor:
         # Chain rule on the sub-grid: (rows, base_bins, W) @ (W, Q), plus the dropped last point.
-        values = g_near @ _table_values(table, binning, acc, x.device, what).T
+        values = g_near @ _table_values(table, axis, kernel, acc, x.device, what).T
         # Zeros for each row's last point, plus one so invalid samples' k + 1 stays in bounds.
         return nnf.pad(nnf.pad(values.reshape(rows, -1), (0, 1)).reshape(-1), (0, 1))
 
@@ -405,53 +537,65 @@ def _table_backward(
         if need_h:
             per_sample = lerp(g_h, k, t) if wc is None else lerp(g_h, k, t).mul_(wc)
             grad_h += per_sample.sum(dtype=_SUM_DTYPE)
-    return grad_x, grad_w, None, grad_h
+    return grad_x, grad_w, grad_h
 
 
 # --------------------------------------------------------------------------- autograd
 
 
 class SoftHistogramFunction(torch.autograd.Function):
-    """``(rows, n)`` samples -> ``(rows, B)`` soft (or straight-through) histograms.
+    """``x: (rows, n, D)`` -> ``(rows, *bins)`` soft (or straight-through) histograms.
 
-    Saves only its inputs; backward recomputes the kernel at each sample's window.
+    Arguments: ``x``, ``weight (rows, n)`` or None, ``bandwidth (D,)``, the
+    :class:`Binning`, then one edges tensor per axis. Saves only its inputs;
+    backward recomputes the kernel at each sample's window.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Optional[Tensor], edges: Tensor, bandwidth: Tensor, binning: Binning):
-        ctx.save_for_backward(x, weight, edges, bandwidth)
+    def forward(ctx, x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, binning: Binning, *edges: Tensor):
+        ctx.save_for_backward(x, weight, bandwidth, *edges)
         ctx.binning = binning
         acc = accumulation_dtype(x.dtype)
         if binning.mode == "straight_through":
             return hard_histogram(x, weight, edges, binning).to(acc)
         table = _plan_table(x, binning)
         if table is not None:
-            return _table_forward(x, weight, binning, table)
+            return _table_forward(x[..., 0], weight, binning.axes[0], binning.kernel, table)
         return _window_forward(x, weight, edges, binning)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x, weight, edges, bandwidth = ctx.saved_tensors
+        x, weight, bandwidth, *edges = ctx.saved_tensors
         binning: Binning = ctx.binning
-        needs = tuple(ctx.needs_input_grad[:4])
+        need_x, need_w, need_h = ctx.needs_input_grad[:3]
+        need_edges = tuple(ctx.needs_input_grad[4:])
         table = _plan_table(x, binning)
-        smooth_enough = math.isfinite(binning.kernel.pdf_curvature) or not (needs[0] or needs[3])
-        if table is not None and smooth_enough and not needs[2]:
-            grads = _table_backward(grad, x, weight, binning, table, needs)
+        smooth_enough = math.isfinite(binning.kernel.pdf_curvature) or not (need_x or need_h)
+        if table is not None and smooth_enough and not any(need_edges):
+            grad_x, grad_w, grad_h = _table_backward(
+                grad, x[..., 0], weight, binning.axes[0], binning.kernel, table, (need_x, need_w, need_h)
+            )
+            grad_x = None if grad_x is None else grad_x.unsqueeze(-1)
+            grad_h = None if grad_h is None else grad_h.view(1)
+            grad_e = [None]
         else:
-            grads = _window_backward(grad, x, weight, edges, binning, needs)
-        grad_x, grad_w, grad_e, grad_h = grads
+            grad_x, grad_w, grad_h, grad_e = _window_backward(
+                grad, x, weight, edges, binning, (need_x, need_w, need_h, need_edges)
+            )
         return (
             None if grad_x is None else grad_x.view(x.shape).to(x.dtype),
             None if grad_w is None else grad_w.view(weight.shape).to(weight.dtype),
-            None if grad_e is None else grad_e.to(edges.dtype),
-            None if grad_h is None else grad_h.to(bandwidth.dtype).view(bandwidth.shape),
+            None if grad_h is None else grad_h.to(bandwidth.dtype),
             None,
+            *(None if g is None else g.to(e.dtype) for g, e in zip(grad_e, edges)),
         )
 
 
 def soft_histogram(
-    x: Tensor, weight: Optional[Tensor], edges: Tensor, bandwidth: Tensor, binning: Binning
+    x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], bandwidth: Tensor, binning: Binning
 ) -> Tensor:
-    """``(rows, n)`` -> ``(rows, B)`` in the accumulation dtype, differentiable in every tensor."""
-    return SoftHistogramFunction.apply(x, weight, edges, bandwidth, binning)
+    """``(rows, n, D)`` -> ``(rows, *bins)`` in the accumulation dtype, differentiable in every tensor.
+
+    ``bandwidth`` has shape ``(D,)``.
+    """
+    return SoftHistogramFunction.apply(x, weight, bandwidth, binning, *edges)

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Literal, Optional, Sequence, Tuple, Union
+from typing import List, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from . import _torch_backend
-from ._torch_backend import Binning, accumulation_dtype
+from ._torch_backend import Axis, Binning, accumulation_dtype
 from .kernels import KernelName, get_kernel
 
-__all__ = ["histc", "histogram"]
+__all__ = ["histc", "histogram", "histogram2d", "histogramdd"]
 
 Mode = Literal["soft", "hard", "straight_through"]
 BackendName = Literal["auto", "torch", "triton"]
@@ -87,24 +87,43 @@ def _check_edges(edges: Tensor, name: str = "bins") -> Tensor:
     return edges
 
 
-def _resolve_bandwidth(bandwidth: Bandwidth, default: float, dtype: torch.dtype, device: torch.device) -> Tuple[Tensor, float]:
-    """The bandwidth as a 0-d tensor (kept differentiable) and as a float (to size windows)."""
-    if bandwidth is None:
-        value = default
-        tensor = torch.tensor(value, dtype=dtype, device=device)
-    elif isinstance(bandwidth, Tensor):
-        if bandwidth.dim() != 0:
-            raise ValueError(f"bandwidth must be a float or a 0-d tensor, got shape {tuple(bandwidth.shape)}")
-        if bandwidth.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"bandwidth must be floating point, got dtype {bandwidth.dtype}")
-        value = float(bandwidth.detach())  # one host sync: windows are sized from the value
-        tensor = bandwidth.to(dtype=dtype, device=device)
+def _bandwidth_value(value: object, name: str) -> Tuple[Optional[Tensor], float]:
+    """One axis's bandwidth: a number or a 0-d tensor, positive and finite."""
+    if isinstance(value, Tensor):
+        if value.dim() != 0:
+            raise ValueError(f"{name} must be a float or a 0-d tensor, got shape {tuple(value.shape)}")
+        if value.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{name} must be floating point, got dtype {value.dtype}")
+        number = float(value.detach())  # one host sync: windows are sized from the value
+        tensor: Optional[Tensor] = value
     else:
-        value = _check_number(bandwidth, "bandwidth")
-        tensor = torch.tensor(value, dtype=dtype, device=device)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"bandwidth must be positive and finite, got {value}")
-    return tensor, value
+        number, tensor = _check_number(value, name), None
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be positive and finite, got {number}")
+    return tensor, number
+
+
+def _resolve_bandwidth(
+    bandwidth: object, defaults: Sequence[float], dtype: torch.dtype, device: torch.device
+) -> Tuple[Tensor, Tuple[float, ...]]:
+    """Per-axis bandwidths as a ``(D,)`` tensor (kept differentiable) and as floats (to size windows).
+
+    ``bandwidth`` is None (``defaults``), one value for every axis, or one per axis
+    (a sequence, or a 1-D tensor of length D).
+    """
+    dims = len(defaults)
+    if bandwidth is None:
+        return torch.tensor(list(defaults), dtype=dtype, device=device), tuple(defaults)
+    if isinstance(bandwidth, Tensor) and bandwidth.dim() == 1 and dims > 1:
+        bandwidth = list(bandwidth.unbind())
+    if isinstance(bandwidth, (list, tuple)):
+        if len(bandwidth) != dims:
+            raise ValueError(f"bandwidth must have one value per axis ({dims}), got {len(bandwidth)}")
+        parts = [_bandwidth_value(v, f"bandwidth[{d}]") for d, v in enumerate(bandwidth)]
+    else:
+        parts = [_bandwidth_value(bandwidth, "bandwidth")] * dims
+    tensors = [torch.tensor(v, dtype=dtype, device=device) if t is None else t.to(dtype=dtype, device=device) for t, v in parts]
+    return torch.stack(tensors), tuple(v for _, v in parts)
 
 
 def _select_backend(x: Tensor, backend: str):
@@ -180,35 +199,84 @@ def _numpy_edges(lo: Tensor, hi: Tensor, bins: int, dtype: torch.dtype) -> Tenso
     return edges.to(dtype)
 
 
+def _per_axis(value: object, dims: int, name: str, pairs: bool = False) -> list:
+    """An int (or, for ``bins``, one value) broadcast to every axis, or a sequence of ``dims`` entries."""
+    if not pairs and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return [value] * dims
+    if isinstance(value, Tensor) or not isinstance(value, (list, tuple)):
+        expected = "one (min, max) pair or None per axis" if pairs else "an int, or one int or edges tensor per axis"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    if len(value) != dims:
+        raise ValueError(f"{name} must have one entry per axis (D = {dims}), got {len(value)}: {value!r}")
+    return list(value)
+
+
+def _axis_edges(
+    x: Tensor, bins: object, range_: object, bins_name: str, range_name: str, *, numpy_dd: bool
+) -> Tuple[Tensor, Optional[Tuple[float, float]]]:
+    """Edges to bin one axis with, and ``(lo, hi)`` when they split it evenly.
+
+    Follows numpy: ``histogram`` computes edges from an explicit range in float64
+    and rounds them to the data's dtype; ``histogramdd`` keeps them in float64.
+    Edges from the data's own range are computed in the data's dtype.
+    """
+    if isinstance(bins, Tensor):
+        if range_ is not None:
+            raise ValueError(f"{range_name} must be None when {bins_name} is an edges tensor, got {range_!r}")
+        return _check_edges(bins, bins_name).to(device=x.device), None
+    count = _check_bin_count(bins, bins_name)
+    compute = x.dtype if x.is_floating_point() else torch.float64
+    if range_ is not None:
+        if not isinstance(range_, (tuple, list)) or len(range_) != 2:
+            raise ValueError(f"{range_name} must be a (min, max) pair, got {range_!r}")
+        lo, hi = _check_range(range_[0], range_[1], range_name)
+        if lo == hi:
+            lo, hi = lo - 0.5, hi + 0.5
+        lo_t, hi_t = (torch.tensor(v, dtype=torch.float64, device=x.device) for v in (lo, hi))
+        edges = _numpy_edges(lo_t, hi_t, count, torch.float64 if numpy_dd else compute)
+    else:
+        data = _finite_range(x) if x.numel() else None
+        if data is None:  # numpy's range for empty data
+            data = (torch.zeros((), device=x.device), torch.ones((), device=x.device))
+        lo_t, hi_t = (v.to(compute) for v in data)
+        if bool(lo_t == hi_t):
+            lo_t, hi_t = lo_t - 0.5, hi_t + 0.5
+        edges = _numpy_edges(lo_t, hi_t, count, compute)
+    return edges, (float(lo_t), float(hi_t))
+
+
 # --------------------------------------------------------------------------- engine entry
 
 
 def _bin(
     x: Tensor,
     weight: Optional[Tensor],
-    edges: Tensor,
+    edges: Sequence[Tensor],
+    uniforms: Sequence[Optional[Tuple[float, float]]],
     *,
-    bins: int,
-    uniform: Optional[Tuple[float, float]],
     hard_rule: str,
     kernel: str,
-    bandwidth: Bandwidth,
+    bandwidth: object,
     mode: str,
     backend: str,
 ) -> Tensor:
-    """``(rows, n)`` -> ``(rows, bins)``: hard counts in float64, soft in the accumulation dtype."""
+    """The engine entry: ``x: (rows, n, D)`` -> ``(rows, *bins)``.
+
+    Hard counts come back in float64, soft histograms in the accumulation dtype.
+    """
     kernel_entry = get_kernel(kernel)
     engine = _select_backend(x, backend)
     acc = accumulation_dtype(x.dtype if x.is_floating_point() else torch.float64)
-    lo, hi = uniform if uniform is not None else (float(edges[0].detach()), float(edges[-1].detach()))
-    default_bandwidth = 0.5 * (hi - lo) / bins  # half the (mean) bin width
-    bandwidth_tensor, bandwidth_value = _resolve_bandwidth(bandwidth, default_bandwidth, acc, x.device)
-    binning = Binning(kernel_entry, mode, bins, bandwidth_value, uniform, hard_rule)
+    spans = [u if u is not None else (float(e[0].detach()), float(e[-1].detach())) for e, u in zip(edges, uniforms)]
+    defaults = [0.5 * (hi - lo) / (e.numel() - 1) for e, (lo, hi) in zip(edges, spans)]  # half the mean bin width
+    bandwidth_tensor, bandwidth_values = _resolve_bandwidth(bandwidth, defaults, acc, x.device)
+    axes = tuple(Axis(e.numel() - 1, h, u) for e, h, u in zip(edges, bandwidth_values, uniforms))
+    binning = Binning(kernel_entry, mode, axes, hard_rule)
     if mode == "hard":
         if not x.is_floating_point():
             x = x.to(torch.float64)
         return engine.hard_histogram(x, weight, edges, binning)
-    return engine.soft_histogram(x, weight, edges.to(acc), bandwidth_tensor, binning)
+    return engine.soft_histogram(x, weight, [e.to(acc) for e in edges], bandwidth_tensor, binning)
 
 
 def histc(
@@ -279,7 +347,7 @@ def histc(
     compute = x.dtype if x.is_floating_point() else torch.float64
     edges = torch.linspace(lo, hi, bins + 1, dtype=compute, device=x.device)
     hist = _bin(
-        x, w, edges, bins=bins, uniform=(lo, hi), hard_rule="histc",
+        x.unsqueeze(-1), w, [edges], [(lo, hi)], hard_rule="histc",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend,
     )
     return hist.to(_output_dtype(input)).reshape(*batch_shape, bins)
@@ -339,36 +407,156 @@ def histogram(
     _check_input(input, mode)
     x, w, batch_shape = _flatten(input, weight, dim)
     out_dtype = _output_dtype(input)
-    if isinstance(bins, Tensor):
-        if range is not None:
-            raise ValueError(f"range must be None when bins is an edges tensor, got range={range!r}")
-        edges = _check_edges(bins)
-        n_bins, uniform = edges.numel() - 1, None
-        edges_for_bins = edges.to(device=x.device)
-    else:
-        n_bins = _check_bin_count(bins)
-        compute = x.dtype if x.is_floating_point() else torch.float64
-        if range is not None:
-            if not isinstance(range, (tuple, list)) or len(range) != 2:
-                raise ValueError(f"range must be a (min, max) pair, got {range!r}")
-            lo, hi = _check_range(range[0], range[1], "range")
-            if lo == hi:
-                lo, hi = lo - 0.5, hi + 0.5
-            lo_t, hi_t = (torch.tensor(v, dtype=torch.float64, device=x.device) for v in (lo, hi))
-        else:
-            data = _finite_range(x) if x.numel() else None
-            lo_t, hi_t = data if data is not None else (torch.zeros((), dtype=compute), torch.ones((), dtype=compute))
-            lo_t, hi_t = lo_t.to(compute), hi_t.to(compute)
-            if bool(lo_t == hi_t):
-                lo_t, hi_t = lo_t - 0.5, hi_t + 0.5
-        edges_for_bins = _numpy_edges(lo_t, hi_t, n_bins, compute)
-        edges = edges_for_bins.to(out_dtype)
-        uniform = (float(lo_t), float(hi_t))
+    edges, uniform = _axis_edges(x, bins, range, "bins", "range", numpy_dd=False)
     hist = _bin(
-        x, w, edges_for_bins, bins=n_bins, uniform=uniform, hard_rule="edges",
+        x.unsqueeze(-1), w, [edges], [uniform], hard_rule="edges",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend,
     )
     if density:
-        widths = torch.diff(edges_for_bins).to(hist.dtype)
-        hist = hist / widths / hist.sum(-1, keepdim=True)
-    return hist.to(out_dtype).reshape(*batch_shape, n_bins), edges
+        hist = hist / torch.diff(edges).to(hist.dtype) / hist.sum(-1, keepdim=True)
+    n_bins = edges.numel() - 1
+    return hist.to(out_dtype).reshape(*batch_shape, n_bins), bins if isinstance(bins, Tensor) else edges.to(out_dtype)
+
+
+def histogramdd(
+    input: Tensor,
+    bins: Union[int, Sequence[Union[int, Tensor]]] = 10,
+    *,
+    range: Optional[Sequence[Optional[Tuple[float, float]]]] = None,
+    weight: Optional[Tensor] = None,
+    density: bool = False,
+    kernel: KernelName = "gaussian",
+    bandwidth: Union[Bandwidth, Sequence[Union[float, Tensor]]] = None,
+    mode: Mode = "soft",
+    backend: BackendName = "auto",
+) -> Tuple[Tensor, List[Tensor]]:
+    """Joint histogram of ``D``-dimensional samples.
+
+    Differentiable analogue of :func:`numpy.histogramdd` / :func:`torch.histogramdd`.
+    A sample's soft count in a cell is the product of its 1-D soft counts along
+    each axis, ``w * prod_d a_d(x_d)``; it touches only the cells within the
+    kernel's support, so nothing of size ``N x cells`` is built. Gradients reach
+    ``input``, ``weight``, ``bandwidth`` and edges tensors that require grad.
+
+    Args:
+        input: samples, shape ``(*batch, N, D)``; the leading dims are batch dims.
+        bins: an int for every axis, or one entry per axis: an int or a 1-D
+            tensor of strictly increasing edges.
+        range: ``None``, or one entry per axis: ``(min, max)`` or ``None`` (the
+            finite data's range, widened by 0.5 each side when empty, as numpy).
+        weight: per-sample weights, shape ``(*batch, N)``, differentiable.
+        density: divide by the total mass and the cell volumes, as numpy does.
+        kernel, mode, backend: as in :func:`softhist.histc`.
+        bandwidth: one value for every axis or one per axis (floats, 0-d
+            tensors or a 1-D tensor of length ``D``); standard deviations in
+            data units. ``None``: half of each axis's mean bin width.
+
+    Returns:
+        ``(hist, edges)``: ``hist`` of shape ``(*batch, B_0, ..., B_{D-1})`` in
+        ``input``'s dtype, and a list of ``D`` edge tensors.
+
+    Note:
+        Hard mode equals ``numpy.histogramdd`` bit for bit (numpy computes edges
+        from an explicit range in float64 and compares samples against them; so
+        does softhist, then returns the edges in ``input``'s dtype).
+
+    Example:
+        >>> import torch, softhist
+        >>> xy = torch.tensor([[0.1, 0.1], [0.6, 0.2], [0.7, 0.9]])
+        >>> hist, edges = softhist.histogramdd(xy, bins=2, range=[(0, 1), (0, 1)], mode="hard")
+        >>> hist
+        tensor([[1., 0.],
+                [1., 1.]])
+        >>> xy = torch.rand(2, 100, 2, requires_grad=True)  # a batch of two point clouds
+        >>> hist, _ = softhist.histogramdd(xy, bins=[4, 3], range=[(0, 1), (0, 1)], bandwidth=[0.1, 0.05])
+        >>> hist.shape
+        torch.Size([2, 4, 3])
+        >>> hist.sum().backward()
+    """
+    mode = _check_mode(mode)
+    _check_input(input, mode)
+    if input.dim() < 2:
+        raise ValueError(f"input must have shape (..., N, D), got shape {tuple(input.shape)}")
+    dims = input.shape[-1]
+    if dims == 0:
+        raise ValueError(f"input must have at least one axis (D >= 1) in its last dimension, got shape {tuple(input.shape)}")
+    if weight is not None:
+        if not isinstance(weight, Tensor):
+            raise TypeError(f"weight must be a torch.Tensor or None, got {type(weight).__name__}")
+        if weight.shape != input.shape[:-1]:
+            raise ValueError(f"weight must have shape {tuple(input.shape[:-1])} (input without its last dim), got {tuple(weight.shape)}")
+    bins_per_axis = _per_axis(bins, dims, "bins")
+    ranges = [None] * dims if range is None else _per_axis(range, dims, "range", pairs=True)
+    batch_shape = tuple(input.shape[:-2])
+    rows = math.prod(batch_shape)
+    x = input.reshape(rows, -1, dims)
+    if weight is not None and weight.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"weight must be floating point, got dtype {weight.dtype}")
+    w = None if weight is None else weight.reshape(rows, -1)
+    out_dtype = _output_dtype(input)
+    axis_edges = [
+        _axis_edges(x[..., d], b, r, f"bins[{d}]", f"range[{d}]", numpy_dd=True)
+        for d, (b, r) in enumerate(zip(bins_per_axis, ranges))
+    ]
+    edges = [e for e, _ in axis_edges]
+    hist = _bin(
+        x, w, edges, [u for _, u in axis_edges], hard_rule="edges",
+        kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend,
+    )
+    if density:
+        total = hist.flatten(1).sum(1).view(-1, *([1] * dims))
+        for d, e in enumerate(edges):
+            hist = hist / torch.diff(e).to(hist.dtype).view(*([1] * (d + 1)), -1, *([1] * (dims - d - 1)))
+        hist = hist / total
+    shape = tuple(e.numel() - 1 for e in edges)
+    out_edges = [b if isinstance(b, Tensor) else e.to(out_dtype) for b, e in zip(bins_per_axis, edges)]
+    return hist.to(out_dtype).reshape(*batch_shape, *shape), out_edges
+
+
+def histogram2d(
+    x: Tensor,
+    y: Tensor,
+    bins: Union[int, Tensor, Sequence[Union[int, Tensor]]] = 10,
+    *,
+    range: Optional[Sequence[Optional[Tuple[float, float]]]] = None,
+    weight: Optional[Tensor] = None,
+    density: bool = False,
+    kernel: KernelName = "gaussian",
+    bandwidth: Union[Bandwidth, Sequence[Union[float, Tensor]]] = None,
+    mode: Mode = "soft",
+    backend: BackendName = "auto",
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Joint histogram of paired samples ``x`` and ``y``.
+
+    Differentiable analogue of :func:`numpy.histogram2d`: ``histogramdd`` on
+    ``stack([x, y], -1)``.
+
+    Args:
+        x, y: samples of the same shape ``(*batch, N)``.
+        bins: an int, a pair of ints, one edges tensor for both axes, or a pair
+            of edges tensors (or mixed).
+        range: ``[(xmin, xmax), (ymin, ymax)]`` or ``None``.
+        weight, density, kernel, bandwidth, mode, backend: as in :func:`histogramdd`.
+
+    Returns:
+        ``(hist, xedges, yedges)``, ``hist`` of shape ``(*batch, Bx, By)``.
+
+    Example:
+        >>> import torch, softhist
+        >>> x, y = torch.tensor([0.1, 0.6, 0.7]), torch.tensor([0.1, 0.2, 0.9])
+        >>> softhist.histogram2d(x, y, bins=2, range=[(0, 1), (0, 1)], mode="hard")[0]
+        tensor([[1., 0.],
+                [1., 1.]])
+    """
+    for name, value in (("x", x), ("y", y)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if isinstance(bins, Tensor):
+        bins = [bins, bins]
+    hist, (xedges, yedges) = histogramdd(
+        torch.stack([x, y], -1), bins, range=range, weight=weight, density=density,
+        kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend,
+    )
+    return hist, xedges, yedges

@@ -9,7 +9,7 @@ tests can show that each one is a special case of the engine.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -18,6 +18,7 @@ from .kernels import get_kernel
 
 __all__ = [
     "soft_histogram",
+    "soft_histogramdd",
     "tony_y_soft_histogram",
     "sigmoid_per_edge_histogram",
     "gaussian_times_delta_histogram",
@@ -39,6 +40,26 @@ def soft_histogram(
     x, w = x[keep], w[keep]
     per_edge = cdf((edges.unsqueeze(0) - x.unsqueeze(1)) / bandwidth)  # (N, B+1)
     return (w.unsqueeze(1) * (per_edge[:, 1:] - per_edge[:, :-1])).sum(0)
+
+
+def soft_histogramdd(
+    x: Tensor, edges: Sequence[Tensor], bandwidth: Sequence, kernel: str = "gaussian", weight: Optional[Tensor] = None
+) -> Tensor:
+    """Soft joint histogram of ``x: (N, D)`` over per-axis ``edges``, dense: ``(B_0, ..., B_{D-1})``.
+
+    The count of a cell is ``sum_i w_i * prod_d a_d(x_id)``, with ``a_d`` the 1-D
+    CDF differences along axis ``d``; samples with a non-finite coordinate are dropped.
+    """
+    cdf = get_kernel(kernel).cdf
+    keep = torch.isfinite(x).all(1)
+    w = torch.ones(x.shape[0], dtype=x.dtype, device=x.device) if weight is None else weight
+    x, w = x[keep], w[keep]
+    hist = w
+    for d, (e, h) in enumerate(zip(edges, bandwidth)):
+        per_edge = cdf((e.unsqueeze(0) - x[:, d : d + 1]) / h)  # (N, B_d + 1)
+        factor = per_edge[:, 1:] - per_edge[:, :-1]
+        hist = hist.unsqueeze(-1) * factor.view(-1, *([1] * d), factor.shape[1])
+    return hist.sum(0)
 
 
 def slope_to_bandwidth(slope: float) -> float:
