@@ -39,6 +39,8 @@ class Case:
     bandwidth_bins: float = 0.5  # bandwidth in bin widths
     kernel: str = "gaussian"
     dim: Optional[int] = None
+    joint: bool = False  # x is (N, 2): histogramdd against torch.histogramdd
+    dense_baseline: bool = False  # also time the forum's dense formula
 
 
 def _sync(device: torch.device) -> None:
@@ -61,11 +63,30 @@ def timeit(fn: Callable[[], object], device: torch.device, budget_s: float = 1.0
 
 
 def providers(case: Case, x: torch.Tensor) -> Dict[str, Tuple[Callable, Optional[Callable]]]:
-    """Provider name -> (forward, forward+backward or None), all on the same data."""
+    """Provider name -> (forward, forward+backward or None), all on the same data.
+
+    The first provider is the hard, non-differentiable baseline the ratios refer to.
+    """
     lo, hi = 0.0, 1.0
     h = case.bandwidth_bins * (hi - lo) / case.bins
     flat = x.reshape(-1)
     grad_x = x.detach().clone().requires_grad_()
+    if case.joint:
+        square = [(lo, hi), (lo, hi)]
+
+        def soft_joint(inp):
+            return softhist.histogramdd(inp, case.bins, range=square, kernel=case.kernel, bandwidth=h)[0]
+
+        def joint_fwd_bwd():
+            out = soft_joint(grad_x)
+            out.backward(torch.ones_like(out))
+            grad_x.grad = None
+
+        return {
+            "torch.histogramdd (hard)": (lambda: torch.histogramdd(x, [case.bins] * 2, range=[lo, hi, lo, hi]), None),
+            f"softhist soft ({case.kernel})": (lambda: soft_joint(x), joint_fwd_bwd),
+            "softhist hard": (lambda: softhist.histogramdd(x, case.bins, range=square, mode="hard"), None),
+        }
 
     def soft(inp):
         return softhist.histc(inp, case.bins, lo, hi, kernel=case.kernel, bandwidth=h, dim=case.dim)
@@ -80,7 +101,7 @@ def providers(case: Case, x: torch.Tensor) -> Dict[str, Tuple[Callable, Optional
         f"softhist soft ({case.kernel})": (lambda: soft(x), soft_fwd_bwd),
         "softhist hard": (lambda: softhist.histc(x, case.bins, lo, hi, mode="hard", dim=case.dim), None),
     }
-    if case.dim is None and flat.numel() * case.bins * 4 <= DENSE_LIMIT_BYTES:
+    if case.dense_baseline and flat.numel() * case.bins * 4 <= DENSE_LIMIT_BYTES:
         slope = reference.slope_to_bandwidth(1.0) / h  # the forum's sigmoid slope for this bandwidth
         dense_x = flat.detach().clone().requires_grad_()
 
@@ -103,7 +124,8 @@ def cases(quick: bool, device: torch.device) -> List[Case]:
         return x
 
     sizes = [1 << 16, 1 << 20] if quick else [1 << 16, 1 << 20, 1 << 22]
-    out = [Case(f"flat N={n:,}", uniform(n), 256) for n in sizes]
+    out = [Case(f"flat N={n:,}", uniform(n), 256, dense_baseline=n <= (1 << 16) or not quick) for n in sizes]
+    out.append(Case("joint 2-D N=1M, 64×64", uniform(1 << 20, 2), 64, joint=True))
     if quick:
         return out
     n = 1 << 20
@@ -115,6 +137,7 @@ def cases(quick: bool, device: torch.device) -> List[Case]:
     out.append(Case("sorted, N=1M", lambda: uniform(n)().sort().values, 256))
     out.append(Case("1/3 NaN, N=1M", with_nans, 256))
     out.append(Case("N=4M, bins=4096", uniform(1 << 22), 4096))
+    out.append(Case("joint 2-D N=2M, 512×512", uniform(1 << 21, 2), 512, joint=True))
     return out
 
 
@@ -174,17 +197,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     passthrough = (["--quick"] if args.quick else []) + ["--device", args.device]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; softhist {softhist.__version__}; float32, uniform data on [0, 1]\n")
-    print("| case | provider | fwd (× histc fwd) | fwd+bwd (× histc fwd) | peak MiB |")
+    print("Ratios are to the case's first row (torch.histc or torch.histogramdd forward).\n")
+    print("| case | provider | fwd (× baseline fwd) | fwd+bwd (× baseline fwd) | peak MiB |")
     print("|---|---|---|---|---|")
     for index, case in enumerate(all_cases):
         x = case.make_x()
         table = providers(case, x)
         if args.no_dense:
             table.pop("forum sigmoid (dense)", None)
-        base = timeit(table["torch.histc (hard)"][0], device)
+        baseline = next(iter(table.values()))[0]
+        base = timeit(baseline, device)
         for provider, (fwd, fwd_bwd) in table.items():
             slow = provider.startswith("forum")
-            fwd_ms = base if fwd is table["torch.histc (hard)"][0] else timeit(fwd, device, max_repeats=3 if slow else 15)
+            fwd_ms = base if fwd is baseline else timeit(fwd, device, max_repeats=3 if slow else 15)
             bwd_ms = None if fwd_bwd is None else timeit(fwd_bwd, device, max_repeats=3 if slow else 15)
             mem = peak_memory_mb(index, provider, fwd_bwd or fwd, device, passthrough)
             print(f"| {case.name} | {provider} | {fmt(fwd_ms, base)} | {fmt(bwd_ms, base)} | {mem:.0f} |", flush=True)

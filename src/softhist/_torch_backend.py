@@ -374,12 +374,16 @@ def _window_backward(
     for start, end in _chunks(flat_x.shape[0], plan.chunk):
         win = plan.windows(flat_x[start:end], None if flat_w is None else flat_w[start:end], start, end)
         block_grad = plan.gather(grad_cells, win)
-        if need_w:
-            grad_w[start:end] = (block_grad * _outer(win.masses)).sum(1)
-        if not (need_x or need_h or any(need_edges)):
-            continue
         for d, axis in enumerate(binning.axes):
-            d_mass = _contract_except(block_grad, win.masses, d).mul(win.weight.unsqueeze(1))
+            wants_axis = need_x or need_h or need_edges[d]
+            if not (wants_axis or (d == 0 and need_w)):
+                continue
+            d_mass = _contract_except(block_grad, win.masses, d)  # dL/da_d, before the weight
+            if d == 0 and need_w:
+                grad_w[start:end] = (d_mass * win.masses[0]).sum(1)
+            if not wants_axis:
+                continue
+            d_mass = d_mass * win.weight.unsqueeze(1)
             d_cdf = nnf.pad(d_mass, (1, 0)).sub_(nnf.pad(d_mass, (0, 1)))
             d_z = d_cdf.mul_(binning.kernel.pdf(win.z[d])).div_(axis.bandwidth)  # dL/dz / h
             if need_x:
