@@ -93,3 +93,20 @@ def test_gradient_of_samples_outside_support_is_zero():
     softhist.histc(x, 4, 0, 1, bandwidth=0.1).pow(2).sum().backward()
     assert x.grad[0].item() == 0 and x.grad[2].item() == 0 and x.grad[3].item() == 0
     assert x.grad[1].item() != 0
+
+
+def test_data_range_is_not_differentiated():
+    # range=None and histc's min == max take the range from the data; gradients treat it as fixed.
+    x = torch.rand(500, dtype=torch.float64, requires_grad=True)
+    lo, hi = x.min().item(), x.max().item()
+    g = torch.randn(7, dtype=torch.float64)
+    (auto,) = torch.autograd.grad(softhist.histogram(x, 7)[0], x, g)
+    (fixed,) = torch.autograd.grad(softhist.histogram(x, 7, range=(lo, hi))[0], x, g)
+    torch.testing.assert_close(auto, fixed)
+    (auto,) = torch.autograd.grad(softhist.histc(x, 7), x, g)
+    (fixed,) = torch.autograd.grad(softhist.histc(x, 7, lo, hi), x, g)
+    torch.testing.assert_close(auto, fixed)
+    dd = torch.rand(300, 2, dtype=torch.float64, requires_grad=True)
+    hist, _ = softhist.histogramdd(dd, 4)
+    hist.sum().backward()
+    assert torch.isfinite(dd.grad).all()

@@ -86,8 +86,10 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _chunks(total: int, size: int) -> Iterator[Tuple[int, int]]:
+    """Chunk bounds; no samples still give one empty chunk, so outputs stay connected to the inputs'
+    autograd graph (a rank with an empty shard must still join the backward all-reduce)."""
     size = max(1, size)
-    for start in range(0, total, size):
+    for start in range(0, max(total, 1), size):
         yield start, min(start + size, total)
 
 

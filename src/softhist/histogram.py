@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import List, Literal, Optional, Sequence, Tuple, Union
+import warnings
+from typing import TYPE_CHECKING, List, Literal, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from . import _torch_backend
 from ._torch_backend import Axis, Binning, accumulation_dtype
 from .kernels import KernelName, get_kernel
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["histc", "histogram", "histogram2d", "histogramdd"]
 
@@ -183,12 +188,44 @@ def _output_dtype(input: Tensor) -> torch.dtype:
     return input.dtype if input.is_floating_point() else torch.get_default_dtype()
 
 
-def _finite_range(x: Tensor) -> Optional[Tuple[Tensor, Tensor]]:
-    """Min and max of the finite samples, in x's dtype; None when there are none (host sync)."""
+def _finite_range(x: Tensor, group: Optional["ProcessGroup"] = None) -> Optional[Tuple[Tensor, Tensor]]:
+    """Min and max of the finite samples, in x's dtype; None when there are none (host sync).
+
+    With a process group, the min and max over every rank's samples (one MIN all-reduce).
+    The range is a choice of binning, not a function to differentiate: it is detached.
+    """
+    x = x.detach()
     finite = x[torch.isfinite(x)]
-    if finite.numel() == 0:
+    if group is None:
+        return torch.aminmax(finite) if finite.numel() else None
+    lo, hi = torch.aminmax(finite.double()) if finite.numel() else (torch.tensor(math.inf), torch.tensor(-math.inf))
+    extremes = torch.stack([lo, -hi]).to(device=x.device, dtype=torch.float64)
+    dist.all_reduce(extremes, op=dist.ReduceOp.MIN, group=group)
+    if not math.isfinite(float(extremes[0])):
         return None
-    return torch.aminmax(finite)
+    return extremes[0].to(x.dtype), (-extremes[1]).to(x.dtype)
+
+
+def _check_group(group: object) -> Optional["ProcessGroup"]:
+    if group is None:
+        return None
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            f"group={group!r} needs an initialized torch.distributed process group: "
+            "call torch.distributed.init_process_group first, or pass group=None"
+        )
+    return group  # type: ignore[return-value]
+
+
+def _all_reduce(hist: Tensor, group: Optional["ProcessGroup"]) -> Tensor:
+    """Sum a histogram over the group's ranks; backward sums the upstream gradients over ranks."""
+    if group is None:
+        return hist
+    import torch.distributed.nn.functional as dist_nn  # absent from builds without distributed support
+
+    with warnings.catch_warnings():  # deprecated in favour of functional collectives, same semantics
+        warnings.filterwarnings("ignore", message=".*all_reduce is deprecated", category=FutureWarning)
+        return dist_nn.all_reduce(hist, op=dist.ReduceOp.SUM, group=group)
 
 
 def _numpy_edges(lo: Tensor, hi: Tensor, bins: int, dtype: torch.dtype) -> Tensor:
@@ -212,7 +249,8 @@ def _per_axis(value: object, dims: int, name: str, pairs: bool = False) -> list:
 
 
 def _axis_edges(
-    x: Tensor, bins: object, range_: object, bins_name: str, range_name: str, *, numpy_dd: bool
+    x: Tensor, bins: object, range_: object, bins_name: str, range_name: str, *, numpy_dd: bool,
+    group: Optional["ProcessGroup"] = None,
 ) -> Tuple[Tensor, Optional[Tuple[float, float]]]:
     """Edges to bin one axis with, and ``(lo, hi)`` when they split it evenly.
 
@@ -235,7 +273,7 @@ def _axis_edges(
         lo_t, hi_t = (torch.tensor(v, dtype=torch.float64, device=x.device) for v in (lo, hi))
         edges = _numpy_edges(lo_t, hi_t, count, torch.float64 if numpy_dd else compute)
     else:
-        data = _finite_range(x) if x.numel() else None
+        data = _finite_range(x, group) if x.numel() or group is not None else None
         if data is None:  # numpy's range for empty data
             data = (torch.zeros((), device=x.device), torch.ones((), device=x.device))
         lo_t, hi_t = (v.to(compute) for v in data)
@@ -259,8 +297,9 @@ def _bin(
     bandwidth: object,
     mode: str,
     backend: str,
+    group: Optional["ProcessGroup"] = None,
 ) -> Tensor:
-    """The engine entry: ``x: (rows, n, D)`` -> ``(rows, *bins)``.
+    """The engine entry: ``x: (rows, n, D)`` -> ``(rows, *bins)``, summed over the group's ranks.
 
     Hard counts come back in float64, soft histograms in the accumulation dtype.
     """
@@ -275,8 +314,10 @@ def _bin(
     if mode == "hard":
         if not x.is_floating_point():
             x = x.to(torch.float64)
-        return engine.hard_histogram(x, weight, edges, binning)
-    return engine.soft_histogram(x, weight, [e.to(acc) for e in edges], bandwidth_tensor, binning)
+        hist = engine.hard_histogram(x, weight, edges, binning)
+    else:
+        hist = engine.soft_histogram(x, weight, [e.to(acc) for e in edges], bandwidth_tensor, binning)
+    return _all_reduce(hist, group)
 
 
 def histc(
@@ -291,6 +332,7 @@ def histc(
     weight: Optional[Tensor] = None,
     dim: Dim = None,
     backend: BackendName = "auto",
+    group: Optional["ProcessGroup"] = None,
 ) -> Tensor:
     """Histogram with equal-width bins between ``min`` and ``max``.
 
@@ -314,6 +356,9 @@ def histc(
         dim: the sample dimensions; the others are batch dimensions kept in
             front of the bins axis. ``None``: all dimensions.
         backend: ``"auto"`` or ``"torch"``.
+        group: a ``torch.distributed`` process group: return the histogram of
+            every rank's samples (see "Beyond one machine" in the README).
+            ``None``: this process's samples only.
 
     Returns:
         Tensor of shape ``(*batch, bins)`` in ``input``'s dtype.
@@ -337,9 +382,10 @@ def histc(
     _check_input(input, mode)
     bins = _check_bin_count(bins)
     lo, hi = _check_range(min, max, "histc range")
+    group = _check_group(group)
     x, w, batch_shape = _flatten(input, weight, dim)
-    if lo == hi and x.numel() > 0:
-        data = _finite_range(x)
+    if lo == hi and (x.numel() > 0 or group is not None):
+        data = _finite_range(x, group)
         if data is not None:
             lo, hi = float(data[0]), float(data[1])
     if lo == hi:
@@ -348,7 +394,7 @@ def histc(
     edges = torch.linspace(lo, hi, bins + 1, dtype=compute, device=x.device)
     hist = _bin(
         x.unsqueeze(-1), w, [edges], [(lo, hi)], hard_rule="histc",
-        kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend,
+        kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
     )
     return hist.to(_output_dtype(input)).reshape(*batch_shape, bins)
 
@@ -365,6 +411,7 @@ def histogram(
     mode: Mode = "soft",
     dim: Dim = None,
     backend: BackendName = "auto",
+    group: Optional["ProcessGroup"] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Histogram with equal-width bins or explicit, possibly non-uniform edges.
 
@@ -380,8 +427,9 @@ def histogram(
             min and max, widened by 0.5 each side when equal (as numpy).
         weight: per-sample weights, same shape as ``input``, differentiable.
         density: divide by the total mass and the bin widths, as numpy does.
-        kernel, bandwidth, mode, dim, backend: as in :func:`softhist.histc`.
-            ``None`` bandwidth is half the mean bin width.
+        kernel, bandwidth, mode, dim, backend, group: as in :func:`softhist.histc`.
+            ``None`` bandwidth is half the mean bin width. With a group, ``range=None``
+            and ``density`` use every rank's samples.
 
     Returns:
         ``(hist, bin_edges)``: ``hist`` of shape ``(*batch, B)`` in ``input``'s
@@ -405,12 +453,13 @@ def histogram(
     """
     mode = _check_mode(mode)
     _check_input(input, mode)
+    group = _check_group(group)
     x, w, batch_shape = _flatten(input, weight, dim)
     out_dtype = _output_dtype(input)
-    edges, uniform = _axis_edges(x, bins, range, "bins", "range", numpy_dd=False)
+    edges, uniform = _axis_edges(x, bins, range, "bins", "range", numpy_dd=False, group=group)
     hist = _bin(
         x.unsqueeze(-1), w, [edges], [uniform], hard_rule="edges",
-        kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend,
+        kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
     )
     if density:
         hist = hist / torch.diff(edges).to(hist.dtype) / hist.sum(-1, keepdim=True)
@@ -429,6 +478,7 @@ def histogramdd(
     bandwidth: Union[Bandwidth, Sequence[Union[float, Tensor]]] = None,
     mode: Mode = "soft",
     backend: BackendName = "auto",
+    group: Optional["ProcessGroup"] = None,
 ) -> Tuple[Tensor, List[Tensor]]:
     """Joint histogram of ``D``-dimensional samples.
 
@@ -446,7 +496,7 @@ def histogramdd(
             finite data's range, widened by 0.5 each side when empty, as numpy).
         weight: per-sample weights, shape ``(*batch, N)``, differentiable.
         density: divide by the total mass and the cell volumes, as numpy does.
-        kernel, mode, backend: as in :func:`softhist.histc`.
+        kernel, mode, backend, group: as in :func:`softhist.histc`.
         bandwidth: one value for every axis or one per axis (floats, 0-d
             tensors or a 1-D tensor of length ``D``); standard deviations in
             data units. ``None``: half of each axis's mean bin width.
@@ -485,6 +535,7 @@ def histogramdd(
             raise TypeError(f"weight must be a torch.Tensor or None, got {type(weight).__name__}")
         if weight.shape != input.shape[:-1]:
             raise ValueError(f"weight must have shape {tuple(input.shape[:-1])} (input without its last dim), got {tuple(weight.shape)}")
+    group = _check_group(group)
     bins_per_axis = _per_axis(bins, dims, "bins")
     ranges = [None] * dims if range is None else _per_axis(range, dims, "range", pairs=True)
     batch_shape = tuple(input.shape[:-2])
@@ -495,13 +546,13 @@ def histogramdd(
     w = None if weight is None else weight.reshape(rows, -1)
     out_dtype = _output_dtype(input)
     axis_edges = [
-        _axis_edges(x[..., d], b, r, f"bins[{d}]", f"range[{d}]", numpy_dd=True)
+        _axis_edges(x[..., d], b, r, f"bins[{d}]", f"range[{d}]", numpy_dd=True, group=group)
         for d, (b, r) in enumerate(zip(bins_per_axis, ranges))
     ]
     edges = [e for e, _ in axis_edges]
     hist = _bin(
         x, w, edges, [u for _, u in axis_edges], hard_rule="edges",
-        kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend,
+        kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
     )
     if density:
         total = hist.flatten(1).sum(1).view(-1, *([1] * dims))
@@ -525,6 +576,7 @@ def histogram2d(
     bandwidth: Union[Bandwidth, Sequence[Union[float, Tensor]]] = None,
     mode: Mode = "soft",
     backend: BackendName = "auto",
+    group: Optional["ProcessGroup"] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Joint histogram of paired samples ``x`` and ``y``.
 
@@ -536,7 +588,7 @@ def histogram2d(
         bins: an int, a pair of ints, one edges tensor for both axes, or a pair
             of edges tensors (or mixed).
         range: ``[(xmin, xmax), (ymin, ymax)]`` or ``None``.
-        weight, density, kernel, bandwidth, mode, backend: as in :func:`histogramdd`.
+        weight, density, kernel, bandwidth, mode, backend, group: as in :func:`histogramdd`.
 
     Returns:
         ``(hist, xedges, yedges)``, ``hist`` of shape ``(*batch, Bx, By)``.
@@ -557,6 +609,6 @@ def histogram2d(
         bins = [bins, bins]
     hist, (xedges, yedges) = histogramdd(
         torch.stack([x, y], -1), bins, range=range, weight=weight, density=density,
-        kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend,
+        kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
     )
     return hist, xedges, yedges

@@ -1,0 +1,153 @@
+"""Global histograms over data sharded across processes: 2 and 3 gloo ranks on loopback.
+
+Each rank holds a shard of the same seeded data. Every rank checks that the global
+result equals the single-process result on the concatenated data, and that its
+gradients are world_size x the matching slice of the single-process gradients.
+"""
+
+import os
+import socket
+import time
+import traceback
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import softhist
+
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _shards(n: int, world: int):
+    """Uneven shard boundaries; with 3 ranks, rank 0's shard is empty."""
+    if world == 3:
+        cuts = [0, 0, n // 3, n]
+    else:
+        cuts = [0, n // 3, n]
+    return [(cuts[r], cuts[r + 1]) for r in range(world)]
+
+
+def _check_global(fn, inputs, rank, world, group, grad_out_seed=0):
+    """fn(*tensors, group) on shards vs fn(*tensors, None) on everything: values and gradients."""
+    n = inputs[0].shape[0]
+    lo, hi = _shards(n, world)[rank]
+    full = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
+    local = [t.detach()[lo:hi].clone().requires_grad_(t.is_floating_point()) for t in inputs]
+    expected = fn(*full, None)
+    got = fn(*local, group)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    upstream = torch.randn(expected.shape, generator=torch.Generator().manual_seed(grad_out_seed), dtype=expected.dtype)
+    if not expected.requires_grad:
+        return
+    full_grads = torch.autograd.grad(expected, [t for t in full if t.requires_grad], upstream, allow_unused=True)
+    local_grads = torch.autograd.grad(got, [t for t in local if t.requires_grad], upstream, allow_unused=True)
+    for fg, lg in zip(full_grads, local_grads):
+        if fg is None:
+            assert lg is None
+            continue
+        torch.testing.assert_close(lg, world * fg[lo:hi], rtol=1e-9, atol=1e-9)
+
+
+def _histogram_cases(rank, world, group):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(301, dtype=torch.float64, generator=gen)
+    w = torch.rand(301, dtype=torch.float64, generator=gen)
+    xy = torch.rand(301, 2, dtype=torch.float64, generator=gen)
+    # histc's min == max rule: the global data range, even on a rank with no samples.
+    _check_global(lambda x, w, g: softhist.histc(x, 17, weight=w, bandwidth=0.2, group=g), [x, w], rank, world, group)
+    _check_global(lambda x, w, g: softhist.histc(x, 17, weight=w, mode="hard", group=g), [x, w], rank, world, group)
+    # range=None and density use every rank's samples.
+    _check_global(
+        lambda x, g: softhist.histogram(x, 9, density=True, kernel="logistic", group=g)[0], [x], rank, world, group
+    )
+    _check_global(lambda x, g: softhist.histogram(x, 9, mode="straight_through", group=g)[0], [x], rank, world, group)
+    _check_global(
+        lambda xy, w, g: softhist.histogramdd(xy, [4, 5], weight=w, kernel="bspline", bandwidth=[0.1, 0.2], group=g)[0],
+        [xy, w], rank, world, group,
+    )
+    _check_global(
+        lambda xy, g: softhist.histogram2d(xy[:, 0], xy[:, 1], 6, density=True, mode="hard", group=g)[0],
+        [xy], rank, world, group,
+    )
+    # A bandwidth shared by all ranks: each rank gets world x its own samples' part, so the sum is world x the full gradient.
+    h = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    lo, hi = _shards(301, world)[rank]
+    local = softhist.histc(x[lo:hi], 11, -3, 3, bandwidth=h, group=group)
+    (gh,) = torch.autograd.grad((local * torch.arange(11.0, dtype=torch.float64)).sum(), h)
+    dist.all_reduce(gh)
+    (full_gh,) = torch.autograd.grad((softhist.histc(x, 11, -3, 3, bandwidth=h) * torch.arange(11.0, dtype=torch.float64)).sum(), h)
+    torch.testing.assert_close(gh, world * full_gh)
+
+
+def _ddp_case(rank, world, group):
+    """One DDP step on sharded data gets the single-process gradient of the global loss."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    gen = torch.Generator().manual_seed(2)
+    data = torch.randn(240, 1, dtype=torch.float64, generator=gen)
+    target = torch.full((12,), 20.0, dtype=torch.float64)
+
+    def loss_fn(model, samples, group):
+        hist = softhist.histc(model(samples).squeeze(-1), 12, -3, 3, group=group)
+        return (hist - target).pow(2).mean()
+
+    torch.manual_seed(3)
+    reference_model = torch.nn.Linear(1, 1).double()
+    loss_fn(reference_model, data, None).backward()
+    expected = [p.grad.clone() for p in reference_model.parameters()]
+
+    torch.manual_seed(3)
+    model = DistributedDataParallel(torch.nn.Linear(1, 1).double(), process_group=group)
+    lo, hi = _shards(240, world)[rank]
+    loss_fn(model, data[lo:hi], group).backward()
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, e, rtol=1e-9, atol=1e-12)
+
+
+def _worker(rank, world, port, error_dir):
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+        torch.set_num_threads(1)
+        group = dist.group.WORLD
+        _histogram_cases(rank, world, group)
+        _ddp_case(rank, world, group)
+        dist.barrier()
+    except Exception:
+        with open(os.path.join(error_dir, f"rank{rank}.txt"), "w") as f:
+            f.write(traceback.format_exc())
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_global_histograms_and_gradients(world, tmp_path):
+    context = mp.start_processes(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=False, start_method="spawn")
+    deadline = time.monotonic() + 120
+    try:
+        while not context.join(timeout=1):
+            if time.monotonic() > deadline:
+                pytest.fail("distributed workers did not finish within 120 s")
+    except mp.ProcessRaisedException as exc:
+        details = "\n".join(p.read_text() for p in sorted(tmp_path.glob("rank*.txt")))
+        pytest.fail(f"a rank failed:\n{details or exc}")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+
+
+def test_group_without_initialized_process_group_raises():
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialized in this process")
+    with pytest.raises(RuntimeError, match="needs an initialized torch.distributed process group"):
+        softhist.histc(torch.rand(5), 3, group=object())
