@@ -266,14 +266,18 @@ class _WindowPlan:
         self.chunk = _CHUNK_ELEMENTS // self.window_cells
 
     def windows(self, xc: Tensor, wc: Optional[Tensor], start: int, end: int) -> _Windows:
-        xc = xc.to(self.acc)
-        finite = torch.isfinite(xc).all(1)
+        # Work on 1-D columns: elementwise ops and reductions over a trailing dim of size D = 1
+        # are many times slower on CPU than the same ops on a flat tensor.
+        columns = [c.to(self.acc) for c in xc.unbind(1)]
+        finite = torch.isfinite(columns[0])
+        for column in columns[1:]:
+            finite &= torch.isfinite(column)
         weight = finite.to(self.acc) if wc is None else torch.where(finite, wc.to(self.acc), 0.0)
-        xc = torch.where(finite.unsqueeze(1), xc, self.park)
         block = _row_offsets(start, end, self.n, self.cells, xc.device) if self.rows > 1 else 0
         z_all, firsts, masses = [], [], []
         for d, (axis, edges, width) in enumerate(zip(self.binning.axes, self.edges, self.widths)):
-            first, z = _window_positions(xc[:, d], edges, axis, self.binning.kernel, width)
+            column = torch.where(finite, columns[d], self.park[d])
+            first, z = _window_positions(column, edges, axis, self.binning.kernel, width)
             cdf = self.binning.kernel.cdf(z)
             z_all.append(z)
             firsts.append(first)
