@@ -1,8 +1,24 @@
 """softhist: differentiable histograms for PyTorch."""
 
+from . import nn
 from .histogram import histc, histogram, histogram2d, histogramdd
 from .kernels import KERNELS
+from .losses import entropy, histogram_matching_loss, js_divergence, kl_divergence, mutual_information, wasserstein
 
 __version__ = "0.1.0"
 
-__all__ = ["KERNELS", "__version__", "histc", "histogram", "histogram2d", "histogramdd"]
+__all__ = [
+    "KERNELS",
+    "__version__",
+    "entropy",
+    "histc",
+    "histogram",
+    "histogram2d",
+    "histogram_matching_loss",
+    "histogramdd",
+    "js_divergence",
+    "kl_divergence",
+    "mutual_information",
+    "nn",
+    "wasserstein",
+]
