@@ -1,4 +1,4 @@
-"""Global histograms over data sharded across processes: 2 and 3 gloo ranks on loopback.
+"""Global histograms and statistics over data sharded across processes: 2 and 3 gloo ranks on loopback.
 
 Each rank holds a shard of the same seeded data. Every rank checks that the global
 result equals the single-process result on the concatenated data, and that its
@@ -87,6 +87,28 @@ def _histogram_cases(rank, world, group):
     torch.testing.assert_close(gh, world * full_gh)
 
 
+def _loss_cases(rank, world, group):
+    """Statistics of every rank's samples: mutual information, histogram matching, the nn modules."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(301, dtype=torch.float64, generator=gen)
+    y = (x + 0.1 * torch.randn(301, dtype=torch.float64, generator=gen)) ** 2
+    target = torch.randn(301, dtype=torch.float64, generator=gen) * 0.2 + 0.5
+    _check_global(lambda x, y, g: softhist.mutual_information(x, y, 8, group=g), [x, y], rank, world, group)
+    _check_global(
+        lambda x, y, g: softhist.mutual_information(x, y, 6, range=(0, 1), normalized=True, mode="hard", group=g),
+        [x, y], rank, world, group,
+    )
+    _check_global(lambda x, t, g: softhist.histogram_matching_loss(x, t, 16, group=g), [x, target], rank, world, group)
+    _check_global(
+        lambda x, t, g: softhist.histogram_matching_loss(x, t, 16, range=(0, 1), metric="l1", group=g),
+        [x, target], rank, world, group,
+    )
+    layers = {g: softhist.nn.SoftHistogram(8, (0.0, 1.0), learnable_edges=True, group=g) for g in (None, group)}
+    _check_global(lambda x, g: layers[g](x), [x], rank, world, group)
+    losses = {g: softhist.nn.MutualInformationLoss(num_bins=8, range=None, group=g) for g in (None, group)}
+    _check_global(lambda p, t, g: losses[g](p.view(1, 1, -1), t.view(1, 1, -1)), [x, y], rank, world, group)
+
+
 def _ddp_case(rank, world, group):
     """One DDP step on sharded data gets the single-process gradient of the global loss."""
     from torch.nn.parallel import DistributedDataParallel
@@ -118,6 +140,7 @@ def _worker(rank, world, port, error_dir):
         torch.set_num_threads(1)
         group = dist.group.WORLD
         _histogram_cases(rank, world, group)
+        _loss_cases(rank, world, group)
         _ddp_case(rank, world, group)
         dist.barrier()
     except Exception:

@@ -32,13 +32,17 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Literal, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .histogram import BackendName, Bandwidth, Mode, histogram, histogram2d
+from .histogram import BackendName, Bandwidth, Mode, _check_group, histogram, histogram2d
+from .histogram import _finite_range as _data_range
 from .kernels import KernelName
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = [
     "entropy",
@@ -291,15 +295,13 @@ def _float_samples(t: Tensor) -> Tensor:
     return t.float() if t.dtype in _HALF_DTYPES else t
 
 
-def _finite_range(*samples: Tensor) -> Tuple[float, float]:
+def _finite_range(*samples: Tensor, group: Optional["ProcessGroup"] = None) -> Tuple[float, float]:
     """Min and max of the finite values of all ``samples`` together (one host sync), detached:
-    the data's range is a constant for autograd. ``(0, 1)`` when there are none."""
+    the data's range is a constant for autograd. Over every rank's samples with a group.
+    ``(0, 1)`` when there are none."""
     flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in samples])
-    finite = flat[torch.isfinite(flat)]
-    if finite.numel() == 0:
-        return 0.0, 1.0
-    lo, hi = torch.aminmax(finite)
-    return float(lo), float(hi)
+    data = _data_range(flat, group)
+    return (0.0, 1.0) if data is None else (float(data[0]), float(data[1]))
 
 
 def _mi_range(range_: MIRange) -> Optional[Sequence[AxisRange]]:
@@ -340,6 +342,7 @@ def mutual_information(
     mode: Mode = "soft",
     normalized: bool = False,
     backend: BackendName = "auto",
+    group: Optional["ProcessGroup"] = None,
 ) -> Tensor:
     """Mutual information of paired samples, from their joint histogram, in nats.
 
@@ -359,6 +362,9 @@ def mutual_information(
             pass it explicitly for ``gradcheck``). Equal ends widen by 0.5.
         weight: per-pair weights, shape ``(*batch, N)``, differentiable.
         kernel, bandwidth, mode, backend: as in :func:`softhist.histogram2d`.
+        group: a ``torch.distributed`` process group: the MI of every rank's
+            pairs, from the all-reduced joint histogram (ranges from ``None``
+            are agreed over all ranks). Gradients follow :func:`softhist.histc`'s.
         normalized: return ``2 MI / (H(X) + H(Y))`` in ``[0, 1]``; 1 when both
             marginals sit in a single bin, as scikit-learn.
 
@@ -390,7 +396,7 @@ def mutual_information(
     hist, _, _ = histogram2d(
         _float_samples(x), _float_samples(y), bins, range=_mi_range(range),
         weight=None if weight is None else _float_samples(weight),
-        kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend,
+        kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
     )
     return _mutual_information_from_joint(hist, normalized).to(out_dtype)
 
@@ -407,6 +413,7 @@ def histogram_matching_loss(
     metric: Metric = "wasserstein",
     target_type: TargetType = "samples",
     backend: BackendName = "auto",
+    group: Optional["ProcessGroup"] = None,
 ) -> Tensor:
     """A loss that pulls the distribution of ``x`` toward that of ``target``.
 
@@ -433,6 +440,9 @@ def histogram_matching_loss(
         kernel, bandwidth, mode, backend: as in :func:`softhist.histogram`.
         metric: ``"wasserstein"``, ``"l1"`` or ``"kl"``.
         target_type: ``"samples"`` or ``"histogram"``.
+        group: a ``torch.distributed`` process group: compare the histograms of
+            every rank's ``x`` (and target samples; replicated targets give the
+            same normalized histogram), with the range agreed over all ranks.
 
     Returns:
         Tensor of shape ``broadcast(batch, batch_t)``, one loss per histogram;
@@ -449,6 +459,7 @@ def histogram_matching_loss(
     """
     _check_tensor(x, "x")
     _check_tensor(target, "target")
+    group = _check_group(group)
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
     if target_type not in TARGET_TYPES:
@@ -457,13 +468,13 @@ def histogram_matching_loss(
         raise ValueError(f"x and target must have a samples (or bins) axis last, got shapes {tuple(x.shape)} and {tuple(target.shape)}")
     out_dtype = _result_dtype(x, target)
     if target_type == "samples" and range is None and not isinstance(bins, Tensor):
-        range = _finite_range(x, target)
+        range = _finite_range(x, target, group=group)
     elif target_type == "histogram" and range is None and not isinstance(bins, Tensor):
         raise ValueError("range must be given when target_type='histogram' and bins is an int, got range=None")
     binning = dict(range=range, kernel=kernel, bandwidth=bandwidth, mode=mode, dim=-1, backend=backend)
-    hist_x, edges = histogram(_float_samples(x), bins, **binning)
+    hist_x, edges = histogram(_float_samples(x), bins, group=group, **binning)
     if target_type == "samples":
-        hist_t, _ = histogram(_float_samples(target), bins, **binning)
+        hist_t, _ = histogram(_float_samples(target), bins, group=group, **binning)
     else:
         if target.shape[-1] != hist_x.shape[-1]:
             raise ValueError(

@@ -9,15 +9,18 @@ from __future__ import annotations
 import math
 import numbers
 import typing
-from typing import Literal, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from .histogram import Dim, Mode, histogram
+from .histogram import Dim, Mode, _check_group, histogram
 from .kernels import KernelName, get_kernel
 from .losses import _finite_range, mutual_information
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["MutualInformationLoss", "SoftHistogram"]
 
@@ -83,6 +86,8 @@ class SoftHistogram(nn.Module):
             above float32 rounding of the edges, where ``softplus`` underflows.
         learnable_bandwidth: learn the bandwidth as ``exp(log_bandwidth)``, so
             it stays positive.
+        group: a ``torch.distributed`` process group: each forward returns the
+            histogram of every rank's samples (see :func:`softhist.histc`).
 
     Shape:
         ``forward(input (*), weight (*) or None) -> (*batch, bins)``, the bins on
@@ -110,8 +115,10 @@ class SoftHistogram(nn.Module):
         dim: Dim = -1,
         learnable_edges: bool = False,
         learnable_bandwidth: bool = False,
+        group: Optional["ProcessGroup"] = None,
     ) -> None:
         super().__init__()
+        self.group = group
         self.bins = _check_bins(bins, "bins")
         self.range = _check_range(range)
         self.kernel = get_kernel(kernel).name
@@ -151,7 +158,7 @@ class SoftHistogram(nn.Module):
         range_ = None if self.learnable_edges else self.range
         hist, _ = histogram(
             input, bins, range=range_, weight=weight, kernel=self.kernel,
-            bandwidth=self.current_bandwidth(), mode=self.mode, dim=self.dim,
+            bandwidth=self.current_bandwidth(), mode=self.mode, dim=self.dim, group=self.group,
         )
         return hist
 
@@ -209,6 +216,9 @@ class MutualInformationLoss(nn.Module):
         range: intensity range, see above.
         normalized: use the normalized MI ``2 MI / (H(X) + H(Y))``.
         mode: ``"soft"`` or ``"straight_through"`` (as in :func:`softhist.histogram`).
+        group: a ``torch.distributed`` process group: MI over every rank's voxels
+            (each rank holding a shard of each image), with ``range=None`` agreed
+            over all ranks.
 
     Shape:
         ``pred``, ``target``: ``(B, C, *spatial)``, the same shape. Output: ``()``,
@@ -237,8 +247,10 @@ class MutualInformationLoss(nn.Module):
         range: Union[Range, Tuple[Range, Range], None] = (0.0, 1.0),
         normalized: bool = False,
         mode: Mode = "soft",
+        group: Optional["ProcessGroup"] = None,
     ) -> None:
         super().__init__()
+        self.group = group
         if kernel_type not in ("gaussian", "b-spline"):
             raise ValueError(f"kernel_type must be one of ['gaussian', 'b-spline'], got {kernel_type!r}")
         if reduction not in ("mean", "sum", "none"):
@@ -281,12 +293,12 @@ class MutualInformationLoss(nn.Module):
         if pred.dim() < 2:
             raise ValueError(f"pred must have shape (B, C, *spatial), got {tuple(pred.shape)}")
         x, y = pred.reshape(pred.shape[0], -1), target.reshape(target.shape[0], -1)
-        ranges: Sequence[Range] = self.range if self.range is not None else [self._data_range(x), self._data_range(y)]
+        ranges: Sequence[Range] = self.range if self.range is not None else [self._data_range(x, self.group), self._data_range(y, self.group)]
         layouts = [self._layout(lo, hi) for lo, hi in ranges]
         mi = mutual_information(
             x, y, self.num_bins, range=[r for r, _ in layouts], bandwidth=[h for _, h in layouts],
             kernel="gaussian" if self.kernel_type == "gaussian" else "bspline",
-            mode=self.mode, normalized=self.normalized,
+            mode=self.mode, normalized=self.normalized, group=self.group,
         )
         if self.reduction == "mean":
             return -mi.mean()
@@ -295,9 +307,9 @@ class MutualInformationLoss(nn.Module):
         return -mi
 
     @staticmethod
-    def _data_range(t: Tensor) -> Range:
-        """Finite min and max over the whole batch (one host sync), widened when equal."""
-        lo, hi = _finite_range(t)
+    def _data_range(t: Tensor, group: Optional["ProcessGroup"]) -> Range:
+        """Finite min and max over the whole batch and group (one host sync), widened when equal."""
+        lo, hi = _finite_range(t, group=_check_group(group))
         return (lo, hi) if lo < hi else (lo - 0.5, hi + 0.5)
 
     def extra_repr(self) -> str:
