@@ -1,24 +1,36 @@
-# `make test` and `make bench` set up a local virtualenv on first use.
-# TORCH_SPEC picks the PyTorch build: the default is the CPU wheel; `make TORCH_SPEC=torch test`
-# takes the newest release (a CUDA build on Linux).
+# `make test`, `make demo` and `make bench` set up a local virtualenv on first use, each
+# installing the extras it needs (one stamp per extra, so running one after another adds
+# only what is missing). TORCH_SPEC picks the PyTorch build: the default is the CPU wheel;
+# `make TORCH_SPEC=torch test` takes the newest release (a CUDA build on Linux).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: test bench clean
+.PHONY: test demo bench figures clean
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.torch: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
-test: $(VENV)/.installed
+# softhist (editable) with one extra: .installed-test, .installed-demo, .installed-bench.
+$(VENV)/.installed-%: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e ".[$*]"
+	touch $@
+
+test: $(VENV)/.installed-test
 	$(PY) -m pytest
 
-bench: $(VENV)/.installed
+demo: $(VENV)/.installed-demo
+	$(VENV)/bin/softhist demo --out demo-output
+
+bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/bench_histogram.py
 
+# The README's pictures: docs/demo.png, docs/kernels.png, docs/bench.png.
+figures: $(VENV)/.installed-demo $(VENV)/.installed-bench
+	$(PY) scripts/make_figures.py
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache demo-output

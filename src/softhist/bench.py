@@ -1,0 +1,544 @@
+"""softhist next to ``torch.histc`` and the soft histograms in the wild, side by side in one process.
+
+Every time is reported next to its ratio to the case's hard baseline
+(``torch.histc``, or ``torch.histogramdd`` for joint cases) forward, on the same
+data in the same run; absolute times are only meaningful together with the
+device line printed first. Peak memory is the growth of peak RSS (CPU: VmHWM,
+measured in a fresh interpreter per row so cases do not mask each other) or of
+``torch.cuda.max_memory_allocated`` (GPU).
+
+Baselines, each where it is installed and its dense ``N x bins`` temporary stays
+under 1 GiB: the forum thread's sigmoid formula, eager and under
+``torch.compile``; ``kornia.enhance.histogram`` / ``histogram2d``; MONAI's
+Parzen window (``GlobalMutualInformationLoss``). All of them build ``N x bins``.
+
+    softhist bench                             # the full table
+    softhist bench --quick                     # a smaller table, in under a minute on a 2-core CPU
+    softhist bench --sweep --plot bench.png    # time and memory against N, log-log
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+import softhist
+from softhist import reference
+
+__all__ = ["add_arguments", "check_arguments", "main", "run"]
+
+# A dense N x B baseline runs only when one N x B float32 temporary stays under this.
+DENSE_LIMIT_BYTES = 1 << 30
+# Optional baselines: provider group -> the module that must be importable.
+OPTIONAL_MODULES = {"kornia": "kornia", "MONAI": "monai"}
+
+Fn = Callable[[], object]
+
+
+@dataclass
+class Case:
+    name: str
+    make_x: Callable[[], Tensor]
+    bins: int
+    n: int  # samples per histogram: the x axis of the plot
+    bandwidth_bins: float = 0.5  # bandwidth in bin widths
+    kernel: str = "gaussian"
+    dim: Optional[int] = None
+    joint: bool = False  # x is (N, 2): histogramdd against torch.histogramdd
+    dense_baseline: bool = False  # also time the dense baselines (forum formula, kornia, MONAI)
+    sweep: bool = False  # a point of the time-against-N plot: uniform data, 256 bins, default kernel
+
+    @property
+    def bandwidth(self) -> float:
+        return self.bandwidth_bins / self.bins  # data on [0, 1]
+
+
+@dataclass
+class Provider:
+    """One row of a case: ``build()`` returns ``(forward, forward+backward or None)`` on the case's data."""
+
+    name: str
+    build: Callable[[], Tuple[Fn, Optional[Fn]]]
+    external: bool = False  # another library's code: a failure becomes a note in its row, not a crash
+    compiled: bool = False  # torch.compile: compile before measuring memory, so the compiler's own is not counted
+
+
+@dataclass
+class Row:
+    case: str
+    provider: str
+    n: int
+    bins: int
+    base_ms: float
+    fwd_ms: Optional[float]
+    fwd_bwd_ms: Optional[float]
+    peak_mib: Optional[float]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the command line chose; the probe interpreter rebuilds the same cases from it."""
+
+    quick: bool = False
+    device: str = "cpu"
+    sweep: bool = False
+    dense: bool = True
+    torch_compile: bool = True
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timeit(fn: Fn, device: torch.device, budget_s: float = 1.0, max_repeats: int = 15) -> float:
+    """Median wall time in ms after one warm-up call (which also compiles, for torch.compile).
+
+    At least 3 repeats, more while they fit ``budget_s``; a call slower than the
+    whole budget is repeated once (the dense baselines take seconds).
+    """
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    least = 1 if time.perf_counter() - t0 > budget_s else 3
+    times: List[float] = []
+    start = time.perf_counter()
+    while len(times) < max_repeats and (len(times) < least or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def _backward(forward: Callable[[Tensor], Tensor], leaf: Tensor) -> Fn:
+    """forward + backward of ``forward(leaf)`` with an all-ones upstream gradient."""
+
+    def run() -> None:
+        out = forward(leaf)
+        out.backward(torch.ones_like(out))
+        leaf.grad = None
+
+    return run
+
+
+def _dense_fits(case: Case) -> bool:
+    return case.dense_baseline and case.n * case.bins * 4 <= DENSE_LIMIT_BYTES
+
+
+def installed(group: str) -> bool:
+    """Whether an optional baseline's library can be imported (looked up without importing it)."""
+    return importlib.util.find_spec(OPTIONAL_MODULES[group]) is not None
+
+
+def providers(case: Case, x: Tensor, options: Options) -> List[Provider]:
+    """The case's rows, all on the same data ``x``. The first is the hard baseline the ratios refer to.
+
+    Building a provider imports its library, so a probe builds only the one it measures.
+    """
+    lo, hi = 0.0, 1.0
+    h = case.bandwidth
+    grad_x = x.detach().clone().requires_grad_()
+    dense = options.dense and _dense_fits(case)
+    # Bin centers and a 0-d bandwidth, as kornia takes them.
+    width = (hi - lo) / case.bins
+    centers = lo + width * (torch.arange(case.bins, dtype=x.dtype, device=x.device) + 0.5)
+    sigma = torch.tensor(h, dtype=x.dtype, device=x.device)
+
+    def monai_loss() -> torch.nn.Module:
+        from monai.losses import GlobalMutualInformationLoss
+
+        return GlobalMutualInformationLoss("gaussian", num_bins=case.bins, sigma_ratio=case.bandwidth_bins).to(x.device)
+
+    if case.joint:
+        square = [(lo, hi), (lo, hi)]
+
+        def soft_joint(inp: Tensor) -> Tensor:
+            return softhist.histogramdd(inp, case.bins, range=square, kernel=case.kernel, bandwidth=h)[0]
+
+        out = [
+            Provider("torch.histogramdd (hard)", lambda: (lambda: torch.histogramdd(x, [case.bins] * 2, range=[lo, hi, lo, hi]), None)),
+            Provider(f"softhist soft ({case.kernel})", lambda: (lambda: soft_joint(x), _backward(soft_joint, grad_x))),
+            Provider("softhist hard", lambda: (lambda: softhist.histogramdd(x, case.bins, range=square, mode="hard"), None)),
+        ]
+        if dense and installed("kornia"):
+
+            def kornia_2d() -> Tuple[Fn, Fn]:
+                import kornia
+
+                def run(inp: Tensor) -> Tensor:
+                    return kornia.enhance.histogram2d(inp[:, 0].unsqueeze(0), inp[:, 1].unsqueeze(0), centers, sigma)
+
+                return lambda: run(x), _backward(run, grad_x)
+
+            out.append(Provider("kornia histogram2d (dense)", kornia_2d, external=True))
+        if dense and installed("MONAI"):
+
+            def monai_mi() -> Tuple[Fn, Fn]:
+                loss = monai_loss()
+
+                def run(inp: Tensor) -> Tensor:  # the joint Parzen histogram, then MI over it
+                    return loss(inp[:, 0].unsqueeze(0), inp[:, 1].unsqueeze(0))
+
+                return lambda: run(x), _backward(run, grad_x)
+
+            out.append(Provider("MONAI MI loss (dense Parzen)", monai_mi, external=True))
+        return out
+
+    flat = x.reshape(-1)
+
+    def soft(inp: Tensor) -> Tensor:
+        return softhist.histc(inp, case.bins, lo, hi, kernel=case.kernel, bandwidth=h, dim=case.dim)
+
+    out = [
+        Provider("torch.histc (hard)", lambda: (lambda: torch.histc(flat, case.bins, lo, hi), None)),
+        Provider(f"softhist soft ({case.kernel})", lambda: (lambda: soft(x), _backward(soft, grad_x))),
+        Provider("softhist hard", lambda: (lambda: softhist.histc(x, case.bins, lo, hi, mode="hard", dim=case.dim), None)),
+    ]
+    if not dense:
+        return out
+    slope = reference.slope_to_bandwidth(1.0) / h  # the forum's sigmoid slope for this bandwidth
+    dense_x = flat.detach().clone().requires_grad_()
+
+    def forum(inp: Tensor) -> Tensor:
+        return reference.tony_y_soft_histogram(inp, case.bins, lo, hi, slope)
+
+    out.append(Provider("forum sigmoid (dense)", lambda: (lambda: forum(flat), _backward(forum, dense_x))))
+    if options.torch_compile and not options.quick:
+
+        def compiled() -> Tuple[Fn, Fn]:
+            # A fresh cache per case: dynamo stops recompiling a function after a few shapes
+            # and silently falls back to eager.
+            torch._dynamo.reset()
+            fn = torch.compile(reference.tony_y_soft_histogram, dynamic=False)
+
+            def run(inp: Tensor) -> Tensor:
+                return fn(inp, case.bins, lo, hi, slope)
+
+            return lambda: run(flat), _backward(run, dense_x)
+
+        out.append(Provider("forum sigmoid (dense, torch.compile)", compiled, external=True, compiled=True))
+    if installed("kornia"):
+
+        def kornia_1d() -> Tuple[Fn, Fn]:
+            import kornia
+
+            def run(inp: Tensor) -> Tensor:
+                return kornia.enhance.histogram(inp.unsqueeze(0), centers, sigma)
+
+            return lambda: run(flat), _backward(run, dense_x)
+
+        out.append(Provider("kornia histogram (dense)", kornia_1d, external=True))
+    if installed("MONAI"):
+
+        def monai_1d() -> Tuple[Fn, Fn]:
+            loss = monai_loss()
+
+            def run(inp: Tensor) -> Tensor:  # (weights (1, N, bins), probability (1, 1, bins))
+                return loss.parzen_windowing_gaussian(inp.unsqueeze(0))[1]
+
+            return lambda: run(flat), _backward(run, dense_x)
+
+        out.append(Provider("MONAI Parzen window (dense)", monai_1d, external=True))
+    return out
+
+
+def cases(options: Options) -> List[Case]:
+    """The benchmark cases; ``--probe`` rebuilds the same list from the same options."""
+    device = torch.device(options.device)
+
+    def uniform(*shape: int) -> Callable[[], Tensor]:
+        return lambda: torch.rand(*shape, generator=torch.Generator().manual_seed(0)).to(device)
+
+    def with_nans() -> Tensor:
+        x = uniform(1 << 20)()
+        x[::3] = float("nan")
+        return x
+
+    def flat(n: int, dense: bool) -> Case:
+        return Case(f"flat N={n:,}", uniform(n), 256, n, dense_baseline=dense, sweep=True)
+
+    if options.sweep:
+        top = 20 if options.quick else 22
+        return [flat(1 << p, True) for p in range(10, top + 1, 2)]
+    sizes = [1 << 16, 1 << 20] if options.quick else [1 << 16, 1 << 20, 1 << 22]
+    out = [flat(n, n <= (1 << 16) or not options.quick) for n in sizes]
+    if options.quick:
+        # 1M joint samples take seconds per soft call on 2 cores; 64K keep --quick quick.
+        out.append(Case("joint 2-D N=64K, 64×64", uniform(1 << 16, 2), 64, 1 << 16, joint=True))
+        return out
+    n = 1 << 20
+    out.append(Case("joint 2-D N=1M, 64×64", uniform(n, 2), 64, n, joint=True, dense_baseline=True))
+    out += [Case(f"bins={b}, N=1M", uniform(n), b, n) for b in (16, 4096)]
+    out += [Case(f"bandwidth={bw} bins, N=1M", uniform(n), 256, n, bandwidth_bins=bw) for bw in (0.25, 1.0, 4.0)]
+    out += [Case(f"kernel={k}, N=1M", uniform(n), 256, n, kernel=k) for k in ("logistic", "box", "bspline")]
+    out.append(Case("batched 64×65536", uniform(64, 65536), 256, 65536, dim=1))
+    out.append(Case("one bin, N=1M", lambda: torch.full((n,), 0.5001, device=device), 256, n))
+    out.append(Case("sorted, N=1M", lambda: uniform(n)().sort().values, 256, n))
+    out.append(Case("1/3 NaN, N=1M", with_nans, 256, n))
+    out.append(Case("N=4M, bins=4096", uniform(1 << 22), 4096, 1 << 22))
+    out.append(Case("joint 2-D N=2M, 512×512", uniform(1 << 21, 2), 512, 1 << 21, joint=True))
+    return out
+
+
+# --------------------------------------------------------------------------- peak memory
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM, unlike ru_maxrss, is not inherited through fork + exec."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Lower VmHWM to the current RSS (Linux: ``5 > /proc/self/clear_refs``); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_probe(case: Case, provider: str, options: Options) -> float:
+    """Peak RSS growth (MiB) of one call, run in this (fresh) process."""
+    x = case.make_x()
+    spec = next(p for p in providers(case, x, options) if p.name == provider)
+    fwd, fwd_bwd = spec.build()
+    call = fwd_bwd or fwd
+    if spec.compiled:
+        call()  # compile first: the compiler's memory is not the kernel's
+        _reset_peak_rss()
+    before = _peak_rss_mib()
+    call()
+    return _peak_rss_mib() - before
+
+
+def _probe_argv(options: Options) -> List[str]:
+    return (["--quick"] if options.quick else []) + (["--sweep"] if options.sweep else []) + ["--device", options.device]
+
+
+def peak_memory_mb(index: int, spec: Provider, call: Fn, options: Options) -> Optional[float]:
+    """Peak memory growth of one forward(+backward) call, in MiB; None if the probe failed.
+
+    GPU: ``torch.cuda.max_memory_allocated``. CPU: peak RSS growth, measured in a
+    fresh interpreter so earlier cases cannot mask it.
+    """
+    device = torch.device(options.device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        call()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    # The probe imports this very softhist, installed or not.
+    src = str(Path(softhist.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
+    if spec.compiled:
+        # The probe compiles, then lowers VmHWM to the current RSS. A fixed mmap threshold stops glibc
+        # from keeping the compile call's freed buffers in its heap, where the measured call would reuse
+        # them without raising RSS.
+        env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 16)
+    out = subprocess.run(
+        [sys.executable, "-m", "softhist.bench", *_probe_argv(options), "--probe", str(index), spec.name],
+        capture_output=True, text=True, env=env,
+    )
+    if out.returncode != 0:
+        return None
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def fmt(ms: Optional[float], base: float) -> str:
+    return "—" if ms is None else f"{ms:.2f} ms ({ms / base:.1f}×)"
+
+
+def _short_error(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:80]}" if text else type(error).__name__
+
+
+def write_csv(rows: Sequence[Row], path: str, device_name: str) -> None:
+    """One line per row; times in ms, ratios to the case's hard baseline forward."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "provider", "n", "bins", "fwd_ms", "fwd_bwd_ms", "fwd_ratio", "fwd_bwd_ratio", "peak_mib", "device", "note"])
+        for r in rows:
+            writer.writerow([
+                r.case, r.provider, r.n, r.bins,
+                "" if r.fwd_ms is None else f"{r.fwd_ms:.4f}",
+                "" if r.fwd_bwd_ms is None else f"{r.fwd_bwd_ms:.4f}",
+                "" if r.fwd_ms is None else f"{r.fwd_ms / r.base_ms:.3f}",
+                "" if r.fwd_bwd_ms is None else f"{r.fwd_bwd_ms / r.base_ms:.3f}",
+                "" if r.peak_mib is None else f"{r.peak_mib:.1f}",
+                device_name, r.note,
+            ])
+
+
+def plot(rows: Sequence[Row], path: str, device_name: str) -> None:
+    """Forward time, forward+backward time and peak memory against N, log-log, one line per provider.
+
+    Uses the rows of the flat cases (uniform data, 256 bins); ``--sweep`` gives them more sizes.
+    """
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend and figures alone
+
+    by_provider: Dict[str, List[Row]] = {}
+    for r in rows:
+        if r.case.startswith("flat N="):
+            by_provider.setdefault(r.provider, []).append(r)
+    fig = Figure(figsize=(15, 4.8))
+    axes = fig.subplots(1, 3)
+    panels = [("forward", lambda r: r.fwd_ms, "time (ms)"), ("forward + backward", lambda r: r.fwd_bwd_ms, "time (ms)"),
+              ("peak memory growth", lambda r: r.peak_mib, "MiB")]
+    styles = {"torch.histc (hard)": dict(color="black", linestyle="--"), "softhist hard": dict(color="tab:blue", linestyle="--"),
+              "softhist soft (gaussian)": dict(color="tab:blue", linewidth=2.5)}
+    palette = iter(["tab:red", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"])
+    for name, provider_rows in by_provider.items():
+        style = styles.get(name) or dict(color=next(palette, "gray"))
+        for ax, (_, value, _) in zip(axes, panels):
+            points = [(r.n, value(r)) for r in provider_rows if value(r) is not None and value(r) > 0]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=4, label=name, **style)
+    for ax, (title, _, unit) in zip(axes, panels):
+        ax.set(xscale="log", yscale="log", xlabel="samples N (256 bins)", ylabel=unit, title=title)
+        ax.grid(True, which="major", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
+    fig.suptitle(f"softhist bench, float32 — {device_name}")
+    fig.tight_layout(rect=(0, 0.1 if len(labels) <= 4 else 0.14, 1, 1))
+    fig.savefig(path, dpi=100)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _device(text: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``."""
+    kind, _, index = text.partition(":")
+    if kind == "cpu" and not index or kind == "cuda" and (not index or index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown device {text!r} (choose cpu or cuda)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench's options, shared by ``softhist bench`` and ``benchmarks/bench_histogram.py``."""
+    parser.add_argument("--quick", action="store_true", help="fewer, smaller cases: under a minute on a 2-core CPU")
+    parser.add_argument("--device", default="cpu", type=_device, metavar="{cpu,cuda}", help="where to run (default: cpu)")
+    parser.add_argument("--csv", metavar="PATH", help="also write every row to this CSV file")
+    parser.add_argument("--plot", metavar="PATH", help="draw time and memory against N, log-log, to this PNG (needs matplotlib)")
+    parser.add_argument("--sweep", action="store_true", help="only the flat cases, at N = 1K, 4K, ..., 4M (1M with --quick), for --plot")
+    parser.add_argument("--no-dense", action="store_true", help="skip the dense baselines (forum formula, kornia, MONAI)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline (always skipped with --quick)")
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject what would only fail after minutes of benchmarking (``parser.error`` exits with one line)."""
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
+    for flag in ("csv", "plot"):
+        path = getattr(args, flag)
+        if path is not None and not Path(path).resolve().parent.is_dir():
+            parser.error(f"--{flag} {path}: directory {str(Path(path).parent)!r} does not exist")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib: pip install 'softhist[demo]'")
+
+
+def run(args: argparse.Namespace) -> List[Row]:
+    """Print the Markdown table; write ``--csv`` and ``--plot`` if asked. Returns the rows."""
+    options = Options(quick=args.quick, device=args.device, sweep=args.sweep, dense=not args.no_dense, torch_compile=not args.no_compile)
+    device = torch.device(options.device)
+    budget, repeats = (0.3, 10) if options.quick else (1.0, 15)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {_plural(torch.get_num_threads(), 'thread')}"
+    print(f"device: {name}; torch {torch.__version__}; softhist {softhist.__version__}; float32, uniform data on [0, 1]\n")
+    missing = [f"{group} (pip install {OPTIONAL_MODULES[group]})" for group in OPTIONAL_MODULES if not installed(group)]
+    if missing and options.dense:
+        print(f"Not installed, so not compared: {', '.join(missing)}.")
+    if options.dense and options.torch_compile and options.quick:
+        print("torch.compile baseline skipped with --quick: compiling one shape takes 10-30 s on a 2-core CPU.")
+    print("Dense baselines run where their N × bins float32 temporary fits in 1 GiB.")
+    print("Ratios are to the case's first row (torch.histc or torch.histogramdd forward).\n")
+    print("| case | provider | fwd (× baseline fwd) | fwd+bwd (× baseline fwd) | peak MiB |")
+    print("|---|---|---|---|---|")
+    rows: List[Row] = []
+    for index, case in enumerate(cases(options)):
+        x = case.make_x()
+        specs = providers(case, x, options)
+        baseline, _ = specs[0].build()
+        base = timeit(baseline, device, budget, repeats)
+        timed: List[Tuple[Provider, Optional[Fn], Row]] = []
+        for spec in specs:
+            note, call = "", None
+            try:
+                fwd, fwd_bwd = (baseline, None) if spec is specs[0] else spec.build()
+                fwd_ms = base if fwd is baseline else timeit(fwd, device, budget, repeats)
+                bwd_ms = None if fwd_bwd is None else timeit(fwd_bwd, device, budget, repeats)
+                call = fwd_bwd or fwd
+            except Exception as error:  # noqa: BLE001 - another library's failure is a result, not a crash
+                if not spec.external:
+                    raise
+                fwd_ms = bwd_ms = None
+                note = f"failed: {_short_error(error)}"
+            timed.append((spec, call, Row(case.name, spec.name, case.n, case.bins, base, fwd_ms, bwd_ms, None, note)))
+        # Memory after the case's timings: each CPU probe is its own interpreter, so two at a time
+        # measure the same as one at a time, in half the wall time, without disturbing a timing.
+        with ThreadPoolExecutor(max_workers=1 if device.type == "cuda" else 2) as pool:
+            peaks = list(pool.map(lambda item: None if item[1] is None else peak_memory_mb(index, item[0], item[1], options), timed))
+        for (_, _, row), peak in zip(timed, peaks):
+            row.peak_mib = peak
+            memory = "—" if peak is None else f"{peak:.0f}"
+            cells = f"{row.note} | —" if row.note else f"{fmt(row.fwd_ms, base)} | {fmt(row.fwd_bwd_ms, base)}"
+            print(f"| {case.name} | {row.provider} | {cells} | {memory} |", flush=True)
+            rows.append(row)
+    if args.csv:
+        write_csv(rows, args.csv, name)
+    if args.plot:
+        plot(rows, args.plot, name)
+    written = [path for path in (args.csv, args.plot) if path]
+    if written:
+        print("\n" + "\n".join(f"wrote {path}" for path in written))
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m softhist.bench`` and ``benchmarks/bench_histogram.py``: the same flags as ``softhist bench``."""
+    parser = argparse.ArgumentParser(prog="bench_histogram.py", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    parser.add_argument("--probe", nargs=2, metavar=("CASE", "PROVIDER"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.probe:
+        options = Options(quick=args.quick, device=args.device, sweep=args.sweep)
+        print(_rss_probe(cases(options)[int(args.probe[0])], args.probe[1], options))
+        return 0
+    check_arguments(parser, args)
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
