@@ -151,6 +151,16 @@ def _probabilities(p: Tensor, dim: int, name: str) -> Tuple[Tensor, torch.dtype]
 # --------------------------------------------------------------------------- divergences
 
 
+def _paired_probabilities(p: Tensor, q: Tensor, dim: object) -> Tuple[Tensor, Tensor]:
+    """Two same-shape histograms checked and normalized, bins moved last, in the compute dtype."""
+    _check_tensor(q, "q")
+    _check_tensor(p, "p")
+    _same_shape(p, q)
+    dim = _check_dim(p, dim, "p")
+    dtype = _compute_dtype(p, q)
+    return _normalize(p.movedim(dim, -1), -1, dtype), _normalize(q.movedim(dim, -1), -1, dtype)
+
+
 def entropy(p: Tensor, dim: int = -1) -> Tensor:
     """Shannon entropy of a histogram, in nats.
 
@@ -201,12 +211,7 @@ def kl_divergence(p: Tensor, q: Tensor, dim: int = -1) -> Tensor:
         >>> softhist.kl_divergence(p, p)
         tensor(0.)
     """
-    _check_tensor(q, "q")
-    _check_tensor(p, "p")
-    _same_shape(p, q)
-    dim = _check_dim(p, dim, "p")
-    dtype = _compute_dtype(p, q)
-    pp, qq = (_normalize(t.movedim(dim, -1), -1, dtype) for t in (p, q))
+    pp, qq = _paired_probabilities(p, q, dim)
     return _kl_rows(pp, qq).to(_result_dtype(p, q))
 
 
@@ -228,12 +233,7 @@ def js_divergence(p: Tensor, q: Tensor, dim: int = -1) -> Tensor:
         >>> softhist.js_divergence(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))  # log 2
         tensor(0.6931)
     """
-    _check_tensor(q, "q")
-    _check_tensor(p, "p")
-    _same_shape(p, q)
-    dim = _check_dim(p, dim, "p")
-    dtype = _compute_dtype(p, q)
-    pp, qq = (_normalize(t.movedim(dim, -1), -1, dtype) for t in (p, q))
+    pp, qq = _paired_probabilities(p, q, dim)
     m = 0.5 * (pp + qq)
     return (0.5 * (_kl_rows(pp, m) + _kl_rows(qq, m))).to(_result_dtype(p, q))
 
