@@ -162,15 +162,21 @@ def _sample_dims(ndim: int, dim: Dim) -> Tuple[int, ...]:
     return tuple(out)
 
 
+def _check_weight(weight: object, shape: torch.Size, described: str) -> None:
+    """Weights: None, or a floating tensor of the given shape (``described`` states it in errors)."""
+    if weight is None:
+        return
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"weight must be a torch.Tensor or None, got {type(weight).__name__}")
+    if weight.shape != shape:
+        raise ValueError(f"weight must have {described}, got {tuple(weight.shape)}")
+    if weight.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"weight must be floating point, got dtype {weight.dtype}")
+
+
 def _flatten(input: Tensor, weight: Optional[Tensor], dim: Dim) -> Tuple[Tensor, Optional[Tensor], Tuple[int, ...]]:
     """Move the sample dims last and flatten to ``(batch, n)``; return the batch shape."""
-    if weight is not None:
-        if not isinstance(weight, Tensor):
-            raise TypeError(f"weight must be a torch.Tensor or None, got {type(weight).__name__}")
-        if weight.shape != input.shape:
-            raise ValueError(f"weight must have the input's shape {tuple(input.shape)}, got {tuple(weight.shape)}")
-        if weight.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"weight must be floating point, got dtype {weight.dtype}")
+    _check_weight(weight, input.shape, f"the input's shape {tuple(input.shape)}")
     if input.dim() == 0:
         input = input.reshape(1)
         weight = None if weight is None else weight.reshape(1)
@@ -530,19 +536,13 @@ def histogramdd(
     dims = input.shape[-1]
     if dims == 0:
         raise ValueError(f"input must have at least one axis (D >= 1) in its last dimension, got shape {tuple(input.shape)}")
-    if weight is not None:
-        if not isinstance(weight, Tensor):
-            raise TypeError(f"weight must be a torch.Tensor or None, got {type(weight).__name__}")
-        if weight.shape != input.shape[:-1]:
-            raise ValueError(f"weight must have shape {tuple(input.shape[:-1])} (input without its last dim), got {tuple(weight.shape)}")
+    _check_weight(weight, input.shape[:-1], f"shape {tuple(input.shape[:-1])} (input without its last dim)")
     group = _check_group(group)
     bins_per_axis = _per_axis(bins, dims, "bins")
     ranges = [None] * dims if range is None else _per_axis(range, dims, "range", pairs=True)
     batch_shape = tuple(input.shape[:-2])
     rows = math.prod(batch_shape)
     x = input.reshape(rows, -1, dims)
-    if weight is not None and weight.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"weight must be floating point, got dtype {weight.dtype}")
     w = None if weight is None else weight.reshape(rows, -1)
     out_dtype = _output_dtype(input)
     axis_edges = [
