@@ -19,8 +19,11 @@ $(VENV)/.installed-%: pyproject.toml $(VENV)/.torch
 	$(PY) -m pip install --quiet -e ".[$*]"
 	touch $@
 
+# The second run checks the fused Triton kernels on CPU, in Triton's interpreter
+# (TRITON_INTERPRET must be set before triton is imported, hence a separate process).
 test: $(VENV)/.installed-test
 	$(PY) -m pytest
+	TRITON_INTERPRET=1 $(PY) -m pytest tests/test_backends.py
 
 demo: $(VENV)/.installed-demo
 	$(VENV)/bin/softhist demo --out demo-output

@@ -260,3 +260,25 @@ def test_bench_dense_baselines_run_where_installed(library):
     soft = torch.histc(x, 32, 0, 1) / 3000
     assert (hist - soft).abs().sum() < 0.2  # the same histogram, smoothed
     fwd_bwd()
+
+
+def test_bench_gpu_cases_cover_the_gpu_protocol():
+    names = [case.name for case in bench._gpu_cases(bench.Options(device="cuda"), lambda *s: (lambda: None), lambda n, d: bench.Case(f"flat N={n:,}", lambda: None, 256, n))]
+    assert names == [
+        "flat N=1,048,576", "flat N=16,777,216", "flat N=134,217,728", "batched 64×65536", "N=16M, bins=4096",
+        "MI loss 2×96³ voxels, 23 bins", "MI loss 2×96³ voxels, 64 bins",
+    ]
+
+
+def test_bench_mutual_information_case_runs_its_providers():
+    # The GPU table's MI case, on a small CPU volume: every provider returns a finite loss and a gradient.
+    x = torch.rand(2, 2, 1, 8, 8, 8)
+    case = bench.Case("MI loss", lambda: x, 23, 2 * 8**3, mi=True)
+    specs = bench.providers(case, x, bench.Options(quick=True))
+    assert specs[0].name.startswith("torch.histc") and specs[1].name == "softhist MutualInformationLoss"
+    fwd, fwd_bwd = specs[1].build()
+    assert torch.isfinite(fwd()) and fwd_bwd is not None
+    fwd_bwd()
+    if bench.installed("MONAI"):
+        monai_fwd, _ = specs[2].build()
+        assert torch.isfinite(monai_fwd())

@@ -28,7 +28,6 @@ X = torch.rand(10)
         (dict(kernel="cauchy"), ValueError, r"kernel must be one of \['box', 'bspline', .*\], got 'cauchy'"),
         (dict(mode="fuzzy"), ValueError, r"mode must be one of \['soft', 'hard', 'straight_through'\], got 'fuzzy'"),
         (dict(backend="cuda"), ValueError, r"backend must be one of \['auto', 'torch', 'triton'\], got 'cuda'"),
-        (dict(backend="triton"), ValueError, r"backend='triton' is not available"),
         (dict(weight=torch.rand(9)), ValueError, r"weight must have the input's shape \(10,\), got \(9,\)"),
         (dict(weight=[1.0] * 10), TypeError, r"weight must be a torch.Tensor or None, got list"),
         (dict(weight=torch.ones(10, dtype=torch.int64)), TypeError, r"weight must be floating point, got dtype torch.int64"),
@@ -40,6 +39,15 @@ X = torch.rand(10)
 def test_histc_rejects(kwargs, error, match):
     with pytest.raises(error, match=match):
         softhist.histc(X, **{"min": 0.0, "max": 1.0, **kwargs})
+
+
+def test_triton_backend_never_falls_back(monkeypatch):
+    # A CPU tensor outside Triton's interpreter: the fused kernels cannot run, and asking for them says why.
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match=r"backend='triton' (cannot run here: the input is on cpu|needs the triton package)"):
+        softhist.histc(X, 4, 0.0, 1.0, backend="triton")
+    with pytest.raises(ValueError, match=r"backend='triton'"):
+        softhist.histogramdd(torch.rand(5, 2), 3, backend="triton")
 
 
 def test_histc_rejects_non_tensor_and_integer_soft_input():

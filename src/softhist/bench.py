@@ -42,7 +42,8 @@ from softhist import reference
 
 __all__ = ["add_arguments", "check_arguments", "main", "run"]
 
-# A dense N x B baseline runs only when one N x B float32 temporary stays under this.
+# A dense N x B baseline runs only when one N x B float32 temporary stays under this
+# (on a GPU: an eighth of its memory, since the baselines keep about four such tensors).
 DENSE_LIMIT_BYTES = 1 << 30
 # Optional baselines: provider group -> the module that must be importable.
 OPTIONAL_MODULES = {"kornia": "kornia", "MONAI": "monai"}
@@ -60,6 +61,7 @@ class Case:
     kernel: str = "gaussian"
     dim: Optional[int] = None
     joint: bool = False  # x is (N, 2): histogramdd against torch.histogramdd
+    mi: bool = False  # x is (2, B, 1, *volume): a mutual information loss between x[0] and x[1]
     dense_baseline: bool = False  # also time the dense baselines (forum formula, kornia, MONAI)
     sweep: bool = False  # a point of the time-against-N plot: uniform data, 256 bins, default kernel
 
@@ -138,8 +140,12 @@ def _backward(forward: Callable[[Tensor], Tensor], leaf: Tensor) -> Fn:
     return run
 
 
-def _dense_fits(case: Case) -> bool:
-    return case.dense_baseline and case.n * case.bins * 4 <= DENSE_LIMIT_BYTES
+def _dense_fits(case: Case, x: Tensor) -> bool:
+    limit = DENSE_LIMIT_BYTES
+    if x.is_cuda:
+        limit = torch.cuda.get_device_properties(x.device).total_memory // 8
+    samples = x.shape[0] if case.joint else x.numel()
+    return case.dense_baseline and samples * case.bins * 4 <= limit
 
 
 def installed(group: str) -> bool:
@@ -155,7 +161,7 @@ def providers(case: Case, x: Tensor, options: Options) -> List[Provider]:
     lo, hi = 0.0, 1.0
     h = case.bandwidth
     grad_x = x.detach().clone().requires_grad_()
-    dense = options.dense and _dense_fits(case)
+    dense = options.dense and _dense_fits(case, x)
     # Bin centers and a 0-d bandwidth, as kornia takes them.
     width = (hi - lo) / case.bins
     centers = lo + width * (torch.arange(case.bins, dtype=x.dtype, device=x.device) + 0.5)
@@ -166,6 +172,23 @@ def providers(case: Case, x: Tensor, options: Options) -> List[Provider]:
 
         return GlobalMutualInformationLoss("gaussian", num_bins=case.bins, sigma_ratio=case.bandwidth_bins).to(x.device)
 
+    if case.mi:
+        moving, fixed = x[0], x[1]
+        grad_moving = moving.detach().clone().requires_grad_()
+        ours = softhist.nn.MutualInformationLoss("gaussian", num_bins=case.bins, sigma_ratio=case.bandwidth_bins)
+        out = [
+            # Same samples and cells as the joint histogram: a hard floor to compare with.
+            Provider(f"torch.histc (hard, N samples, {case.bins}² bins)", lambda: (lambda: torch.histc(moving, case.bins**2, lo, hi), None)),
+            Provider("softhist MutualInformationLoss", lambda: (lambda: ours(moving, fixed), _backward(lambda m: ours(m, fixed), grad_moving))),
+        ]
+        if options.dense and installed("MONAI"):
+
+            def monai_mi_volumes() -> Tuple[Fn, Fn]:
+                loss = monai_loss()
+                return lambda: loss(moving, fixed), _backward(lambda m: loss(m, fixed), grad_moving)
+
+            out.append(Provider("MONAI GlobalMutualInformationLoss (dense Parzen)", monai_mi_volumes, external=True))
+        return out
     if case.joint:
         square = [(lo, hi), (lo, hi)]
 
@@ -211,7 +234,14 @@ def providers(case: Case, x: Tensor, options: Options) -> List[Provider]:
         Provider(f"softhist soft ({case.kernel})", lambda: (lambda: soft(x), _backward(soft, grad_x))),
         Provider("softhist hard", lambda: (lambda: softhist.histc(x, case.bins, lo, hi, mode="hard", dim=case.dim), None)),
     ]
-    if not dense:
+    if x.is_cuda:
+
+        def soft_torch_engine(inp: Tensor) -> Tensor:
+            return softhist.histc(inp, case.bins, lo, hi, kernel=case.kernel, bandwidth=h, dim=case.dim, backend="torch")
+
+        out.append(Provider("softhist soft, torch engine", lambda: (lambda: soft_torch_engine(x), _backward(soft_torch_engine, grad_x))))
+    compile_anyway = x.is_cuda and options.dense and case.dense_baseline  # inductor fuses N x B away on GPU
+    if not (dense or compile_anyway):
         return out
     slope = reference.slope_to_bandwidth(1.0) / h  # the forum's sigmoid slope for this bandwidth
     dense_x = flat.detach().clone().requires_grad_()
@@ -219,7 +249,8 @@ def providers(case: Case, x: Tensor, options: Options) -> List[Provider]:
     def forum(inp: Tensor) -> Tensor:
         return reference.tony_y_soft_histogram(inp, case.bins, lo, hi, slope)
 
-    out.append(Provider("forum sigmoid (dense)", lambda: (lambda: forum(flat), _backward(forum, dense_x))))
+    if dense:
+        out.append(Provider("forum sigmoid (dense)", lambda: (lambda: forum(flat), _backward(forum, dense_x))))
     if options.torch_compile and not options.quick:
 
         def compiled() -> Tuple[Fn, Fn]:
@@ -234,6 +265,8 @@ def providers(case: Case, x: Tensor, options: Options) -> List[Provider]:
             return lambda: run(flat), _backward(run, dense_x)
 
         out.append(Provider("forum sigmoid (dense, torch.compile)", compiled, external=True, compiled=True))
+    if not dense:
+        return out
     if installed("kornia"):
 
         def kornia_1d() -> Tuple[Fn, Fn]:
@@ -275,8 +308,10 @@ def cases(options: Options) -> List[Case]:
         return Case(f"flat N={n:,}", uniform(n), 256, n, dense_baseline=dense, sweep=True)
 
     if options.sweep:
-        top = 20 if options.quick else 22
+        top = (24 if options.quick else 27) if device.type == "cuda" else (20 if options.quick else 22)
         return [flat(1 << p, True) for p in range(10, top + 1, 2)]
+    if device.type == "cuda":
+        return _gpu_cases(options, uniform, flat)
     sizes = [1 << 16, 1 << 20] if options.quick else [1 << 16, 1 << 20, 1 << 22]
     out = [flat(n, n <= (1 << 16) or not options.quick) for n in sizes]
     if options.quick:
@@ -294,6 +329,19 @@ def cases(options: Options) -> List[Case]:
     out.append(Case("1/3 NaN, N=1M", with_nans, 256, n))
     out.append(Case("N=4M, bins=4096", uniform(1 << 22), 4096, 1 << 22))
     out.append(Case("joint 2-D N=2M, 512×512", uniform(1 << 21, 2), 512, 1 << 21, joint=True))
+    return out
+
+
+def _gpu_cases(options: Options, uniform: Callable[..., Callable[[], Tensor]], flat: Callable[[int, bool], Case]) -> List[Case]:
+    """BENCHMARKS.md's GPU cases: 1M, 16M and 128M flat; 64 x 64K batched; 4096 bins; MI on 2 x 96³ voxels."""
+    sizes = [1 << 20, 1 << 24] if options.quick else [1 << 20, 1 << 24, 1 << 27]
+    out = [flat(n, True) for n in sizes]
+    out.append(Case("batched 64×65536", uniform(64, 65536), 256, 65536, dim=1, dense_baseline=True))
+    out.append(Case("N=16M, bins=4096", uniform(1 << 24), 4096, 1 << 24))
+    voxels = 96**3
+    for bins in (23,) if options.quick else (23, 64):
+        # Two volumes (moving and fixed) of two images each: (2, batch 2, channel 1, 96, 96, 96).
+        out.append(Case(f"MI loss 2×96³ voxels, {bins} bins", uniform(2, 2, 1, 96, 96, 96), bins, 2 * voxels, mi=True))
     return out
 
 

@@ -132,15 +132,31 @@ def _resolve_bandwidth(
 
 
 def _select_backend(x: Tensor, backend: str):
-    """The one place that decides which engine runs."""
+    """The one place that decides which engine runs.
+
+    ``"auto"`` takes the fused Triton kernels for CUDA tensors when Triton is installed,
+    and the torch engine otherwise. ``"triton"`` never falls back: it raises if the
+    kernels cannot run on ``x``.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
-    if backend == "triton":
+    if backend == "torch" or (backend == "auto" and not x.is_cuda):
+        return _torch_backend
+    try:
+        from . import _triton_backend
+    except ImportError as error:
+        if backend == "auto":
+            return _torch_backend
         raise ValueError(
-            "backend='triton' is not available: this build of softhist has no Triton kernels; "
-            "use backend='auto' or 'torch'"
-        )
-    return _torch_backend
+            f"backend='triton' needs the triton package ({error}); install it with "
+            "`pip install softhist[triton]`, or use backend='auto' or 'torch'"
+        ) from None
+    reason = _triton_backend.unavailable_reason(x)
+    if reason is None:
+        return _triton_backend
+    if backend == "auto":
+        return _torch_backend
+    raise ValueError(f"backend='triton' cannot run here: {reason}; use backend='auto' or 'torch'")
 
 
 # --------------------------------------------------------------------------- shapes
@@ -361,7 +377,8 @@ def histc(
         weight: per-sample weights, same shape as ``input``, differentiable.
         dim: the sample dimensions; the others are batch dimensions kept in
             front of the bins axis. ``None``: all dimensions.
-        backend: ``"auto"`` or ``"torch"``.
+        backend: ``"auto"`` (fused Triton kernels for CUDA tensors, the torch
+            engine elsewhere), ``"torch"`` or ``"triton"``.
         group: a ``torch.distributed`` process group: return the histogram of
             every rank's samples (see "Beyond one machine" in the README).
             ``None``: this process's samples only.

@@ -1,0 +1,538 @@
+"""Triton backend: one fused forward and one fused backward kernel, for every kernel and any ``D``.
+
+Same contract as :mod:`._torch_backend` (``x: (rows, n, D)`` -> ``(rows, *bins)``) and
+the same windows: along axis ``d`` a sample touches the ``K_d - 1`` bins of its window
+(``K_d`` from :func:`._torch_backend._window`) and puts ``w * prod_d (F(z_hi) - F(z_lo))``
+into each of its ``prod_d (K_d - 1)`` cells. A program walks consecutive blocks of
+samples; a block is a ``[BLOCK, CELLS]`` tile, one sample per row and one window cell per
+column, so the kernel's CDF is evaluated only inside each sample's support.
+
+Accumulation: a program adds its tiles into one of ``copies`` private partial histograms,
+never into one shared histogram (contention on a few hundred addresses is what makes
+per-sample atomics slow); the partials are summed afterwards. Under
+``torch.use_deterministic_algorithms(True)`` each contribution is rounded to 64-bit fixed
+point and added as an integer. Integer addition is exact and order-independent, so the
+histogram and the edge gradients are bit-identical run to run. It costs one reduction and
+a host sync to size the fixed point, and 64-bit integer atomics instead of float32 ones.
+
+Under Triton's interpreter (``TRITON_INTERPRET=1``) the kernels run on CPU tensors, which
+is how the test suite checks them against the torch backend without a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ._torch_backend import Binning, _window, accumulation_dtype, hard_histogram
+
+__all__ = ["hard_histogram", "soft_histogram", "unavailable_reason"]
+
+_TILE = 2048  # elements of a [BLOCK, CELLS] tile: BLOCK samples by CELLS of their window cells
+_MAX_CELLS = 256  # wider windows take several tiles
+_PARTIAL_BYTES = 64 << 20  # memory for the private partial histograms (or edge gradients)
+_PROGRAMS_PER_SM = 4
+_FIXED_POINT_BITS = 60  # 2 bits of headroom in int64 for rounding and sign
+
+
+def unavailable_reason(x: Tensor) -> Optional[str]:
+    """Why these kernels cannot run on ``x``'s device, or None when they can."""
+    if x.is_cuda:
+        return None
+    if x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    return (
+        f"the input is on {x.device}; Triton kernels run on CUDA tensors "
+        "(or on CPU tensors under Triton's interpreter, TRITON_INTERPRET=1)"
+    )
+
+
+# --------------------------------------------------------------------------- device functions
+
+# The kernel table of ``kernels.py``, in Triton. ``z`` is in standard deviations; ``support``
+# is the table's ``T`` (the Gaussian and logistic are cut there and renormalized).
+
+
+@triton.jit
+def _tanh(y):
+    e = tl.exp(-2.0 * tl.abs(y))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(y < 0, -t, t)
+
+
+@triton.jit
+def _cdf(z, support, KERNEL: tl.constexpr):
+    if KERNEL == "gaussian":
+        t = tl.minimum(tl.maximum(z, -support), support)
+        return tl.math.erf(t * 0.7071067811865476) / (2.0 * tl.math.erf(support * 0.7071067811865476)) + 0.5
+    elif KERNEL == "logistic":  # scale s = sqrt(3)/pi; 0.5/s = 0.9068996821171089
+        t = tl.minimum(tl.maximum(z, -support), support)
+        return _tanh(t * 0.9068996821171089) / (2.0 * _tanh(support * 0.9068996821171089)) + 0.5
+    elif KERNEL == "box":  # a = sqrt(3)
+        return tl.minimum(tl.maximum((z + 1.7320508075688772) / 3.4641016151377544, 0.0), 1.0)
+    elif KERNEL == "triangular":  # a = sqrt(6)
+        t = tl.minimum(tl.maximum(z / 2.449489742783178, -1.0), 1.0)
+        return 0.5 + t - 0.5 * t * tl.abs(t)
+    elif KERNEL == "epanechnikov":  # a = sqrt(5)
+        t = tl.minimum(tl.maximum(z / 2.23606797749979, -1.0), 1.0)
+        return 0.5 + 0.75 * t - 0.25 * t * t * t
+    else:  # cubic B-spline, knot spacing b = sqrt(3)
+        a = tl.minimum(tl.abs(z) / 1.7320508075688772, 2.0)
+        inner = a * (2.0 / 3.0 - a * a / 3.0 + a * a * a / 8.0)
+        outer = 0.5 - (2.0 - a) * (2.0 - a) * (2.0 - a) * (2.0 - a) / 24.0
+        half = tl.where(a < 1.0, inner, outer)
+        return 0.5 + tl.where(z < 0, -half, tl.where(z > 0, half, 0.0))
+
+
+@triton.jit
+def _pdf(z, support, KERNEL: tl.constexpr):
+    if KERNEL == "gaussian":
+        inside = tl.abs(z) < support
+        peak = 0.7978845608028654 / (2.0 * tl.math.erf(support * 0.7071067811865476))  # 2 / sqrt(2 pi) / (2 g(T))
+        return tl.where(inside, peak * tl.exp(-0.5 * z * z), 0.0)
+    elif KERNEL == "logistic":
+        inside = tl.abs(z) < support
+        e = tl.exp(-2.0 * tl.abs(z) * 0.9068996821171089)
+        sech2 = 4.0 * e / ((1.0 + e) * (1.0 + e))
+        return tl.where(inside, 0.9068996821171089 * sech2 / (2.0 * _tanh(support * 0.9068996821171089)), 0.0)
+    elif KERNEL == "box":
+        return (tl.abs(z) < 1.7320508075688772).to(z.dtype) * (0.5 / 1.7320508075688772)
+    elif KERNEL == "triangular":
+        return tl.maximum(1.0 - tl.abs(z / 2.449489742783178), 0.0) / 2.449489742783178
+    elif KERNEL == "epanechnikov":
+        t = z / 2.23606797749979
+        return (0.75 / 2.23606797749979) * tl.maximum(1.0 - t * t, 0.0)
+    else:
+        a = tl.abs(z) / 1.7320508075688772
+        inner = 2.0 / 3.0 - a * a + 0.5 * a * a * a
+        rest = tl.maximum(2.0 - a, 0.0)
+        return tl.where(a < 1.0, inner, rest * rest * rest / 6.0) / 1.7320508075688772
+
+
+# Per-axis parameters, one row per axis in two small tensors (see ``_Launch``).
+_INT_FIELDS = 6  # bins, window bins, cell stride in the window block, histogram stride, edge offset, search steps
+_FLOAT_FIELDS = 5  # lo (first edge), bins per unit (uniform axes), bandwidth h, reach T * h, the kernel's T
+
+
+@triton.jit
+def _count_at_most(edges_ptr, count, value, steps):
+    """How many of the ``count`` sorted edges are ``<= value``: a branch-free binary search."""
+    lo = tl.zeros(value.shape, dtype=tl.int64)
+    hi = tl.zeros(value.shape, dtype=tl.int64) + count
+    for _ in range(steps):
+        active = lo < hi
+        mid = (lo + hi) // 2
+        right = active & (tl.load(edges_ptr + mid, mask=active, other=0.0) <= value)
+        lo = tl.where(right, mid + 1, lo)
+        hi = tl.where(active & ~right, mid, hi)
+    return lo
+
+
+@triton.jit
+def _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d: tl.constexpr, D: tl.constexpr, ACC: tl.constexpr):
+    """Coordinate ``d`` of each sample, in the accumulation dtype; non-finite samples are parked
+    at the axis's first edge (their weight is 0) so that their windows stay in bounds."""
+    x = tl.load(x_ptr + sample * D + d, mask=live, other=0.0).to(ACC)
+    return tl.where(finite, x, tl.load(axis_float_ptr + d * 5))
+
+
+@triton.jit
+def _axis_window(
+    x, cell, edges_ptr, axis_int_ptr, axis_float_ptr, d: tl.constexpr, UNIFORM: tl.constexpr, ACC: tl.constexpr
+):
+    """Axis ``d`` of each ``[sample, cell]``: the bin (outside ``[0, bins)`` for virtual bins past
+    the range), ``z = (e - x) / h`` at its lower and upper edges, and those edges' global indices.
+
+    The window starts at or below ``x - T*h``. Uniform axes place edges arithmetically,
+    ``e_j = lo + j * width``; other axes search the edges once per sample and clamp
+    window edges to the last edge, whose repeats hold zero mass.
+    """
+    bins = tl.load(axis_int_ptr + d * 6)
+    window = tl.load(axis_int_ptr + d * 6 + 1)
+    cell_stride = tl.load(axis_int_ptr + d * 6 + 2)
+    edge_offset = tl.load(axis_int_ptr + d * 6 + 4)
+    scale = tl.load(axis_float_ptr + d * 5 + 1)
+    h = tl.load(axis_float_ptr + d * 5 + 2)
+    reach = tl.load(axis_float_ptr + d * 5 + 3)
+    p = (cell // cell_stride) % window  # [1, CELLS]: the cell's bin within the window along d
+    if (UNIFORM >> d) & 1:
+        lo = tl.load(axis_float_ptr + d * 5)
+        u = (x - lo) * scale  # position in bin widths
+        start = tl.minimum(tl.maximum(tl.floor(u - reach * scale), -1.0 - window), bins.to(ACC))
+        r = 1.0 / (scale * h)  # a bin width in kernel std units
+        offset = (u - start) * -r
+        z_lo = offset[:, None] + p.to(ACC) * r
+        z_hi = offset[:, None] + (p + 1).to(ACC) * r
+        first = start.to(tl.int64)[:, None]
+        e_lo = edge_offset + tl.minimum(tl.maximum(first + p, 0), bins)
+        e_hi = edge_offset + tl.minimum(tl.maximum(first + p + 1, 0), bins)
+    else:
+        steps = tl.load(axis_int_ptr + d * 6 + 5)
+        first = tl.minimum(tl.maximum(_count_at_most(edges_ptr + edge_offset, bins + 1, x - reach, steps) - 2, 0), bins)
+        first = first[:, None]
+        e_lo = edge_offset + tl.minimum(first + p, bins)
+        e_hi = edge_offset + tl.minimum(first + p + 1, bins)
+        z_lo = (tl.load(edges_ptr + e_lo) - x[:, None]) / h
+        z_hi = (tl.load(edges_ptr + e_hi) - x[:, None]) / h
+    return first + p, z_lo, z_hi, e_lo, e_hi
+
+
+@triton.jit
+def _block_samples(
+    x_ptr, w_ptr, block, total, n, cells, axis_float_ptr,
+    D: tl.constexpr, HAS_WEIGHT: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
+):
+    """A block's sample indices (64-bit), which of them exist, which are finite, their weights
+    (0 for non-finite samples) and the offset of their row's histogram."""
+    sample = block * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    live = sample < total
+    finite = live
+    for d in tl.static_range(D):
+        x = tl.load(x_ptr + sample * D + d, mask=live, other=0.0)
+        finite = finite & (tl.abs(x) < float("inf"))  # False for NaN and +-inf
+    if HAS_WEIGHT:
+        weight = tl.load(w_ptr + sample, mask=live, other=0.0).to(ACC)
+    else:
+        weight = tl.full([BLOCK], 1.0, ACC)
+    weight = tl.where(finite, weight, 0.0)
+    return sample, live, finite, weight, (sample // n) * cells
+
+
+@triton.jit
+def _cells(
+    x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, support,
+    SKIP: tl.constexpr, D: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr,
+    BLOCK: tl.constexpr, CELLS: tl.constexpr, ACC: tl.constexpr,
+):
+    """For each ``[sample, cell]`` of a tile: the product of the per-axis masses over every axis
+    but ``SKIP`` (-1: all of them), the cell's offset in its row's histogram, and whether it is
+    a real cell (inside the window and the range)."""
+    mass = tl.full([BLOCK, CELLS], 1.0, ACC)
+    target = tl.zeros([BLOCK, CELLS], dtype=tl.int64)
+    keep = live[:, None] & (cell < window_cells)
+    for d in tl.static_range(D):
+        x = _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d, D, ACC)
+        bin, z_lo, z_hi, _, _ = _axis_window(x, cell, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, ACC)
+        if d != SKIP:
+            mass *= _cdf(z_hi, support, KERNEL) - _cdf(z_lo, support, KERNEL)
+        target += bin * tl.load(axis_int_ptr + d * 6 + 3)
+        keep &= (bin >= 0) & (bin < tl.load(axis_int_ptr + d * 6))
+    return mass, target, keep
+
+
+@triton.jit
+def _accumulate(ptr, value, mask, fixed_scale, FIXED_POINT: tl.constexpr):
+    """Add into a partial buffer: floats, or 64-bit fixed point (exact, order-independent)."""
+    if FIXED_POINT:
+        tl.atomic_add(ptr, tl.floor(value * fixed_scale + 0.5).to(tl.int64), mask=mask)
+    else:
+        tl.atomic_add(ptr, value, mask=mask)
+
+
+@triton.jit
+def _forward_kernel(
+    x_ptr,  # (rows * n, D) samples, row-major, any float dtype
+    w_ptr,  # (rows * n,) weights; read only when HAS_WEIGHT
+    edges_ptr,  # every axis's edges, concatenated, in the accumulation dtype
+    axis_int_ptr,  # (D, 6) int64 per-axis parameters (_INT_FIELDS)
+    axis_float_ptr,  # (D, 5) per-axis parameters in the accumulation dtype (_FLOAT_FIELDS)
+    out_ptr,  # (copies, rows * cells) partial histograms: accumulation dtype, or int64 fixed point
+    total, n, cells, window_cells, blocks_per_program, copies, fixed_scale,
+    D: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+    FIXED_POINT: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
+):
+    ACC: tl.constexpr = edges_ptr.dtype.element_ty
+    pid = tl.program_id(0).to(tl.int64)
+    support = tl.load(axis_float_ptr + 4)  # the kernel's T, in the accumulation dtype
+    partial = out_ptr + (pid % copies) * tl.cdiv(total, n) * cells
+    for i in range(blocks_per_program):
+        sample, live, finite, weight, row = _block_samples(
+            x_ptr, w_ptr, pid * blocks_per_program + i, total, n, cells, axis_float_ptr, D, HAS_WEIGHT, BLOCK, ACC
+        )
+        for first_cell in range(0, window_cells, CELLS):  # wide windows take several tiles
+            cell = first_cell + tl.arange(0, CELLS)[None, :]
+            mass, target, keep = _cells(
+                x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, support,
+                -1, D, UNIFORM, KERNEL, BLOCK, CELLS, ACC,
+            )
+            _accumulate(partial + row[:, None] + target, mass * weight[:, None], keep, fixed_scale, FIXED_POINT)
+
+
+# VJP. A sample of weight w puts c = w * prod_d a_d into each window cell, with
+# a_d = F(z_hi) - F(z_lo) and z = (e - x_d) / h_d. With g = dL/dc gathered at the cell and
+# O_d = g * w * prod_{e != d} a_e (the cell's gradient with respect to a_d):
+#   dz/dx_d = -1/h  =>  dL/dx_d = -sum_cells O_d * (f(z_hi) - f(z_lo)) / h
+#   dz/dh_d = -z/h  =>  dL/dh_d = -sum_samples sum_cells O_d * (f(z_hi) z_hi - f(z_lo) z_lo) / h
+#   dz/de   =  1/h  =>  dL/de_hi += O_d f(z_hi) / h,  dL/de_lo -= O_d f(z_lo) / h
+#   dL/dw = sum_cells g * prod_d a_d.
+# x and w gradients are written once per sample; h gradients are summed per block and written
+# to that block's slot; edge gradients are scattered into partials like the forward histogram.
+@triton.jit
+def _backward_kernel(
+    x_ptr,  # (rows * n, D) samples
+    w_ptr,  # (rows * n,) weights; read only when HAS_WEIGHT
+    edges_ptr,  # concatenated edges, accumulation dtype
+    axis_int_ptr,  # (D, 6) int64 per-axis parameters
+    axis_float_ptr,  # (D, 5) per-axis parameters, accumulation dtype
+    grad_ptr,  # (rows * cells,) dL/dhistogram, accumulation dtype
+    grad_x_ptr,  # (rows * n, D) out: dL/dx, accumulation dtype (written when NEED_X)
+    grad_w_ptr,  # (rows * n,) out: dL/dw (written when NEED_W)
+    grad_h_ptr,  # (blocks, D) out: each block's share of dL/dh (written when NEED_H)
+    grad_e_ptr,  # (copies, edges) partial dL/dedges: accumulation dtype or int64 fixed point (when NEED_E)
+    total, n, cells, window_cells, blocks_per_program, copies, edge_count, fixed_scale,
+    D: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+    FIXED_POINT: tl.constexpr, NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_H: tl.constexpr,
+    NEED_E: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
+):
+    ACC: tl.constexpr = edges_ptr.dtype.element_ty
+    pid = tl.program_id(0).to(tl.int64)
+    support = tl.load(axis_float_ptr + 4)
+    edge_partial = grad_e_ptr + (pid % copies) * edge_count
+    for i in range(blocks_per_program):
+        block = pid * blocks_per_program + i
+        sample, live, finite, weight, row = _block_samples(
+            x_ptr, w_ptr, block, total, n, cells, axis_float_ptr, D, HAS_WEIGHT, BLOCK, ACC
+        )
+        if NEED_W:
+            grad_w = tl.zeros([BLOCK], dtype=ACC)
+            for first_cell in range(0, window_cells, CELLS):
+                cell = first_cell + tl.arange(0, CELLS)[None, :]
+                mass, target, keep = _cells(
+                    x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
+                    support, -1, D, UNIFORM, KERNEL, BLOCK, CELLS, ACC,
+                )
+                g = tl.load(grad_ptr + row[:, None] + target, mask=keep, other=0.0)  # 0 on virtual bins
+                grad_w += tl.sum(g * mass, axis=1)
+            tl.store(grad_w_ptr + sample, tl.where(finite, grad_w, 0.0), mask=live)
+        for d in tl.static_range(D):
+            if NEED_X or NEED_H or ((NEED_E >> d) & 1):
+                x = _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d, D, ACC)
+                inv_h = 1.0 / tl.load(axis_float_ptr + d * 5 + 2)
+                grad_x = tl.zeros([BLOCK], dtype=ACC)
+                grad_h = tl.zeros([BLOCK], dtype=ACC)
+                for first_cell in range(0, window_cells, CELLS):
+                    cell = first_cell + tl.arange(0, CELLS)[None, :]
+                    others, target, keep = _cells(
+                        x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
+                        support, d, D, UNIFORM, KERNEL, BLOCK, CELLS, ACC,
+                    )
+                    g = tl.load(grad_ptr + row[:, None] + target, mask=keep, other=0.0)
+                    others = others * g * weight[:, None]
+                    _, z_lo, z_hi, e_lo, e_hi = _axis_window(
+                        x, cell, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, ACC
+                    )
+                    f_lo = _pdf(z_lo, support, KERNEL) * inv_h
+                    f_hi = _pdf(z_hi, support, KERNEL) * inv_h
+                    grad_x -= tl.sum(others * (f_hi - f_lo), axis=1)
+                    grad_h -= tl.sum(others * (f_hi * z_hi - f_lo * z_lo), axis=1)
+                    if (NEED_E >> d) & 1:
+                        _accumulate(edge_partial + e_hi, others * f_hi, keep, fixed_scale, FIXED_POINT)
+                        _accumulate(edge_partial + e_lo, -(others * f_lo), keep, fixed_scale, FIXED_POINT)
+                if NEED_X:
+                    tl.store(grad_x_ptr + sample * D + d, grad_x, mask=live)
+                if NEED_H:
+                    tl.store(grad_h_ptr + block * D + d, tl.sum(grad_h, axis=0))
+
+
+# --------------------------------------------------------------------------- launchers
+
+
+@dataclass
+class _Launch:
+    """Grid, per-axis parameter tensors and constexprs shared by the forward and backward launches."""
+
+    x: Tensor  # (rows * n, D), contiguous
+    weight: Optional[Tensor]
+    edges: Tensor  # concatenated edges, accumulation dtype
+    edge_offsets: List[int]
+    axis_int: Tensor
+    axis_float: Tensor
+    rows: int
+    n: int
+    cells: int  # histogram cells per row
+    window_cells: int
+    programs: int
+    blocks_per_program: int
+    fixed_point: bool
+    meta: dict  # constexprs
+
+    @staticmethod
+    def plan(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> "_Launch":
+        rows, n, dims = x.shape
+        acc = accumulation_dtype(x.dtype)
+        edges = [e.detach().to(acc) for e in edges]
+        windows = [_window(axis, binning.kernel, e) - 1 for axis, e in zip(binning.axes, edges)]  # bins per window
+        shape = binning.shape
+        offsets = [sum(e.numel() for e in edges[:d]) for d in range(dims)]
+        axis_int, axis_float, uniform = [], [], 0
+        for d, (axis, e) in enumerate(zip(binning.axes, edges)):
+            cell_stride = math.prod(windows[d + 1 :])
+            hist_stride = math.prod(shape[d + 1 :])
+            steps = math.ceil(math.log2(axis.bins + 2))
+            axis_int.append([axis.bins, windows[d], cell_stride, hist_stride, offsets[d], steps])
+            if axis.uniform is not None:
+                uniform |= 1 << d
+                lo, scale = axis.uniform[0], axis.scale
+            else:
+                lo, scale = float(e[0]), 1.0
+            axis_float.append([lo, scale, axis.bandwidth, binning.kernel.support * axis.bandwidth, binning.kernel.support])
+        total = rows * n
+        window_cells = math.prod(windows)
+        cells_padded = min(triton.next_power_of_2(window_cells), _MAX_CELLS)
+        block = max(16, _TILE // cells_padded)
+        blocks = max(1, triton.cdiv(total, block))
+        if x.is_cuda:
+            most = torch.cuda.get_device_properties(x.device).multi_processor_count * _PROGRAMS_PER_SM
+        else:  # the interpreter runs programs one after another: few programs, long loops
+            most = 4
+        per_program = triton.cdiv(blocks, min(blocks, most))
+        fixed_point = torch.are_deterministic_algorithms_enabled()
+        return _Launch(
+            x=x.reshape(total, dims).contiguous(),
+            weight=None if weight is None else weight.reshape(total).contiguous(),
+            edges=torch.cat(edges).contiguous(),
+            edge_offsets=offsets,
+            axis_int=torch.tensor(axis_int, dtype=torch.int64, device=x.device),
+            axis_float=torch.tensor(axis_float, dtype=acc, device=x.device),
+            rows=rows, n=max(n, 1), cells=math.prod(shape), window_cells=window_cells,
+            programs=triton.cdiv(blocks, per_program), blocks_per_program=per_program,
+            fixed_point=fixed_point,
+            meta=dict(
+                D=dims, UNIFORM=uniform, KERNEL=binning.kernel.name, HAS_WEIGHT=weight is not None,
+                FIXED_POINT=fixed_point, BLOCK=block, CELLS=cells_padded,
+            ),
+        )
+
+    @property
+    def total(self) -> int:
+        return self.x.shape[0]
+
+    def copies(self, slots: int) -> int:
+        """Private partial buffers of ``slots`` entries: one per program, within a memory budget."""
+        return max(1, min(self.programs, _PARTIAL_BYTES // (8 * max(slots, 1))))
+
+    def partials(self, copies: int, slots: int) -> Tensor:
+        dtype = torch.int64 if self.fixed_point else self.edges.dtype
+        return torch.zeros(copies, slots, dtype=dtype, device=self.x.device)
+
+    def merge(self, partials: Tensor, scale: float) -> Tensor:
+        """Sum the partials in float64 (exactly, as integers, in fixed point)."""
+        if self.fixed_point:
+            return partials.sum(0).to(torch.float64) / scale
+        return partials.sum(0, dtype=torch.float64)
+
+
+def _fixed_point_scale(bound: float) -> float:
+    """``2**s`` such that values summing to at most ``bound`` in magnitude fit in int64."""
+    return 2.0 ** (_FIXED_POINT_BITS - math.ceil(math.log2(max(bound, 1e-300))))
+
+
+def _weight_bound(launch: _Launch) -> float:
+    """Sum of the weights' magnitudes: bounds every cell, since a sample's cell masses sum to <= 1."""
+    if launch.weight is None:
+        return float(launch.total)
+    return float(launch.weight.detach().abs().sum(dtype=torch.float64))
+
+
+def _forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
+    launch = _Launch.plan(x, weight, edges, binning)
+    slots = launch.rows * launch.cells
+    copies = launch.copies(slots)
+    out = launch.partials(copies, slots)
+    scale = _fixed_point_scale(_weight_bound(launch)) if launch.fixed_point else 1.0
+    _forward_kernel[(launch.programs,)](
+        launch.x, launch.x if launch.weight is None else launch.weight, launch.edges,
+        launch.axis_int, launch.axis_float, out,
+        launch.total, launch.n, launch.cells, launch.window_cells, launch.blocks_per_program, copies,
+        scale, **launch.meta,
+    )
+    hist = launch.merge(out, scale)
+    return hist.to(accumulation_dtype(x.dtype)).view(launch.rows, *binning.shape)
+
+
+def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, needs):
+    need_x, need_w, need_h, need_edges = needs
+    launch = _Launch.plan(x, weight, edges, binning)
+    acc = launch.edges.dtype
+    dims = len(binning.axes)
+    grad = grad.to(acc).contiguous().view(-1)
+    blocks = launch.programs * launch.blocks_per_program
+    grad_x = torch.empty(launch.total, dims, dtype=acc, device=x.device) if need_x else None
+    grad_w = torch.empty(launch.total, dtype=acc, device=x.device) if need_w else None
+    grad_h = torch.zeros(blocks, dims, dtype=acc, device=x.device) if need_h else None
+    edge_count = launch.edges.numel()
+    copies = launch.copies(edge_count)
+    grad_e = launch.partials(copies, edge_count) if any(need_edges) else None
+    scale = 1.0
+    if grad_e is not None and launch.fixed_point:
+        # |dL/de| summed over a sample's cells is at most 2 * window * max f / h per unit of |g w|.
+        peak = float(binning.kernel.pdf(torch.zeros((), dtype=torch.float64)))
+        per_weight = max(
+            2.0 * window * peak / axis.bandwidth
+            for window, axis in zip(launch.axis_int[:, 1].tolist(), binning.axes)
+        )
+        scale = _fixed_point_scale(_weight_bound(launch) * float(grad.abs().max()) * per_weight)
+    dummy = launch.edges
+    _backward_kernel[(launch.programs,)](
+        launch.x, launch.x if launch.weight is None else launch.weight, launch.edges,
+        launch.axis_int, launch.axis_float, grad,
+        dummy if grad_x is None else grad_x, dummy if grad_w is None else grad_w,
+        dummy if grad_h is None else grad_h, dummy if grad_e is None else grad_e,
+        launch.total, launch.n, launch.cells, launch.window_cells, launch.blocks_per_program, copies,
+        edge_count, scale,
+        NEED_X=need_x, NEED_W=need_w, NEED_H=need_h,
+        NEED_E=sum(1 << d for d, need in enumerate(need_edges) if need), **launch.meta,
+    )
+    if grad_h is not None:
+        grad_h = grad_h.sum(0, dtype=torch.float64)  # fixed order: deterministic
+    grad_e_list: List[Optional[Tensor]] = [None] * dims
+    if grad_e is not None:
+        merged = launch.merge(grad_e, scale)
+        for d, need in enumerate(need_edges):
+            if need:
+                start = launch.edge_offsets[d]
+                grad_e_list[d] = merged[start : start + binning.axes[d].bins + 1]
+    return grad_x, grad_w, grad_h, grad_e_list
+
+
+class TritonHistogramFunction(torch.autograd.Function):
+    """``x: (rows, n, D)`` -> ``(rows, *bins)`` with the fused kernels; same arguments as
+    :class:`._torch_backend.SoftHistogramFunction`. Saves only its inputs."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, binning: Binning, *edges: Tensor):
+        ctx.save_for_backward(x, weight, bandwidth, *edges)
+        ctx.binning = binning
+        if binning.mode == "straight_through":
+            return hard_histogram(x, weight, edges, binning).to(accumulation_dtype(x.dtype))
+        return _forward(x, weight, edges, binning)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight, bandwidth, *edges = ctx.saved_tensors
+        need_x, need_w, need_h = ctx.needs_input_grad[:3]
+        need_edges = tuple(ctx.needs_input_grad[4:])
+        grad_x, grad_w, grad_h, grad_e = _backward(
+            grad, x, weight, edges, ctx.binning, (need_x, need_w, need_h, need_edges)
+        )
+        return (
+            None if grad_x is None else grad_x.view(x.shape).to(x.dtype),
+            None if grad_w is None else grad_w.view(weight.shape).to(weight.dtype),
+            None if grad_h is None else grad_h.to(bandwidth.dtype),
+            None,
+            *(None if g is None else g.to(e.dtype) for g, e in zip(grad_e, edges)),
+        )
+
+
+def soft_histogram(
+    x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], bandwidth: Tensor, binning: Binning
+) -> Tensor:
+    """``(rows, n, D)`` -> ``(rows, *bins)`` in the accumulation dtype, differentiable in every tensor."""
+    return TritonHistogramFunction.apply(x, weight, bandwidth, binning, *edges)

@@ -1,0 +1,223 @@
+"""The Triton backend equals the torch backend on outputs and on every gradient.
+
+Runs on CUDA, or on the CPU under Triton's interpreter: ``make test`` runs this file a
+second time with ``TRITON_INTERPRET=1`` (the variable must be set before Triton is
+imported). Sizes are small because the interpreter executes kernels with numpy.
+"""
+
+import os
+
+import pytest
+import torch
+
+import softhist
+from softhist.kernels import KERNELS
+
+triton = pytest.importorskip("triton")
+
+if torch.cuda.is_available():
+    DEVICE = "cuda"
+elif os.environ.get("TRITON_INTERPRET") == "1":
+    DEVICE = "cpu"
+else:
+    pytest.skip("needs CUDA or TRITON_INTERPRET=1 (make test runs it that way)", allow_module_level=True)
+
+KERNEL_NAMES = sorted(KERNELS)
+
+
+def both_backends(fn, *inputs):
+    """``fn(*inputs, backend=...)`` and the gradients of a fixed random projection, for each backend."""
+    results = []
+    for backend in ("torch", "triton"):
+        leaves = [t.detach().clone().requires_grad_(t.requires_grad) for t in inputs]
+        out = fn(*leaves, backend=backend)
+        projection = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        (out.double() * projection.to(out.device)).sum().backward()
+        results.append((out.detach(), [t.grad for t in leaves if t.requires_grad]))
+    return results
+
+
+def assert_backends_agree(fn, *inputs, rtol=1e-10, atol=1e-10):
+    (out_torch, grads_torch), (out_triton, grads_triton) = both_backends(fn, *inputs)
+    torch.testing.assert_close(out_triton, out_torch, rtol=rtol, atol=atol)
+    assert len(grads_torch) == len(grads_triton) > 0
+    for g_torch, g_triton in zip(grads_torch, grads_triton):
+        torch.testing.assert_close(g_triton, g_torch, rtol=rtol, atol=atol)
+
+
+def rand(*shape, dtype=torch.float64, lo=-0.2, hi=1.2):
+    return (torch.rand(*shape, dtype=torch.float64) * (hi - lo) + lo).to(device=DEVICE, dtype=dtype)
+
+
+@pytest.mark.parametrize("kernel", KERNEL_NAMES)
+def test_uniform_bins_weights_batch_and_bandwidth(kernel):
+    x, w = rand(3, 300), rand(3, 300, lo=0, hi=1)
+    h = torch.tensor(0.04, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    x.requires_grad_()
+    w.requires_grad_()
+
+    def fn(x, w, h, backend):
+        return softhist.histc(x, 17, 0, 1, kernel=kernel, bandwidth=h, weight=w, dim=1, backend=backend)
+
+    assert_backends_agree(fn, x, w, h)
+
+
+@pytest.mark.parametrize("kernel", KERNEL_NAMES)
+def test_non_uniform_edges_gradients(kernel):
+    x = rand(400, lo=-3, hi=3).requires_grad_()
+    edges = torch.tensor([-3.0, -1.0, -0.9, -0.2, 0.0, 0.05, 0.5, 2.0, 2.5], dtype=torch.float64, device=DEVICE)
+    edges.requires_grad_()
+    h = torch.tensor(0.15, dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def fn(x, edges, h, backend):
+        return softhist.histogram(x, edges, kernel=kernel, bandwidth=h, backend=backend)[0]
+
+    assert_backends_agree(fn, x, edges, h)
+
+
+@pytest.mark.parametrize("kernel", KERNEL_NAMES)
+def test_joint_2d_with_non_uniform_axis(kernel):
+    xy = rand(2, 250, 2).requires_grad_()
+    w = rand(2, 250, lo=0.5, hi=1.5).requires_grad_()
+    edges_y = torch.tensor([0.0, 0.1, 0.15, 0.4, 0.7, 1.0], dtype=torch.float64, device=DEVICE).requires_grad_()
+    h = torch.tensor([0.05, 0.08], dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def fn(xy, w, edges_y, h, backend):
+        bins = [torch.linspace(0, 1, 8, dtype=torch.float64, device=DEVICE), edges_y]
+        return softhist.histogramdd(xy, bins, weight=w, kernel=kernel, bandwidth=h, backend=backend)[0]
+
+    def fn_uniform(xy, w, h, backend):
+        return softhist.histogramdd(xy, [9, 6], range=[(0, 1), (0, 1)], weight=w, kernel=kernel, bandwidth=h, backend=backend)[0]
+
+    assert_backends_agree(fn, xy, w, edges_y, h)
+    assert_backends_agree(fn_uniform, xy, w, h)
+
+
+def test_three_axes():
+    x = rand(300, 3).requires_grad_()
+
+    def fn(x, backend):
+        return softhist.histogramdd(x, [5, 4, 3], range=[(0, 1)] * 3, bandwidth=0.1, backend=backend)[0]
+
+    assert_backends_agree(fn, x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_narrow_dtypes_accumulate_in_float32(dtype):
+    x = rand(2, 500, dtype=dtype).requires_grad_()
+    w = rand(2, 500, dtype=dtype, lo=0, hi=1).requires_grad_()
+
+    def fn(x, w, backend):
+        return softhist.histc(x, 32, 0, 1, weight=w, dim=1, backend=backend)
+
+    (out_torch, grads_torch), (out_triton, grads_triton) = both_backends(fn, x, w)
+    assert out_triton.dtype == dtype
+    assert [g.dtype for g in grads_triton] == [dtype, dtype]
+    # Both accumulate in float32 from the same narrow inputs; the output is rounded to ``dtype``.
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(out_triton.double(), out_torch.double(), rtol=2 * eps, atol=2 * eps * out_torch.double().abs().max().item())
+    for g_torch, g_triton in zip(grads_torch, grads_triton):
+        scale = g_torch.double().abs().max().item()
+        torch.testing.assert_close(g_triton.double(), g_torch.double(), rtol=2 * eps, atol=2 * eps * scale)
+
+
+def test_float32_joint_matches_within_float32_resolution():
+    xy = rand(600, 2, dtype=torch.float32).requires_grad_()
+
+    def fn(xy, backend):
+        return softhist.histogram2d(xy[:, 0], xy[:, 1], 12, range=[(0, 1), (0, 1)], backend=backend)[0]
+
+    assert_backends_agree(fn, xy, rtol=1e-5, atol=1e-5)
+
+
+def test_non_finite_samples_are_ignored_with_zero_gradients():
+    x = torch.tensor([0.3, float("nan"), 0.5, float("inf"), -float("inf"), 0.51], dtype=torch.float64, device=DEVICE)
+    w = torch.ones_like(x).requires_grad_()
+    x.requires_grad_()
+    hist = softhist.histc(x, 4, 0, 1, weight=w, bandwidth=0.1, backend="triton")
+    clean = softhist.histc(x.detach()[[0, 2, 5]], 4, 0, 1, bandwidth=0.1, backend="torch")
+    torch.testing.assert_close(hist.detach(), clean)
+    (hist * torch.arange(1.0, 5.0, dtype=torch.float64, device=DEVICE)).sum().backward()
+    assert torch.all(x.grad[[1, 3, 4]] == 0) and torch.all(w.grad[[1, 3, 4]] == 0)
+    assert torch.all(x.grad[[0, 2, 5]] != 0)
+
+
+def test_far_samples_and_empty_input():
+    x = torch.tensor([-1e30, 1e30, 5.0, -7.0, 0.5], dtype=torch.float64, device=DEVICE)
+    hist = softhist.histc(x, 8, 0, 1, backend="triton")
+    torch.testing.assert_close(hist, softhist.histc(x, 8, 0, 1, backend="torch"))
+    empty = torch.empty(0, dtype=torch.float32, device=DEVICE, requires_grad=True)
+    out = softhist.histc(empty, 8, 0, 1, backend="triton")
+    assert out.shape == (8,) and torch.all(out == 0)
+    out.sum().backward()
+    assert empty.grad.shape == (0,)
+
+
+def test_straight_through_forward_is_hard_and_backward_soft():
+    x = rand(500).requires_grad_()
+
+    def fn(x, backend):
+        return softhist.histc(x, 10, 0, 1, bandwidth=0.05, mode="straight_through", backend=backend)
+
+    assert_backends_agree(fn, x)
+    hard = softhist.histc(x.detach(), 10, 0, 1, mode="hard")
+    torch.testing.assert_close(fn(x, "triton").detach(), hard)
+
+
+def test_gradcheck_through_the_fused_kernels():
+    x = rand(40).requires_grad_()
+    w = rand(40, lo=0, hi=1).requires_grad_()
+    edges = torch.tensor([0.0, 0.2, 0.25, 0.6, 1.0], dtype=torch.float64, device=DEVICE, requires_grad=True)
+    h = torch.tensor(0.07, dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def f(x, w, edges, h):
+        return softhist.histogram(x, edges, weight=w, bandwidth=h, backend="triton")[0]
+
+    assert torch.autograd.gradcheck(f, (x, w, edges, h))
+
+
+def test_deterministic_mode_is_exact_to_fixed_point_and_repeatable():
+    xy = rand(2, 300, 2).requires_grad_()
+    edges_y = torch.tensor([0.0, 0.3, 0.35, 1.0], dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def run():
+        hist = softhist.histogramdd(xy, [torch.linspace(0, 1, 6, dtype=torch.float64, device=DEVICE), edges_y], bandwidth=0.06, backend="triton")[0]
+        grads = torch.autograd.grad((hist * torch.arange(hist.numel(), device=DEVICE).view(hist.shape)).sum(), (xy, edges_y))
+        return hist, grads
+
+    free = run()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first, second = run(), run()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.equal(first[0], second[0]) and all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
+    # 64-bit fixed point keeps 60 bits below the bound on the sums: far below float64 noise here.
+    torch.testing.assert_close(first[0], free[0], rtol=1e-12, atol=1e-12)
+    for fixed, floating in zip(first[1], free[1]):
+        torch.testing.assert_close(fixed, floating, rtol=1e-10, atol=1e-10)
+
+
+def test_auto_picks_triton_only_on_cuda():
+    from softhist import _torch_backend, _triton_backend
+    from softhist.histogram import _select_backend
+
+    x = torch.zeros(3, device=DEVICE)
+    assert _select_backend(x, "auto") is (_triton_backend if DEVICE == "cuda" else _torch_backend)
+    assert _select_backend(x, "triton") is _triton_backend
+
+
+def test_wide_windows_span_several_tiles():
+    # Windows wider than one tile of cells: 1-D with a bandwidth of 30 bins, 2-D with 3 bins per axis.
+    x = rand(2, 80).requires_grad_()
+    xy = rand(60, 2).requires_grad_()
+    h = torch.tensor(30 / 64, dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def wide_1d(x, h, backend):
+        return softhist.histc(x, 64, 0, 1, bandwidth=h, dim=1, backend=backend)
+
+    def wide_2d(xy, backend):
+        return softhist.histogramdd(xy, 16, range=[(0, 1), (0, 1)], bandwidth=3 / 16, backend=backend)[0]
+
+    assert_backends_agree(wide_1d, x, h)
+    assert_backends_agree(wide_2d, xy)
