@@ -95,6 +95,17 @@ def test_gradient_of_samples_outside_support_is_zero():
     assert x.grad[1].item() != 0
 
 
+@pytest.mark.parametrize("dims", [1, 2])
+def test_non_finite_samples_get_zero_weight_gradients(dims):
+    # Ignored samples: the histogram does not depend on their weights.
+    x = torch.tensor([0.3, float("nan"), 0.5, float("inf")], dtype=torch.float64).unsqueeze(-1).expand(4, dims)
+    w = torch.ones(4, dtype=torch.float64, requires_grad=True)
+    hist = softhist.histogramdd(x, 4, range=[(0, 1)] * dims, weight=w, bandwidth=0.1)[0]
+    (hist * torch.arange(1.0, hist.numel() + 1, dtype=torch.float64).view(hist.shape)).sum().backward()
+    assert w.grad[1].item() == 0 and w.grad[3].item() == 0
+    assert w.grad[0].item() != 0 and w.grad[2].item() != 0
+
+
 def test_data_range_is_not_differentiated():
     # range=None and histc's min == max take the range from the data; gradients treat it as fixed.
     x = torch.rand(500, dtype=torch.float64, requires_grad=True)

@@ -27,7 +27,7 @@ import itertools
 import math
 import string
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as nnf
@@ -222,6 +222,7 @@ class _Windows:
     masses: List[Tensor]  # (m, K_d - 1): a_d at each window bin
     block: Tensor  # (m,): row of the sample's block in the block buffer, or its first cell in the flat buffer
     weight: Tensor  # (m,): 0 for samples with a non-finite coordinate
+    finite: Tensor  # (m,): whether every coordinate is finite (other samples are ignored)
 
 
 # Largest block buffer (rows x first-slot grid x window cells) before falling back to flat scatters.
@@ -283,7 +284,7 @@ class _WindowPlan:
             firsts.append(first)
             masses.append(torch.sub(cdf[:, 1:], cdf[:, :-1]))
             block = block + first * self.strides[d]
-        return _Windows(z_all, firsts, masses, block, weight)
+        return _Windows(z_all, firsts, masses, block, weight, finite)
 
     def scatter(self, buffer: Tensor, win: _Windows, cell_values: Tensor) -> None:
         """Add ``cell_values: (m, cells)`` into the buffer at each sample's block."""
@@ -386,7 +387,7 @@ def _window_backward(
                 continue
             d_mass = _contract_except(block_grad, win.masses, d)  # dL/da_d, before the weight
             if d == 0 and need_w:
-                grad_w[start:end] = (d_mass * win.masses[0]).sum(1)
+                grad_w[start:end] = torch.where(win.finite, (d_mass * win.masses[0]).sum(1), 0.0)
             if not wants_axis:
                 continue
             d_mass = d_mass * win.weight.unsqueeze(1)
@@ -553,49 +554,68 @@ def _table_backward(
 # --------------------------------------------------------------------------- autograd
 
 
+@dataclass(frozen=True)
+class Engine:
+    """A backend's soft histogram, as two functions the one autograd.Function calls.
+
+    ``forward(x, weight, edges, binning) -> (rows, *bins)`` in the accumulation dtype, and
+    ``backward(grad, x, weight, edges, binning, needs) -> (grad_x, grad_w, grad_h, grad_edges)``
+    where ``needs = (x, weight, bandwidth, per-axis edges)`` says which gradients to compute;
+    ``grad_h`` has shape ``(D,)`` and ``grad_edges`` holds one entry (or None) per axis.
+    """
+
+    forward: Callable[..., Tensor]
+    backward: Callable[..., Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], List[Optional[Tensor]]]]
+
+
+def _soft_forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
+    table = _plan_table(x, binning)
+    if table is not None:
+        return _table_forward(x[..., 0], weight, binning.axes[0], binning.kernel, table)
+    return _window_forward(x, weight, edges, binning)
+
+
+def _soft_backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, needs):
+    need_x, need_w, need_h, need_edges = needs
+    table = _plan_table(x, binning)
+    smooth_enough = math.isfinite(binning.kernel.pdf_curvature) or not (need_x or need_h)
+    if table is None or not smooth_enough or any(need_edges):
+        return _window_backward(grad, x, weight, edges, binning, needs)
+    grad_x, grad_w, grad_h = _table_backward(
+        grad, x[..., 0], weight, binning.axes[0], binning.kernel, table, (need_x, need_w, need_h)
+    )
+    return grad_x, grad_w, None if grad_h is None else grad_h.view(1), [None]
+
+
+TORCH_ENGINE = Engine(_soft_forward, _soft_backward)
+
+
 class SoftHistogramFunction(torch.autograd.Function):
-    """``x: (rows, n, D)`` -> ``(rows, *bins)`` soft (or straight-through) histograms.
+    """``x: (rows, n, D)`` -> ``(rows, *bins)`` soft (or straight-through) histograms, for every backend.
 
     Arguments: ``x``, ``weight (rows, n)`` or None, ``bandwidth (D,)``, the
-    :class:`Binning`, then one edges tensor per axis. Saves only its inputs;
-    backward recomputes the kernel at each sample's window.
+    :class:`Binning`, the backend's :class:`Engine`, then one edges tensor per axis.
+    Saves only its inputs; backward recomputes the kernel at each sample's window.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, binning: Binning, *edges: Tensor):
+    def forward(ctx, x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, binning: Binning, engine: Engine, *edges: Tensor):
         ctx.save_for_backward(x, weight, bandwidth, *edges)
-        ctx.binning = binning
-        acc = accumulation_dtype(x.dtype)
+        ctx.binning, ctx.engine = binning, engine
         if binning.mode == "straight_through":
-            return hard_histogram(x, weight, edges, binning).to(acc)
-        table = _plan_table(x, binning)
-        if table is not None:
-            return _table_forward(x[..., 0], weight, binning.axes[0], binning.kernel, table)
-        return _window_forward(x, weight, edges, binning)
+            return hard_histogram(x, weight, edges, binning).to(accumulation_dtype(x.dtype))
+        return engine.forward(x, weight, edges, binning)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, weight, bandwidth, *edges = ctx.saved_tensors
-        binning: Binning = ctx.binning
-        need_x, need_w, need_h = ctx.needs_input_grad[:3]
-        need_edges = tuple(ctx.needs_input_grad[4:])
-        table = _plan_table(x, binning)
-        smooth_enough = math.isfinite(binning.kernel.pdf_curvature) or not (need_x or need_h)
-        if table is not None and smooth_enough and not any(need_edges):
-            grad_x, grad_w, grad_h = _table_backward(
-                grad, x[..., 0], weight, binning.axes[0], binning.kernel, table, (need_x, need_w, need_h)
-            )
-            grad_x = None if grad_x is None else grad_x.unsqueeze(-1)
-            grad_h = None if grad_h is None else grad_h.view(1)
-            grad_e = [None]
-        else:
-            grad_x, grad_w, grad_h, grad_e = _window_backward(
-                grad, x, weight, edges, binning, (need_x, need_w, need_h, need_edges)
-            )
+        needs = (*ctx.needs_input_grad[:3], tuple(ctx.needs_input_grad[5:]))
+        grad_x, grad_w, grad_h, grad_e = ctx.engine.backward(grad, x, weight, edges, ctx.binning, needs)
         return (
             None if grad_x is None else grad_x.view(x.shape).to(x.dtype),
             None if grad_w is None else grad_w.view(weight.shape).to(weight.dtype),
             None if grad_h is None else grad_h.to(bandwidth.dtype),
+            None,
             None,
             *(None if g is None else g.to(e.dtype) for g, e in zip(grad_e, edges)),
         )
@@ -608,4 +628,4 @@ def soft_histogram(
 
     ``bandwidth`` has shape ``(D,)``.
     """
-    return SoftHistogramFunction.apply(x, weight, bandwidth, binning, *edges)
+    return SoftHistogramFunction.apply(x, weight, bandwidth, binning, TORCH_ENGINE, *edges)

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._torch_backend import Binning, _window, accumulation_dtype, hard_histogram
+from ._torch_backend import Binning, Engine, SoftHistogramFunction, _window, accumulation_dtype, hard_histogram
 
 __all__ = ["hard_histogram", "soft_histogram", "unavailable_reason"]
 
@@ -361,7 +361,7 @@ class _Launch:
     programs: int
     blocks_per_program: int
     fixed_point: bool
-    meta: dict  # constexprs
+    meta: dict  # constexprs and compile options
 
     @staticmethod
     def plan(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> "_Launch":
@@ -407,6 +407,7 @@ class _Launch:
             meta=dict(
                 D=dims, UNIFORM=uniform, KERNEL=binning.kernel.name, HAS_WEIGHT=weight is not None,
                 FIXED_POINT=fixed_point, BLOCK=block, CELLS=cells_padded,
+                enable_fp_fusion=True,  # fused multiply-adds, said explicitly (Triton's default is changing)
             ),
         )
 
@@ -502,37 +503,11 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
     return grad_x, grad_w, grad_h, grad_e_list
 
 
-class TritonHistogramFunction(torch.autograd.Function):
-    """``x: (rows, n, D)`` -> ``(rows, *bins)`` with the fused kernels; same arguments as
-    :class:`._torch_backend.SoftHistogramFunction`. Saves only its inputs."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, binning: Binning, *edges: Tensor):
-        ctx.save_for_backward(x, weight, bandwidth, *edges)
-        ctx.binning = binning
-        if binning.mode == "straight_through":
-            return hard_histogram(x, weight, edges, binning).to(accumulation_dtype(x.dtype))
-        return _forward(x, weight, edges, binning)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        x, weight, bandwidth, *edges = ctx.saved_tensors
-        need_x, need_w, need_h = ctx.needs_input_grad[:3]
-        need_edges = tuple(ctx.needs_input_grad[4:])
-        grad_x, grad_w, grad_h, grad_e = _backward(
-            grad, x, weight, edges, ctx.binning, (need_x, need_w, need_h, need_edges)
-        )
-        return (
-            None if grad_x is None else grad_x.view(x.shape).to(x.dtype),
-            None if grad_w is None else grad_w.view(weight.shape).to(weight.dtype),
-            None if grad_h is None else grad_h.to(bandwidth.dtype),
-            None,
-            *(None if g is None else g.to(e.dtype) for g, e in zip(grad_e, edges)),
-        )
+TRITON_ENGINE = Engine(_forward, _backward)
 
 
 def soft_histogram(
     x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], bandwidth: Tensor, binning: Binning
 ) -> Tensor:
     """``(rows, n, D)`` -> ``(rows, *bins)`` in the accumulation dtype, differentiable in every tensor."""
-    return TritonHistogramFunction.apply(x, weight, bandwidth, binning, *edges)
+    return SoftHistogramFunction.apply(x, weight, bandwidth, binning, TRITON_ENGINE, *edges)
