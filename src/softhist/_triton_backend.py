@@ -22,7 +22,6 @@ is how the test suite checks them against the torch backend without a GPU.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -44,14 +43,17 @@ _FIXED_POINT_BITS = 60  # 2 bits of headroom in int64 for rounding and sign
 
 def unavailable_reason(x: Tensor) -> Optional[str]:
     """Why these kernels cannot run on ``x``'s device, or None when they can."""
-    if x.is_cuda:
+    interpreted = not isinstance(_forward_kernel, triton.runtime.JITFunction)  # TRITON_INTERPRET=1 at import
+    if x.is_cuda and not interpreted:
         return None
-    if x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+    if x.device.type == "cpu" and interpreted:
         return None
-    return (
-        f"the input is on {x.device}; Triton kernels run on CUDA tensors "
-        "(or on CPU tensors under Triton's interpreter, TRITON_INTERPRET=1)"
-    )
+    if x.device.type == "cpu":
+        return (
+            "the input is on cpu; Triton kernels run on CUDA tensors "
+            "(or on CPU tensors under Triton's interpreter: set TRITON_INTERPRET=1 before importing triton)"
+        )
+    return f"the input is on {x.device}; Triton kernels run on CUDA tensors"
 
 
 # --------------------------------------------------------------------------- device functions
@@ -431,8 +433,13 @@ class _Launch:
 
 
 def _fixed_point_scale(bound: float) -> float:
-    """``2**s`` such that values summing to at most ``bound`` in magnitude fit in int64."""
-    return 2.0 ** (_FIXED_POINT_BITS - math.ceil(math.log2(max(bound, 1e-300))))
+    """``2**s`` such that values summing to at most ``bound`` in magnitude fit in int64.
+
+    A non-finite bound (infinite weights or gradients) gives non-finite results either way.
+    """
+    if not (math.isfinite(bound) and bound > 0):
+        return 1.0
+    return 2.0 ** (_FIXED_POINT_BITS - math.ceil(math.log2(bound)))
 
 
 def _weight_bound(launch: _Launch) -> float:
