@@ -221,3 +221,24 @@ def test_wide_windows_span_several_tiles():
 
     assert_backends_agree(wide_1d, x, h)
     assert_backends_agree(wide_2d, xy)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_table_strategy_forward(weighted):
+    # Equal-width bins in float32 over many samples take the sub-bin table: one scatter kernel,
+    # then the torch engine's exact matmul. Both engines bin the same float32 positions.
+    from softhist import _torch_backend
+
+    x = rand(2, 40_000, dtype=torch.float32)
+    x[0, ::97] = float("nan")
+    w = rand(2, 40_000, dtype=torch.float32, lo=0, hi=2) if weighted else None
+    binning = _torch_backend.Binning(KERNELS["gaussian"], "soft", (_torch_backend.Axis(8, 0.5 / 8, (0.0, 1.0)),))
+    assert _torch_backend._plan_table(x.view(2, -1, 1), binning) is not None
+    outs = [softhist.histc(x, 8, 0, 1, weight=w, dim=1, backend=b) for b in ("torch", "triton")]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-6, atol=0)
+    torch.use_deterministic_algorithms(True)
+    try:
+        fixed = softhist.histc(x, 8, 0, 1, weight=w, dim=1, backend="triton")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    torch.testing.assert_close(fixed, outs[0], rtol=1e-6, atol=0)

@@ -28,14 +28,14 @@ def _signature(kernel, constexprs, acc, fixed_point):
             types[name] = "constexpr"
         elif name in ("x_ptr", "w_ptr"):
             types[name] = "*bf16" if acc == "fp32" else "*fp64"
-        elif name in ("out_ptr", "grad_e_ptr"):
-            types[name] = "*i64" if fixed_point else f"*{acc}"
+        elif name in ("out_ptr", "grad_e_ptr", "total_ptr", "moment_ptr"):
+            types[name] = "*i64" if fixed_point else ("*fp64" if name in ("total_ptr", "moment_ptr") else f"*{acc}")
         elif name == "axis_int_ptr":
             types[name] = "*i64"
         elif name.endswith("_ptr"):
             types[name] = f"*{acc}"
         else:
-            types[name] = "fp32" if name == "fixed_scale" else "i64"
+            types[name] = "fp32" if name in ("fixed_scale", "lo", "scale") else "i64"
     return types
 
 
@@ -51,3 +51,12 @@ def test_kernels_compile_for_sm90(acc, fixed_point, dims, uniform, kernel):
         source = ASTSource(kernel_fn, _signature(kernel_fn, constexprs, acc, fixed_point), constexprs)
         compiled = triton.compile(source, target=target, options={"enable_fp_fusion": True})  # as the launchers ask
         assert "cubin" in compiled.asm and len(compiled.asm["cubin"]) > 0
+
+
+@pytest.mark.parametrize("fixed_point", [False, True])
+def test_table_scatter_kernel_compiles_for_sm90(fixed_point):
+    kernel_fn = _triton_backend._linear_binning_kernel
+    constexprs = dict(HAS_WEIGHT=True, FIXED_POINT=fixed_point, BLOCK=1024)
+    source = ASTSource(kernel_fn, _signature(kernel_fn, constexprs, "fp32", fixed_point), constexprs)
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": True})
+    assert len(compiled.asm["cubin"]) > 0

@@ -473,9 +473,7 @@ def _table_positions(xc: Tensor, table: _Table, bins: int) -> Tuple[Tensor, Tens
 def _table_forward(x: Tensor, weight: Optional[Tensor], axis: Axis, kernel: Kernel, table: _Table) -> Tensor:
     """``x: (rows, n)`` -> ``(rows, bins)``."""
     rows, n = x.shape
-    bins, acc = axis.bins, accumulation_dtype(x.dtype)
-    base_bins = bins + 2 * table.pad
-    stride = base_bins * table.q + 1
+    stride = table_stride(table, axis)
     # Linear binning onto the grid, as two moments per point: total weight and weight * t.
     # Point k then holds total[k] - moment[k] + moment[k-1]. Unweighted totals are integer counts.
     total = torch.zeros(rows * stride, dtype=_SUM_DTYPE, device=x.device)
@@ -483,26 +481,39 @@ def _table_forward(x: Tensor, weight: Optional[Tensor], axis: Axis, kernel: Kern
     flat_x = x.reshape(-1)
     flat_w = None if weight is None else weight.reshape(-1)
     for start, end in _chunks(flat_x.numel(), _CHUNK_ELEMENTS):
-        k, t, valid = _table_positions(flat_x[start:end].to(acc), table, bins)
+        k, t, valid = _table_positions(flat_x[start:end].to(accumulation_dtype(x.dtype)), table, axis.bins)
         if rows > 1:
             k += _row_offsets(start, end, n, stride, x.device)
         if flat_w is None:
             total += torch.bincount(k, minlength=rows * stride)
         else:
-            wc = torch.where(valid, flat_w[start:end].to(acc), 0.0)
+            wc = torch.where(valid, flat_w[start:end].to(t.dtype), 0.0)
             total.index_add_(0, k, wc.to(_SUM_DTYPE))
             t.mul_(wc)
         moment.index_add_(0, k, t.to(_SUM_DTYPE))
-    point = total.sub_(moment).view(rows, stride)
-    point[:, 1:] += moment.view(rows, stride)[:, :-1]
+    return table_histogram(total.view(rows, stride), moment.view(rows, stride), axis, kernel, table).to(accumulation_dtype(x.dtype))
+
+
+def table_stride(table: _Table, axis: Axis) -> int:
+    """Grid points per row: ``Q`` per base bin, plus one past the last, where invalid samples go."""
+    return (axis.bins + 2 * table.pad) * table.q + 1
+
+
+def table_histogram(total: Tensor, moment: Tensor, axis: Axis, kernel: Kernel, table: _Table) -> Tensor:
+    """``(rows, bins)`` float64 from the linear-binning moments ``(rows, stride)`` of each row's samples:
+    point ``k`` holds ``total[k] - moment[k] + moment[k-1]``; exact bin masses are applied by a matmul."""
+    rows = total.shape[0]
+    base_bins = axis.bins + 2 * table.pad
+    point = total - moment
+    point[:, 1:] += moment[:, :-1]
     # The grid's last point sits past every bin's support: drop it.
     per_base = point[:, :-1].reshape(rows, base_bins, table.q)
-    mass = per_base @ _table_values(table, axis, kernel, _SUM_DTYPE, x.device, "mass")  # (rows, base_bins, W)
-    out = torch.zeros(rows, base_bins + 2 * table.reach, dtype=_SUM_DTYPE, device=x.device)
+    mass = per_base @ _table_values(table, axis, kernel, _SUM_DTYPE, total.device, "mass")  # (rows, base_bins, W)
+    out = torch.zeros(rows, base_bins + 2 * table.reach, dtype=_SUM_DTYPE, device=total.device)
     for j in range(table.width):
         out[:, j : j + base_bins] += mass[:, :, j]
     first = table.pad + table.reach
-    return out[:, first : first + bins].to(acc)
+    return out[:, first : first + axis.bins]
 
 
 def _table_backward(
@@ -525,7 +536,7 @@ def _table_backward(
     g_x = per_grid_point("dx") if need_x else None
     g_w = per_grid_point("mass") if need_w else None
     g_h = per_grid_point("dh") if need_h else None
-    stride = base_bins * table.q + 1
+    stride = table_stride(table, axis)
     flat_x = x.reshape(-1)
     flat_w = None if weight is None else weight.reshape(-1)
     grad_x = torch.zeros_like(flat_x, dtype=acc) if need_x else None

@@ -1,4 +1,4 @@
-"""Triton backend: one fused forward and one fused backward kernel, for every kernel and any ``D``.
+"""Triton backend: fused forward and backward kernels, for every kernel and any ``D``.
 
 Same contract as :mod:`._torch_backend` (``x: (rows, n, D)`` -> ``(rows, *bins)``) and
 the same windows: along axis ``d`` a sample touches the ``K_d - 1`` bins of its window
@@ -6,6 +6,12 @@ the same windows: along axis ``d`` a sample touches the ``K_d - 1`` bins of its 
 into each of its ``prod_d (K_d - 1)`` cells. A program walks consecutive blocks of
 samples; a block is a ``[BLOCK, CELLS]`` tile, one sample per row and one window cell per
 column, so the kernel's CDF is evaluated only inside each sample's support.
+
+Where the torch engine would take its sub-bin table (one axis, equal-width bins, float32
+or narrower, many samples), the forward scatters each sample onto the table's grid in one
+kernel (two adds per sample, spread over ``Q`` grid points per bin, so they rarely
+contend) and applies the torch engine's exact matmul with bin masses. The backward is
+always the fused window kernel.
 
 Accumulation: a program adds its tiles into one of ``copies`` private partial histograms,
 never into one shared histogram (contention on a few hundred addresses is what makes
@@ -30,7 +36,18 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._torch_backend import Binning, Engine, SoftHistogramFunction, _window, accumulation_dtype, hard_histogram
+from ._torch_backend import (
+    Binning,
+    Engine,
+    SoftHistogramFunction,
+    _plan_table,
+    _Table,
+    _window,
+    accumulation_dtype,
+    hard_histogram,
+    table_histogram,
+    table_stride,
+)
 
 __all__ = ["hard_histogram", "soft_histogram", "unavailable_reason"]
 
@@ -267,6 +284,35 @@ def _forward_kernel(
             _accumulate(partial + row[:, None] + target, mass * weight[:, None], keep, fixed_scale, FIXED_POINT)
 
 
+@triton.jit
+def _linear_binning_kernel(
+    x_ptr,  # (rows * n,) samples, float32 or narrower
+    w_ptr,  # (rows * n,) weights; read only when HAS_WEIGHT
+    total_ptr,  # (rows * stride,) out: the weight at each grid point's cell (float64, or int64 fixed point)
+    moment_ptr,  # (rows * stride,) out: the weight times t, the sample's position past that grid point
+    total, n, stride, lo, scale, pad, q, blocks_per_program, fixed_scale,
+    HAS_WEIGHT: tl.constexpr, FIXED_POINT: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """The table strategy's scatter (see ``_torch_backend``): two adds per sample, spread over
+    ``Q`` grid points per bin, so they rarely contend; a matmul with exact bin masses follows."""
+    pid = tl.program_id(0).to(tl.int64)
+    for i in range(blocks_per_program):
+        sample = (pid * blocks_per_program + i) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+        live = sample < total
+        x = tl.load(x_ptr + sample, mask=live, other=0.0).to(tl.float32)
+        grid = ((x - lo) * scale + pad) * q  # the same float32 arithmetic as the torch engine
+        valid = live & (grid >= 0) & (grid < stride - 1)  # False for NaN and samples beyond every support
+        k = tl.where(valid, tl.floor(grid), 0.0)
+        t = tl.where(valid, grid - k, 0.0)
+        if HAS_WEIGHT:
+            weight = tl.load(w_ptr + sample, mask=live, other=0.0).to(tl.float32)
+        else:
+            weight = tl.full([BLOCK], 1.0, tl.float32)
+        point = (sample // n) * stride + k.to(tl.int64)
+        _accumulate(total_ptr + point, weight.to(tl.float64), valid, fixed_scale, FIXED_POINT)
+        _accumulate(moment_ptr + point, (weight * t).to(tl.float64), valid, fixed_scale, FIXED_POINT)
+
+
 # VJP. A sample of weight w puts c = w * prod_d a_d into each window cell, with
 # a_d = F(z_hi) - F(z_lo) and z = (e - x_d) / h_d. With g = dL/dc gathered at the cell and
 # O_d = g * w * prod_{e != d} a_e (the cell's gradient with respect to a_d):
@@ -346,6 +392,17 @@ def _backward_kernel(
 # --------------------------------------------------------------------------- launchers
 
 
+def _programs(samples: int, block: int, device: torch.device) -> Tuple[int, int]:
+    """How many programs to launch, and how many consecutive blocks of samples each one walks."""
+    blocks = max(1, triton.cdiv(samples, block))
+    if device.type == "cuda":
+        most = torch.cuda.get_device_properties(device).multi_processor_count * _PROGRAMS_PER_SM
+    else:  # the interpreter runs programs one after another: few programs, long loops
+        most = 4
+    per_program = triton.cdiv(blocks, min(blocks, most))
+    return triton.cdiv(blocks, per_program), per_program
+
+
 @dataclass
 class _Launch:
     """Grid, per-axis parameter tensors and constexprs shared by the forward and backward launches."""
@@ -389,12 +446,7 @@ class _Launch:
         window_cells = math.prod(windows)
         cells_padded = min(triton.next_power_of_2(window_cells), _MAX_CELLS)
         block = max(16, _TILE // cells_padded)
-        blocks = max(1, triton.cdiv(total, block))
-        if x.is_cuda:
-            most = torch.cuda.get_device_properties(x.device).multi_processor_count * _PROGRAMS_PER_SM
-        else:  # the interpreter runs programs one after another: few programs, long loops
-            most = 4
-        per_program = triton.cdiv(blocks, min(blocks, most))
+        programs, per_program = _programs(total, block, x.device)
         fixed_point = torch.are_deterministic_algorithms_enabled()
         return _Launch(
             x=x.reshape(total, dims).contiguous(),
@@ -404,7 +456,7 @@ class _Launch:
             axis_int=torch.tensor(axis_int, dtype=torch.int64, device=x.device),
             axis_float=torch.tensor(axis_float, dtype=acc, device=x.device),
             rows=rows, n=max(n, 1), cells=math.prod(shape), window_cells=window_cells,
-            programs=triton.cdiv(blocks, per_program), blocks_per_program=per_program,
+            programs=programs, blocks_per_program=per_program,
             fixed_point=fixed_point,
             meta=dict(
                 D=dims, UNIFORM=uniform, KERNEL=binning.kernel.name, HAS_WEIGHT=weight is not None,
@@ -449,7 +501,36 @@ def _weight_bound(launch: _Launch) -> float:
     return float(launch.weight.detach().abs().sum(dtype=torch.float64))
 
 
+def _table_forward(x: Tensor, weight: Optional[Tensor], binning: Binning, table: _Table) -> Tensor:
+    """One axis, equal-width bins, float32 or narrower: linear binning onto the sub-bin grid in one
+    kernel, then the torch engine's exact matmul with bin masses."""
+    rows, n, _ = x.shape
+    axis = binning.axes[0]
+    stride = table_stride(table, axis)
+    fixed_point = torch.are_deterministic_algorithms_enabled()
+    dtype = torch.int64 if fixed_point else torch.float64
+    total = torch.zeros(rows * stride, dtype=dtype, device=x.device)
+    moment = torch.zeros(rows * stride, dtype=dtype, device=x.device)
+    samples = x.numel()
+    flat_w = None if weight is None else weight.reshape(-1).contiguous()
+    bound = float(samples) if flat_w is None else float(flat_w.detach().abs().sum(dtype=torch.float64))
+    scale = _fixed_point_scale(bound) if fixed_point else 1.0
+    programs, per_program = _programs(samples, _TILE, x.device)
+    _linear_binning_kernel[(programs,)](
+        x.reshape(-1).contiguous(), x if flat_w is None else flat_w, total, moment,
+        samples, max(n, 1), stride, table.lo, table.scale, table.pad, table.q, per_program, scale,
+        HAS_WEIGHT=flat_w is not None, FIXED_POINT=fixed_point, BLOCK=_TILE, enable_fp_fusion=True,
+    )
+    if fixed_point:
+        total, moment = total.to(torch.float64) / scale, moment.to(torch.float64) / scale
+    hist = table_histogram(total.view(rows, stride), moment.view(rows, stride), axis, binning.kernel, table)
+    return hist.to(accumulation_dtype(x.dtype))
+
+
 def _forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
+    table = _plan_table(x, binning)
+    if table is not None:
+        return _table_forward(x, weight, binning, table)
     launch = _Launch.plan(x, weight, edges, binning)
     slots = launch.rows * launch.cells
     copies = launch.copies(slots)
