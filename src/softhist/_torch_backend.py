@@ -509,9 +509,9 @@ def table_histogram(total: Tensor, moment: Tensor, axis: Axis, kernel: Kernel, t
     # The grid's last point sits past every bin's support: drop it.
     per_base = point[:, :-1].reshape(rows, base_bins, table.q)
     mass = per_base @ _table_values(table, axis, kernel, _SUM_DTYPE, total.device, "mass")  # (rows, base_bins, W)
-    out = torch.zeros(rows, base_bins + 2 * table.reach, dtype=_SUM_DTYPE, device=total.device)
-    for j in range(table.width):
-        out[:, j : j + base_bins] += mass[:, :, j]
+    # Bin n + j - reach gets mass[:, n, j]: overlapping windows summed in one op (col2im).
+    out = nnf.fold(mass.transpose(1, 2), output_size=(1, base_bins + 2 * table.reach), kernel_size=(1, table.width))
+    out = out.view(rows, -1)
     first = table.pad + table.reach
     return out[:, first : first + axis.bins]
 

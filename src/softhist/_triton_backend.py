@@ -27,6 +27,7 @@ is how the test suite checks them against the torch backend without a GPU.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -403,6 +404,27 @@ def _programs(samples: int, block: int, device: torch.device) -> Tuple[int, int]
     return triton.cdiv(blocks, per_program), per_program
 
 
+@functools.lru_cache(maxsize=64)
+def _axis_parameters(
+    binning: Binning, windows: Tuple[int, ...], firsts: Tuple[Optional[float], ...], acc: torch.dtype, device: torch.device
+) -> Tuple[Tensor, Tensor]:
+    """The per-axis parameter tensors (``_INT_FIELDS``, ``_FLOAT_FIELDS``), cached: building them
+    copies host memory to the device, which waits for the stream, once per call otherwise.
+    ``firsts`` holds the first edge of each non-uniform axis (None for uniform axes)."""
+    shape = binning.shape
+    axis_int, axis_float, edge_offset = [], [], 0
+    for d, (axis, first) in enumerate(zip(binning.axes, firsts)):
+        steps = math.ceil(math.log2(axis.bins + 2))  # of the binary search over B + 1 edges
+        axis_int.append([axis.bins, windows[d], math.prod(windows[d + 1 :]), math.prod(shape[d + 1 :]), edge_offset, steps])
+        edge_offset += axis.bins + 1
+        lo, scale = (axis.uniform[0], axis.scale) if first is None else (first, 1.0)
+        axis_float.append([lo, scale, axis.bandwidth, binning.kernel.support * axis.bandwidth, binning.kernel.support])
+    return (
+        torch.tensor(axis_int, dtype=torch.int64, device=device),
+        torch.tensor(axis_float, dtype=acc, device=device),
+    )
+
+
 @dataclass
 class _Launch:
     """Grid, per-axis parameter tensors and constexprs shared by the forward and backward launches."""
@@ -430,18 +452,9 @@ class _Launch:
         windows = [_window(axis, binning.kernel, e) - 1 for axis, e in zip(binning.axes, edges)]  # bins per window
         shape = binning.shape
         offsets = [sum(e.numel() for e in edges[:d]) for d in range(dims)]
-        axis_int, axis_float, uniform = [], [], 0
-        for d, (axis, e) in enumerate(zip(binning.axes, edges)):
-            cell_stride = math.prod(windows[d + 1 :])
-            hist_stride = math.prod(shape[d + 1 :])
-            steps = math.ceil(math.log2(axis.bins + 2))
-            axis_int.append([axis.bins, windows[d], cell_stride, hist_stride, offsets[d], steps])
-            if axis.uniform is not None:
-                uniform |= 1 << d
-                lo, scale = axis.uniform[0], axis.scale
-            else:
-                lo, scale = float(e[0]), 1.0
-            axis_float.append([lo, scale, axis.bandwidth, binning.kernel.support * axis.bandwidth, binning.kernel.support])
+        firsts = tuple(None if axis.uniform is not None else float(e[0]) for axis, e in zip(binning.axes, edges))
+        axis_int, axis_float = _axis_parameters(binning, tuple(windows), firsts, acc, x.device)
+        uniform = sum(1 << d for d, axis in enumerate(binning.axes) if axis.uniform is not None)
         total = rows * n
         window_cells = math.prod(windows)
         cells_padded = min(triton.next_power_of_2(window_cells), _MAX_CELLS)
@@ -453,8 +466,8 @@ class _Launch:
             weight=None if weight is None else weight.reshape(total).contiguous(),
             edges=torch.cat(edges).contiguous(),
             edge_offsets=offsets,
-            axis_int=torch.tensor(axis_int, dtype=torch.int64, device=x.device),
-            axis_float=torch.tensor(axis_float, dtype=acc, device=x.device),
+            axis_int=axis_int,
+            axis_float=axis_float,
             rows=rows, n=max(n, 1), cells=math.prod(shape), window_cells=window_cells,
             programs=programs, blocks_per_program=per_program,
             fixed_point=fixed_point,
