@@ -54,6 +54,7 @@ __all__ = ["hard_histogram", "soft_histogram", "unavailable_reason"]
 
 _TILE = 2048  # elements of a [BLOCK, CELLS] tile: BLOCK samples by CELLS of their window cells
 _MAX_CELLS = 256  # wider windows take several tiles
+_MAX_EDGES = 64  # windows of up to this many edges evaluate the kernel once per edge
 _PARTIAL_BYTES = 64 << 20  # memory for the private partial histograms (or edge gradients)
 _PROGRAMS_PER_SM = 4
 _FIXED_POINT_BITS = 60  # 2 bits of headroom in int64 for rounding and sign
@@ -164,44 +165,84 @@ def _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d: tl.constexpr,
 
 
 @triton.jit
-def _axis_window(
-    x, cell, edges_ptr, axis_int_ptr, axis_float_ptr, d: tl.constexpr, UNIFORM: tl.constexpr, ACC: tl.constexpr
-):
-    """Axis ``d`` of each ``[sample, cell]``: the bin (outside ``[0, bins)`` for virtual bins past
-    the range), ``z = (e - x) / h`` at its lower and upper edges, and those edges' global indices.
+def _axis_start(x, edges_ptr, axis_int_ptr, axis_float_ptr, d: tl.constexpr, UNIFORM: tl.constexpr, ACC: tl.constexpr):
+    """Axis ``d`` of each sample's window: its first bin (``(BLOCK,)``, at or below ``x - T*h``;
+    bins outside ``[0, bins)`` are virtual) and an anchor for ``z`` at its edges: on uniform
+    axes ``z`` at the window's first edge, on others ``x`` itself.
 
-    The window starts at or below ``x - T*h``. Uniform axes place edges arithmetically,
-    ``e_j = lo + j * width``; other axes search the edges once per sample and clamp
-    window edges to the last edge, whose repeats hold zero mass.
+    Uniform axes place edges arithmetically, ``e_j = lo + j * width``; other axes search
+    the edges once per sample.
     """
     bins = tl.load(axis_int_ptr + d * 6)
-    window = tl.load(axis_int_ptr + d * 6 + 1)
-    cell_stride = tl.load(axis_int_ptr + d * 6 + 2)
-    edge_offset = tl.load(axis_int_ptr + d * 6 + 4)
-    scale = tl.load(axis_float_ptr + d * 5 + 1)
-    h = tl.load(axis_float_ptr + d * 5 + 2)
     reach = tl.load(axis_float_ptr + d * 5 + 3)
-    p = (cell // cell_stride) % window  # [1, CELLS]: the cell's bin within the window along d
     if (UNIFORM >> d) & 1:
+        window = tl.load(axis_int_ptr + d * 6 + 1)
         lo = tl.load(axis_float_ptr + d * 5)
+        scale = tl.load(axis_float_ptr + d * 5 + 1)
+        h = tl.load(axis_float_ptr + d * 5 + 2)
         u = (x - lo) * scale  # position in bin widths
         start = tl.minimum(tl.maximum(tl.floor(u - reach * scale), -1.0 - window), bins.to(ACC))
-        r = 1.0 / (scale * h)  # a bin width in kernel std units
-        offset = (u - start) * -r
-        z_lo = offset[:, None] + p.to(ACC) * r
-        z_hi = offset[:, None] + (p + 1).to(ACC) * r
-        first = start.to(tl.int64)[:, None]
-        e_lo = edge_offset + tl.minimum(tl.maximum(first + p, 0), bins)
-        e_hi = edge_offset + tl.minimum(tl.maximum(first + p + 1, 0), bins)
+        # z = (start + q - u) * width / h; u - start is exact (Sterbenz), so z keeps float32 resolution.
+        return start.to(tl.int64), (u - start) * (-1.0 / (scale * h))
+    steps = tl.load(axis_int_ptr + d * 6 + 5)
+    edge_offset = tl.load(axis_int_ptr + d * 6 + 4)
+    count = _count_at_most(edges_ptr + edge_offset, bins + 1, x - reach, steps)
+    return tl.minimum(tl.maximum(count - 2, 0), bins), x
+
+
+@triton.jit
+def _edge_value(
+    q, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
+    d: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, WHAT: tl.constexpr, ACC: tl.constexpr,
+):
+    """At window edge ``q`` (an int tensor broadcast against the samples): the kernel's CDF
+    (``WHAT="cdf"``), its density over ``h`` (``"pdf"``), ``z`` times that (``"zpdf"``) or
+    the edge's index among all axes' edges (``"index"``). Non-uniform windows clamp to the
+    last edge, whose repeats hold zero mass."""
+    bins = tl.load(axis_int_ptr + d * 6)
+    edge_offset = tl.load(axis_int_ptr + d * 6 + 4)
+    h = tl.load(axis_float_ptr + d * 5 + 2)
+    index = edge_offset + tl.minimum(tl.maximum(first[:, None] + q, 0), bins)
+    if (UNIFORM >> d) & 1:
+        z = anchor[:, None] + q.to(ACC) * (1.0 / (tl.load(axis_float_ptr + d * 5 + 1) * h))
     else:
-        steps = tl.load(axis_int_ptr + d * 6 + 5)
-        first = tl.minimum(tl.maximum(_count_at_most(edges_ptr + edge_offset, bins + 1, x - reach, steps) - 2, 0), bins)
-        first = first[:, None]
-        e_lo = edge_offset + tl.minimum(first + p, bins)
-        e_hi = edge_offset + tl.minimum(first + p + 1, bins)
-        z_lo = (tl.load(edges_ptr + e_lo) - x[:, None]) / h
-        z_hi = (tl.load(edges_ptr + e_hi) - x[:, None]) / h
-    return first + p, z_lo, z_hi, e_lo, e_hi
+        z = (tl.load(edges_ptr + index) - anchor[:, None]) / h
+    if WHAT == "cdf":
+        return _cdf(z, support, KERNEL)
+    elif WHAT == "pdf":
+        return _pdf(z, support, KERNEL) / h
+    elif WHAT == "zpdf":
+        return z * _pdf(z, support, KERNEL) / h
+    else:
+        return index
+
+
+@triton.jit
+def _at_cells(
+    p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
+    d: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, WHAT: tl.constexpr, ACC: tl.constexpr,
+    EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
+):
+    """``WHAT`` at the lower and upper edge of window bin ``p`` (``[1, CELLS]``) of each sample,
+    ``[BLOCK, CELLS]`` each. Evaluated once per window edge and gathered onto the cells when the
+    window fits a tile of ``EDGES`` edges (a 2-D cell shares its edges with its row and column);
+    evaluated per cell otherwise (``EDGES = 0``, very wide windows)."""
+    if EDGES > 0:
+        values = _edge_value(
+            tl.arange(0, EDGES)[None, :], first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
+            d, UNIFORM, KERNEL, WHAT, ACC,
+        )
+        lower = tl.zeros([BLOCK, CELLS], dtype=tl.int32) + p.to(tl.int32)
+        return tl.gather(values, lower, 1), tl.gather(values, lower + 1, 1)
+    lower = _edge_value(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support, d, UNIFORM, KERNEL, WHAT, ACC)
+    upper = _edge_value(p + 1, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support, d, UNIFORM, KERNEL, WHAT, ACC)
+    return lower, upper
+
+
+@triton.jit
+def _window_bin(cell, axis_int_ptr, d: tl.constexpr):
+    """Each cell's bin within the window along axis ``d`` (cells are row-major over the axes)."""
+    return (cell // tl.load(axis_int_ptr + d * 6 + 2)) % tl.load(axis_int_ptr + d * 6 + 1)
 
 
 @triton.jit
@@ -229,7 +270,7 @@ def _block_samples(
 def _cells(
     x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, support,
     SKIP: tl.constexpr, D: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr,
-    BLOCK: tl.constexpr, CELLS: tl.constexpr, ACC: tl.constexpr,
+    EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr, ACC: tl.constexpr,
 ):
     """For each ``[sample, cell]`` of a tile: the product of the per-axis masses over every axis
     but ``SKIP`` (-1: all of them), the cell's offset in its row's histogram, and whether it is
@@ -239,9 +280,15 @@ def _cells(
     keep = live[:, None] & (cell < window_cells)
     for d in tl.static_range(D):
         x = _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d, D, ACC)
-        bin, z_lo, z_hi, _, _ = _axis_window(x, cell, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, ACC)
+        first, anchor = _axis_start(x, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, ACC)
+        p = _window_bin(cell, axis_int_ptr, d)
         if d != SKIP:
-            mass *= _cdf(z_hi, support, KERNEL) - _cdf(z_lo, support, KERNEL)
+            lower, upper = _at_cells(
+                p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
+                d, UNIFORM, KERNEL, "cdf", ACC, EDGES, BLOCK, CELLS,
+            )
+            mass *= upper - lower
+        bin = first[:, None] + p
         target += bin * tl.load(axis_int_ptr + d * 6 + 3)
         keep &= (bin >= 0) & (bin < tl.load(axis_int_ptr + d * 6))
     return mass, target, keep
@@ -266,7 +313,7 @@ def _forward_kernel(
     out_ptr,  # (copies, rows * cells) partial histograms: accumulation dtype, or int64 fixed point
     total, n, cells, window_cells, blocks_per_program, copies, fixed_scale,
     D: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, HAS_WEIGHT: tl.constexpr,
-    FIXED_POINT: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
+    FIXED_POINT: tl.constexpr, EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
 ):
     ACC: tl.constexpr = edges_ptr.dtype.element_ty
     pid = tl.program_id(0).to(tl.int64)
@@ -280,7 +327,7 @@ def _forward_kernel(
             cell = first_cell + tl.arange(0, CELLS)[None, :]
             mass, target, keep = _cells(
                 x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, support,
-                -1, D, UNIFORM, KERNEL, BLOCK, CELLS, ACC,
+                -1, D, UNIFORM, KERNEL, EDGES, BLOCK, CELLS, ACC,
             )
             _accumulate(partial + row[:, None] + target, mass * weight[:, None], keep, fixed_scale, FIXED_POINT)
 
@@ -338,7 +385,7 @@ def _backward_kernel(
     total, n, cells, window_cells, blocks_per_program, copies, edge_count, fixed_scale,
     D: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, HAS_WEIGHT: tl.constexpr,
     FIXED_POINT: tl.constexpr, NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_H: tl.constexpr,
-    NEED_E: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
+    NEED_E: tl.constexpr, EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
 ):
     ACC: tl.constexpr = edges_ptr.dtype.element_ty
     pid = tl.program_id(0).to(tl.int64)
@@ -355,7 +402,7 @@ def _backward_kernel(
                 cell = first_cell + tl.arange(0, CELLS)[None, :]
                 mass, target, keep = _cells(
                     x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
-                    support, -1, D, UNIFORM, KERNEL, BLOCK, CELLS, ACC,
+                    support, -1, D, UNIFORM, KERNEL, EDGES, BLOCK, CELLS, ACC,
                 )
                 g = tl.load(grad_ptr + row[:, None] + target, mask=keep, other=0.0)  # 0 on virtual bins
                 grad_w += tl.sum(g * mass, axis=1)
@@ -363,25 +410,34 @@ def _backward_kernel(
         for d in tl.static_range(D):
             if NEED_X or NEED_H or ((NEED_E >> d) & 1):
                 x = _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d, D, ACC)
-                inv_h = 1.0 / tl.load(axis_float_ptr + d * 5 + 2)
+                first, anchor = _axis_start(x, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, ACC)
                 grad_x = tl.zeros([BLOCK], dtype=ACC)
                 grad_h = tl.zeros([BLOCK], dtype=ACC)
                 for first_cell in range(0, window_cells, CELLS):
                     cell = first_cell + tl.arange(0, CELLS)[None, :]
                     others, target, keep = _cells(
                         x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
-                        support, d, D, UNIFORM, KERNEL, BLOCK, CELLS, ACC,
+                        support, d, D, UNIFORM, KERNEL, EDGES, BLOCK, CELLS, ACC,
                     )
                     g = tl.load(grad_ptr + row[:, None] + target, mask=keep, other=0.0)
                     others = others * g * weight[:, None]
-                    _, z_lo, z_hi, e_lo, e_hi = _axis_window(
-                        x, cell, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, ACC
+                    p = _window_bin(cell, axis_int_ptr, d)
+                    f_lo, f_hi = _at_cells(
+                        p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
+                        d, UNIFORM, KERNEL, "pdf", ACC, EDGES, BLOCK, CELLS,
                     )
-                    f_lo = _pdf(z_lo, support, KERNEL) * inv_h
-                    f_hi = _pdf(z_hi, support, KERNEL) * inv_h
                     grad_x -= tl.sum(others * (f_hi - f_lo), axis=1)
-                    grad_h -= tl.sum(others * (f_hi * z_hi - f_lo * z_lo), axis=1)
+                    if NEED_H:
+                        zf_lo, zf_hi = _at_cells(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
+                            d, UNIFORM, KERNEL, "zpdf", ACC, EDGES, BLOCK, CELLS,
+                        )
+                        grad_h -= tl.sum(others * (zf_hi - zf_lo), axis=1)
                     if (NEED_E >> d) & 1:
+                        e_lo, e_hi = _at_cells(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
+                            d, UNIFORM, KERNEL, "index", ACC, EDGES, BLOCK, CELLS,
+                        )
                         _accumulate(edge_partial + e_hi, others * f_hi, keep, fixed_scale, FIXED_POINT)
                         _accumulate(edge_partial + e_lo, -(others * f_lo), keep, fixed_scale, FIXED_POINT)
                 if NEED_X:
@@ -460,6 +516,8 @@ class _Launch:
         cells_padded = min(triton.next_power_of_2(window_cells), _MAX_CELLS)
         block = max(16, _TILE // cells_padded)
         programs, per_program = _programs(total, block, x.device)
+        widest = max(windows) + 1
+        edges_tile = triton.next_power_of_2(widest) if widest <= _MAX_EDGES else 0
         fixed_point = torch.are_deterministic_algorithms_enabled()
         return _Launch(
             x=x.reshape(total, dims).contiguous(),
@@ -473,7 +531,7 @@ class _Launch:
             fixed_point=fixed_point,
             meta=dict(
                 D=dims, UNIFORM=uniform, KERNEL=binning.kernel.name, HAS_WEIGHT=weight is not None,
-                FIXED_POINT=fixed_point, BLOCK=block, CELLS=cells_padded,
+                FIXED_POINT=fixed_point, EDGES=edges_tile, BLOCK=block, CELLS=cells_padded,
                 enable_fp_fusion=True,  # fused multiply-adds, said explicitly (Triton's default is changing)
             ),
         )
