@@ -105,6 +105,7 @@ def _cdf(z, support, KERNEL: tl.constexpr):
         t = tl.minimum(tl.maximum(z / 2.23606797749979, -1.0), 1.0)
         return 0.5 + 0.75 * t - 0.25 * t * t * t
     else:  # cubic B-spline, knot spacing b = sqrt(3)
+        tl.static_assert(KERNEL == "bspline", "a kernel of kernels.py has no Triton version")
         a = tl.minimum(tl.abs(z) / 1.7320508075688772, 2.0)
         inner = a * (2.0 / 3.0 - a * a / 3.0 + a * a * a / 8.0)
         outer = 0.5 - (2.0 - a) * (2.0 - a) * (2.0 - a) * (2.0 - a) / 24.0
@@ -131,6 +132,7 @@ def _pdf(z, support, KERNEL: tl.constexpr):
         t = z / 2.23606797749979
         return (0.75 / 2.23606797749979) * tl.maximum(1.0 - t * t, 0.0)
     else:
+        tl.static_assert(KERNEL == "bspline", "a kernel of kernels.py has no Triton version")
         a = tl.abs(z) / 1.7320508075688772
         inner = 2.0 / 3.0 - a * a + 0.5 * a * a * a
         rest = tl.maximum(2.0 - a, 0.0)
