@@ -23,6 +23,7 @@ Forward saves only its inputs; backward recomputes from ``x``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import string
@@ -438,9 +439,12 @@ def _plan_table(x: Tensor, binning: Binning) -> Optional[_Table]:
     return _Table(q=q, reach=reach, pad=reach, scale=axis.scale, lo=axis.uniform[0])
 
 
+@functools.lru_cache(maxsize=32)
 def _table_values(table: _Table, axis: Axis, kernel: Kernel, dtype: torch.dtype, device: torch.device, what: str) -> Tensor:
     """``(Q, W)``: per sub-position ``f = q/Q`` and offset ``o``, the bin mass (``"mass"``),
-    its derivative in x (``"dx"``) or in the bandwidth (``"dh"``), computed in float64."""
+    its derivative in x (``"dx"``) or in the bandwidth (``"dh"``), computed in float64.
+
+    Cached (read-only): a dozen small ops that otherwise dominate calls on few samples."""
     h = axis.bandwidth
     ratio = 1.0 / (table.scale * h)
     f = torch.arange(table.q, dtype=torch.float64, device=device) / table.q
