@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: test demo bench figures clean
+.PHONY: test demo bench bench-gpu figures clean
 
 $(VENV)/.torch: Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,15 @@ demo: $(VENV)/.installed-demo
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/bench_histogram.py
 
+# On a CUDA machine: the Triton backend against the torch backend on the GPU, then the GPU table.
+# Needs a CUDA build of torch: `make TORCH_SPEC=torch bench-gpu` in a fresh checkout.
+bench-gpu: $(VENV)/.installed-test $(VENV)/.installed-bench
+	$(PY) -m pytest tests/test_backends.py
+	$(PY) benchmarks/bench_histogram.py --device cuda --csv bench-gpu.csv
+
 # The README's pictures: docs/demo.png, docs/kernels.png, docs/bench.png.
 figures: $(VENV)/.installed-demo $(VENV)/.installed-bench
 	$(PY) scripts/make_figures.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache demo-output
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache demo-output bench-gpu.csv
