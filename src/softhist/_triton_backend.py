@@ -27,6 +27,7 @@ is how the test suite checks them against the torch backend without a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -451,6 +452,11 @@ def _backward_kernel(
 # --------------------------------------------------------------------------- launchers
 
 
+def _device_of(x: Tensor):
+    """Triton launches on the current CUDA device: make it ``x``'s for the launch."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 def _programs(samples: int, block: int, device: torch.device) -> Tuple[int, int]:
     """How many programs to launch, and how many consecutive blocks of samples each one walks."""
     blocks = max(1, triton.cdiv(samples, block))
@@ -589,11 +595,12 @@ def _table_forward(x: Tensor, weight: Optional[Tensor], binning: Binning, table:
     bound = float(samples) if flat_w is None else float(flat_w.detach().abs().sum(dtype=torch.float64))
     scale = _fixed_point_scale(bound) if fixed_point else 1.0
     programs, per_program = _programs(samples, _TILE, x.device)
-    _linear_binning_kernel[(programs,)](
-        x.reshape(-1).contiguous(), x if flat_w is None else flat_w, total, moment,
-        samples, max(n, 1), stride, table.lo, table.scale, table.pad, table.q, per_program, scale,
-        HAS_WEIGHT=flat_w is not None, FIXED_POINT=fixed_point, BLOCK=_TILE, enable_fp_fusion=True,
-    )
+    with _device_of(x):
+        _linear_binning_kernel[(programs,)](
+            x.reshape(-1).contiguous(), x if flat_w is None else flat_w, total, moment,
+            samples, max(n, 1), stride, table.lo, table.scale, table.pad, table.q, per_program, scale,
+            HAS_WEIGHT=flat_w is not None, FIXED_POINT=fixed_point, BLOCK=_TILE, enable_fp_fusion=True,
+        )
     if fixed_point:
         total, moment = total.to(torch.float64) / scale, moment.to(torch.float64) / scale
     hist = table_histogram(total.view(rows, stride), moment.view(rows, stride), axis, binning.kernel, table)
@@ -609,12 +616,13 @@ def _forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binni
     copies = launch.copies(slots)
     out = launch.partials(copies, slots)
     scale = _fixed_point_scale(_weight_bound(launch)) if launch.fixed_point else 1.0
-    _forward_kernel[(launch.programs,)](
-        launch.x, launch.x if launch.weight is None else launch.weight, launch.edges,
-        launch.axis_int, launch.axis_float, out,
-        launch.total, launch.n, launch.cells, launch.window_cells, launch.blocks_per_program, copies,
-        scale, **launch.meta,
-    )
+    with _device_of(x):
+        _forward_kernel[(launch.programs,)](
+            launch.x, launch.x if launch.weight is None else launch.weight, launch.edges,
+            launch.axis_int, launch.axis_float, out,
+            launch.total, launch.n, launch.cells, launch.window_cells, launch.blocks_per_program, copies,
+            scale, **launch.meta,
+        )
     hist = launch.merge(out, scale)
     return hist.to(accumulation_dtype(x.dtype)).view(launch.rows, *binning.shape)
 
@@ -642,16 +650,17 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
         )
         scale = _fixed_point_scale(_weight_bound(launch) * float(grad.abs().max()) * per_weight)
     dummy = launch.edges
-    _backward_kernel[(launch.programs,)](
-        launch.x, launch.x if launch.weight is None else launch.weight, launch.edges,
-        launch.axis_int, launch.axis_float, grad,
-        dummy if grad_x is None else grad_x, dummy if grad_w is None else grad_w,
-        dummy if grad_h is None else grad_h, dummy if grad_e is None else grad_e,
-        launch.total, launch.n, launch.cells, launch.window_cells, launch.blocks_per_program, copies,
-        edge_count, scale,
-        NEED_X=need_x, NEED_W=need_w, NEED_H=need_h,
-        NEED_E=sum(1 << d for d, need in enumerate(need_edges) if need), **launch.meta,
-    )
+    with _device_of(x):
+        _backward_kernel[(launch.programs,)](
+            launch.x, launch.x if launch.weight is None else launch.weight, launch.edges,
+            launch.axis_int, launch.axis_float, grad,
+            dummy if grad_x is None else grad_x, dummy if grad_w is None else grad_w,
+            dummy if grad_h is None else grad_h, dummy if grad_e is None else grad_e,
+            launch.total, launch.n, launch.cells, launch.window_cells, launch.blocks_per_program, copies,
+            edge_count, scale,
+            NEED_X=need_x, NEED_W=need_w, NEED_H=need_h,
+            NEED_E=sum(1 << d for d, need in enumerate(need_edges) if need), **launch.meta,
+        )
     if grad_h is not None:
         grad_h = grad_h.sum(0, dtype=torch.float64)  # fixed order: deterministic
     grad_e_list: List[Optional[Tensor]] = [None] * dims
