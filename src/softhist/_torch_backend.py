@@ -43,9 +43,8 @@ _CHUNK_ELEMENTS = 1 << 21
 _SUM_DTYPE = torch.float64
 # Largest sub-bin grid, and the interpolation error the grid is sized for.
 _TABLE_MAX_Q = 8192
-# Two float64 grids of 16 MiB. Larger grids fall out of cache and lose to the windows
-# (1M samples into 4096 bins: 8M grid points took 26-33x torch.histc forward, windows 10-15x).
-_TABLE_MAX_POINTS = 1 << 21
+_TABLE_MAX_POINTS = 1 << 23  # two float64 grids of 64 MiB
+_TABLE_CACHED_POINTS = 1 << 21  # two float64 grids of 16 MiB: about what stays in cache
 _TABLE_TOLERANCE = 2.0**-24
 
 
@@ -433,10 +432,13 @@ def _plan_table(x: Tensor, binning: Binning) -> Optional[_Table]:
     # Linear interpolation error <= (1/Q)^2/8 * max|c''|, with |c''| <= 2 r^2 max|f'|.
     q = max(16, math.ceil(ratio * math.sqrt(kernel.pdf_slope / (4.0 * _TABLE_TOLERANCE))))
     reach = math.ceil(kernel.support / ratio) + 1
-    # Grid points cost about a quarter of a window element each (measured on CPU):
-    # take the table when it is cheaper than the windows and its memory stays bounded.
+    # Grid points cost about a quarter of a window element each while the grids stay in cache,
+    # and about two once they do not (measured on CPU: 8M points for 1M samples into 4096 bins
+    # lost to the windows, for 4M samples they won): take the table when it is cheaper than the
+    # windows and its memory stays bounded.
     points = x.shape[0] * (axis.bins + 2 * reach) * q
-    if q > _TABLE_MAX_Q or points > _TABLE_MAX_POINTS or points > 4 * _window(axis, kernel, None) * x.numel():
+    point_cost = 0.25 if points <= _TABLE_CACHED_POINTS else 2.0
+    if q > _TABLE_MAX_Q or points > _TABLE_MAX_POINTS or point_cost * points > _window(axis, kernel, None) * x.numel():
         return None
     return _Table(q=q, reach=reach, pad=reach, scale=axis.scale, lo=axis.uniform[0])
 
