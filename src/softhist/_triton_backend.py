@@ -470,17 +470,21 @@ def _programs(samples: int, block: int, device: torch.device) -> Tuple[int, int]
 
 @functools.lru_cache(maxsize=64)
 def _axis_parameters(
-    binning: Binning, windows: Tuple[int, ...], firsts: Tuple[Optional[float], ...], acc: torch.dtype, device: torch.device
+    binning: Binning,
+    windows: Tuple[int, ...],
+    edge_offsets: Tuple[int, ...],
+    firsts: Tuple[Optional[float], ...],
+    acc: torch.dtype,
+    device: torch.device,
 ) -> Tuple[Tensor, Tensor]:
     """The per-axis parameter tensors (``_INT_FIELDS``, ``_FLOAT_FIELDS``), cached: building them
     copies host memory to the device, which waits for the stream, once per call otherwise.
     ``firsts`` holds the first edge of each non-uniform axis (None for uniform axes)."""
     shape = binning.shape
-    axis_int, axis_float, edge_offset = [], [], 0
+    axis_int, axis_float = [], []
     for d, (axis, first) in enumerate(zip(binning.axes, firsts)):
         steps = math.ceil(math.log2(axis.bins + 2))  # of the binary search over B + 1 edges
-        axis_int.append([axis.bins, windows[d], math.prod(windows[d + 1 :]), math.prod(shape[d + 1 :]), edge_offset, steps])
-        edge_offset += axis.bins + 1
+        axis_int.append([axis.bins, windows[d], math.prod(windows[d + 1 :]), math.prod(shape[d + 1 :]), edge_offsets[d], steps])
         lo, scale = (axis.uniform[0], axis.scale) if first is None else (first, 1.0)
         axis_float.append([lo, scale, axis.bandwidth, binning.kernel.support * axis.bandwidth, binning.kernel.support])
     return (
@@ -496,7 +500,8 @@ class _Launch:
     x: Tensor  # (rows * n, D), contiguous
     weight: Optional[Tensor]
     edges: Tensor  # concatenated edges, accumulation dtype
-    edge_offsets: List[int]
+    edge_offsets: Tuple[int, ...]
+    windows: List[int]  # window bins per axis
     axis_int: Tensor
     axis_float: Tensor
     rows: int
@@ -505,7 +510,6 @@ class _Launch:
     window_cells: int
     programs: int
     blocks_per_program: int
-    fixed_point: bool
     meta: dict  # constexprs and compile options
 
     @staticmethod
@@ -515,9 +519,9 @@ class _Launch:
         edges = [e.detach().to(acc) for e in edges]
         windows = [_window(axis, binning.kernel, e) - 1 for axis, e in zip(binning.axes, edges)]  # bins per window
         shape = binning.shape
-        offsets = [sum(e.numel() for e in edges[:d]) for d in range(dims)]
+        offsets = tuple(sum(e.numel() for e in edges[:d]) for d in range(dims))
         firsts = tuple(None if axis.uniform is not None else float(e[0]) for axis, e in zip(binning.axes, edges))
-        axis_int, axis_float = _axis_parameters(binning, tuple(windows), firsts, acc, x.device)
+        axis_int, axis_float = _axis_parameters(binning, tuple(windows), offsets, firsts, acc, x.device)
         uniform = sum(1 << d for d, axis in enumerate(binning.axes) if axis.uniform is not None)
         total = rows * n
         window_cells = math.prod(windows)
@@ -526,20 +530,19 @@ class _Launch:
         programs, per_program = _programs(total, block, x.device)
         widest = max(windows) + 1
         edges_tile = triton.next_power_of_2(widest) if widest <= _MAX_EDGES else 0
-        fixed_point = torch.are_deterministic_algorithms_enabled()
         return _Launch(
             x=x.reshape(total, dims).contiguous(),
             weight=None if weight is None else weight.reshape(total).contiguous(),
             edges=torch.cat(edges).contiguous(),
             edge_offsets=offsets,
+            windows=windows,
             axis_int=axis_int,
             axis_float=axis_float,
             rows=rows, n=max(n, 1), cells=math.prod(shape), window_cells=window_cells,
             programs=programs, blocks_per_program=per_program,
-            fixed_point=fixed_point,
             meta=dict(
                 D=dims, UNIFORM=uniform, KERNEL=binning.kernel.name, HAS_WEIGHT=weight is not None,
-                FIXED_POINT=fixed_point, EDGES=edges_tile, BLOCK=block, CELLS=cells_padded,
+                FIXED_POINT=torch.are_deterministic_algorithms_enabled(), EDGES=edges_tile, BLOCK=block, CELLS=cells_padded,
                 enable_fp_fusion=True,  # fused multiply-adds, said explicitly (Triton's default is changing)
             ),
         )
@@ -547,6 +550,10 @@ class _Launch:
     @property
     def total(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def fixed_point(self) -> bool:
+        return self.meta["FIXED_POINT"]
 
     def copies(self, slots: int) -> int:
         """Private partial buffers of ``slots`` entries: one per program, within a memory budget."""
@@ -573,11 +580,11 @@ def _fixed_point_scale(bound: float) -> float:
     return 2.0 ** (_FIXED_POINT_BITS - math.ceil(math.log2(bound)))
 
 
-def _weight_bound(launch: _Launch) -> float:
+def _weight_bound(weight: Optional[Tensor], samples: int) -> float:
     """Sum of the weights' magnitudes: bounds every cell, since a sample's cell masses sum to <= 1."""
-    if launch.weight is None:
-        return float(launch.total)
-    return float(launch.weight.detach().abs().sum(dtype=torch.float64))
+    if weight is None:
+        return float(samples)
+    return float(weight.detach().abs().sum(dtype=torch.float64))
 
 
 def _table_forward(x: Tensor, weight: Optional[Tensor], binning: Binning, table: _Table) -> Tensor:
@@ -592,8 +599,7 @@ def _table_forward(x: Tensor, weight: Optional[Tensor], binning: Binning, table:
     moment = torch.zeros(rows * stride, dtype=dtype, device=x.device)
     samples = x.numel()
     flat_w = None if weight is None else weight.reshape(-1).contiguous()
-    bound = float(samples) if flat_w is None else float(flat_w.detach().abs().sum(dtype=torch.float64))
-    scale = _fixed_point_scale(bound) if fixed_point else 1.0
+    scale = _fixed_point_scale(_weight_bound(flat_w, samples)) if fixed_point else 1.0
     programs, per_program = _programs(samples, _TILE, x.device)
     with _device_of(x):
         _linear_binning_kernel[(programs,)](
@@ -615,7 +621,7 @@ def _forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binni
     slots = launch.rows * launch.cells
     copies = launch.copies(slots)
     out = launch.partials(copies, slots)
-    scale = _fixed_point_scale(_weight_bound(launch)) if launch.fixed_point else 1.0
+    scale = _fixed_point_scale(_weight_bound(launch.weight, launch.total)) if launch.fixed_point else 1.0
     with _device_of(x):
         _forward_kernel[(launch.programs,)](
             launch.x, launch.x if launch.weight is None else launch.weight, launch.edges,
@@ -646,9 +652,9 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
         peak = float(binning.kernel.pdf(torch.zeros((), dtype=torch.float64)))
         per_weight = max(
             2.0 * window * peak / axis.bandwidth
-            for window, axis in zip(launch.axis_int[:, 1].tolist(), binning.axes)
+            for window, axis in zip(launch.windows, binning.axes)
         )
-        scale = _fixed_point_scale(_weight_bound(launch) * float(grad.abs().max()) * per_weight)
+        scale = _fixed_point_scale(_weight_bound(launch.weight, launch.total) * float(grad.abs().max()) * per_weight)
     dummy = launch.edges
     with _device_of(x):
         _backward_kernel[(launch.programs,)](
