@@ -1,0 +1,42 @@
+"""Build softhist, with its native CPU kernels (csrc/) where torch and a C++ compiler are present.
+
+The kernels use only the LibTorch stable ABI (``TORCH_TARGET_VERSION`` 2.10) and CPython's limited
+API, so one build loads in every torch >= 2.10 and every CPython >= 3.9. They are compiled against
+the torch already installed: install with ``pip install --no-build-isolation .`` (or ``-e .``),
+otherwise pip builds in an isolated environment that first downloads a second torch.
+
+Without torch at build time, without a compiler, or with ``SOFTHIST_NO_EXTENSION=1``, softhist is
+installed without the kernels and runs on its torch engine (``softhist.native_status()`` says why).
+"""
+
+import os
+
+from setuptools import setup
+
+STABLE_ABI = "0x020a000000000000"  # torch 2.10: stable parallel_for, int[]/float[] and Tensor? arguments
+
+
+def native_build():
+    if os.environ.get("SOFTHIST_NO_EXTENSION"):
+        return {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        print("softhist: torch is not importable at build time, building without the native CPU kernels "
+              "(install torch first, then `pip install --no-build-isolation .`)")
+        return {}
+    extension = CppExtension(
+        "softhist._C",
+        ["csrc/softhist_cpu.cpp"],
+        extra_compile_args=["-O3", "-std=c++17", "-fopenmp-simd", f"-DTORCH_TARGET_VERSION={STABLE_ABI}"],
+        py_limited_api=True,
+        optional=True,  # a failed compile installs softhist without the kernels
+    )
+    return {
+        "ext_modules": [extension],
+        "cmdclass": {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
+        "options": {"bdist_wheel": {"py_limited_api": "cp39"}},
+    }
+
+
+setup(**native_build())

@@ -1,0 +1,187 @@
+"""Native CPU backend: the fused C++ kernels of ``csrc/softhist_cpu.cpp`` (``torch.ops.softhist``).
+
+Same contract as :mod:`._torch_backend` (``x: (rows, n, D)`` -> ``(rows, *bins)``, one
+autograd.Function for every backend). This module plans each call and the kernels run it:
+
+* per axis, a strategy: ``TABLE`` (equal-width bins, float32 or narrower input, a kernel with a
+  continuous density, enough samples): masses read from a sub-bin table of exact values and
+  linearly interpolated; otherwise the exact window (``EXACT_UNIFORM`` for equal-width bins,
+  ``EXACT_EDGES`` for any edges), with the kernel's CDF evaluated at each window edge;
+* the window widths, capped at the axis's edges, so a call never costs more than the dense formula;
+* the tables, built once per kernel and bandwidth (in bin widths) in float64 and cached.
+
+The kernels read float32 or float64 (narrower inputs are computed in float32), accumulate in
+float64 and are bit-identical across runs and thread counts.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor
+
+from . import _torch_backend
+from ._torch_backend import Binning, Engine, Kernel, SoftHistogramFunction, _window, accumulation_dtype
+from .kernels import KERNELS
+
+__all__ = ["hard_histogram", "soft_histogram", "unavailable_reason"]
+
+try:
+    from . import _C  # noqa: F401  (loading the library registers torch.ops.softhist.*)
+
+    _LOAD_ERROR: Optional[str] = None
+except (ImportError, OSError) as error:  # not built (no compiler), or built for another torch
+    _LOAD_ERROR = f"{type(error).__name__}: {error}"
+
+KERNEL_IDS = {"gaussian": 0, "logistic": 1, "box": 2, "triangular": 3, "epanechnikov": 4, "bspline": 5}
+EXACT_UNIFORM, EXACT_EDGES, TABLE = 0, 1, 2
+
+_TABLE_MIN_SAMPLES = 4096  # below this the exact windows cost about as much as reading the table
+_TABLE_MAX_Q = 8192
+_TABLE_MAX_REACH = 15  # windows of up to 31 bins (32 stored)
+_MASS_TOLERANCE = 2.0**-24  # interpolation error of the masses, per unit of weight
+_GRADIENT_TOLERANCE = 2.0**-21  # of their derivatives, relative to the largest
+
+hard_histogram = _torch_backend.hard_histogram  # exact counts are at torch.histc speed already
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why the native kernels cannot run, or None when they can."""
+    if _LOAD_ERROR is None:
+        return None
+    return f"softhist's native CPU kernels are not built or do not load ({_LOAD_ERROR})"
+
+
+def _axis_kernels(binning: Binning) -> Tuple[Kernel, ...]:
+    return tuple(getattr(binning, "kernels", None) or (binning.kernel,) * len(binning.axes))
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@functools.lru_cache(maxsize=None)
+def _table_size(kernel: Kernel, bandwidth_bins: float) -> Optional[Tuple[int, int]]:
+    """``(Q, J)`` of the sub-bin table for a bandwidth of ``bandwidth_bins`` bin widths, or None
+    when it would be too large (very narrow or very wide kernels take the exact windows).
+
+    Linear interpolation between ``Q`` points errs by at most ``(1/Q)^2 / 8 * max|m''|``. In bin
+    units a mass ``m = F((o+1-f)/hb) - F((o-f)/hb)`` has ``|m''| <= 2 max|f'| / hb^2`` and its
+    derivatives ``|m'''| <= 2 max|f''| / hb^3``; ``Q`` is the power of two that keeps both errors
+    within their tolerances. A sample reaches ``J = ceil(T * hb)`` bins on each side.
+    """
+    if not math.isfinite(kernel.pdf_slope):
+        return None
+    r = 1.0 / bandwidth_bins
+    q = r * math.sqrt(kernel.pdf_slope / (4.0 * _MASS_TOLERANCE))
+    if math.isfinite(kernel.pdf_curvature):
+        peak = float(kernel.pdf(torch.zeros((), dtype=torch.float64)))
+        q = max(q, r * math.sqrt(kernel.pdf_curvature / (4.0 * _GRADIENT_TOLERANCE * peak)))
+    size = 1 << max(4, math.ceil(math.log2(max(q, 1.0))))
+    reach = math.ceil(kernel.support * bandwidth_bins)
+    if size > _TABLE_MAX_Q or reach > _TABLE_MAX_REACH:
+        return None
+    return size, reach
+
+
+@functools.lru_cache(maxsize=16)
+def _table(kernel: Kernel, bandwidth_bins: float, size: int, reach: int) -> Tensor:
+    """``(3, Q, 2, W8)`` float32: the masses of bins ``n - J .. n + J`` of a sample at ``n + q/Q``,
+    their derivatives in the position ``u`` and in the bandwidth ``hb`` (both in bin units), each
+    row as (value, step to the next row) for interpolation; columns past ``2J + 1`` are zero."""
+    r = 1.0 / bandwidth_bins
+    f = torch.arange(size + 1, dtype=torch.float64) / size
+    offsets = torch.arange(-reach, reach + 2, dtype=torch.float64)
+    z = (offsets.unsqueeze(0) - f.unsqueeze(1)) * r  # (Q+1, W+1): z at bin edges n+o, o = -J..J+1
+    cdf, pdf = kernel.cdf(z), kernel.pdf(z)
+    per_edge = (cdf, -pdf * r, -z * pdf * r)  # F, dF/du (dz/du = -1/hb), dF/dhb (dz/dhb = -z/hb)
+    width = 2 * reach + 1
+    stored = (width + 7) // 8 * 8
+    out = []
+    for values in per_edge:
+        per_bin = nnf.pad(values[:, 1:] - values[:, :-1], (0, stored - width))  # (Q+1, W8)
+        out.append(torch.stack([per_bin[:-1], per_bin[1:] - per_bin[:-1]], 1))
+    return torch.stack(out).to(torch.float32).contiguous()
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def _plan(x: Tensor, edges: Sequence[Tensor], binning: Binning, smooth_gradients: bool = False):
+    """Per-axis strategy, window and table: the kernels' ``axis_ints``, ``axis_floats`` and tables.
+
+    ``smooth_gradients``: the table must also serve gradients in ``x`` or the bandwidth, which
+    needs a kernel whose density has a continuous derivative.
+    """
+    ints: List[int] = []
+    floats: List[float] = []
+    tables: List[Tensor] = []
+    samples = x.shape[0] * x.shape[1]
+    for axis, kernel, e in zip(binning.axes, _axis_kernels(binning), edges):
+        lo, scale = (axis.uniform[0], axis.scale) if axis.uniform is not None else (0.0, 1.0)
+        kind, width, size, reach = EXACT_EDGES, 0, 0, 0
+        if axis.uniform is not None:
+            kind = EXACT_UNIFORM
+            bandwidth_bins = axis.bandwidth * scale
+            table = _table_size(kernel, bandwidth_bins)
+            smooth = math.isfinite(kernel.pdf_curvature) or not smooth_gradients
+            if table is not None and smooth and x.dtype != torch.float64 and samples >= _TABLE_MIN_SAMPLES:
+                kind, (size, reach) = TABLE, table
+                width = 2 * reach + 1
+                tables.append(_table(kernel, bandwidth_bins, size, reach).reshape(-1))
+            else:
+                width = math.ceil(2.0 * kernel.support * bandwidth_bins) + 2
+        else:
+            width = _window(axis, kernel, e)
+        if kind != TABLE:
+            width = max(2, min(width, axis.bins + 1))  # never wider than the axis: cost <= dense
+        ints += [kind, KERNEL_IDS[kernel.name], axis.bins, width, size, reach]
+        floats += [lo, scale, axis.bandwidth, kernel.support]
+    flat_edges = torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])
+    flat_tables = torch.cat(tables) if tables else torch.zeros(0, dtype=torch.float32)
+    return ints, floats, flat_edges, flat_tables
+
+
+def _prepare(x: Tensor, weight: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+    acc = accumulation_dtype(x.dtype)
+    x = x.to(acc).contiguous()
+    return x, None if weight is None else weight.to(acc).contiguous()
+
+
+def _forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
+    x, weight = _prepare(x, weight)
+    ints, floats, flat_edges, tables = _plan(x, edges, binning)
+    return torch.ops.softhist.soft_histogram(x, weight, flat_edges, tables, ints, floats)
+
+
+def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, needs):
+    need_x, need_w, need_h, need_edges = needs
+    x, weight = _prepare(x, weight)
+    ints, floats, flat_edges, tables = _plan(x, edges, binning, smooth_gradients=need_x or need_h)
+    flags = [int(need_x), int(need_w), int(need_h), *(int(n) for n in need_edges)]
+    grad = grad.to(x.dtype).contiguous()
+    grad_x, grad_w, grad_h, grad_e = torch.ops.softhist.soft_histogram_backward(
+        grad, x, weight, flat_edges, tables, ints, floats, flags
+    )
+    per_axis: List[Optional[Tensor]] = []
+    start = 0
+    for e, need in zip(edges, need_edges):
+        per_axis.append(grad_e[start : start + e.numel()] if need else None)
+        start += e.numel()
+    return (
+        grad_x if need_x else None,
+        grad_w if need_w else None,
+        grad_h if need_h else None,
+        per_axis,
+    )
+
+
+CPP_ENGINE = Engine(_forward, _backward)
+
+
+def soft_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], bandwidth: Tensor, binning: Binning) -> Tensor:
+    """``(rows, n, D)`` -> ``(rows, *bins)`` in the accumulation dtype, differentiable in every tensor."""
+    return SoftHistogramFunction.apply(x, weight, bandwidth, binning, CPP_ENGINE, *edges)
