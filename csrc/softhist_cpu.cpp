@@ -191,15 +191,42 @@ SOFTHIST_HOT void eval_pdf(int64_t kernel, const double* z, double* out, int64_t
   }
 }
 
-// Table rows: out[i, :] = tab[q_i, 0, :] + t_i * tab[q_i, 1, :] for a (Q, 2, W8) float table.
-SOFTHIST_HOT void lerp_rows(const float* tab, int64_t w8, const int32_t* q, const float* t, int64_t m, double* out) {
+// Table rows: out[i, :] = factor * (tab[q_i, 0, :] + t_i * tab[q_i, 1, :]) for a (Q, 2, W8) float table.
+SOFTHIST_HOT void lerp_rows(const float* tab, int64_t w8, const int32_t* q, const float* t, int64_t m, double factor, double* out) {
   for (int64_t i = 0; i < m; ++i) {
     const float* row = tab + int64_t(q[i]) * 2 * w8;
     const float ti = t[i];
     double* o = out + i * w8;
 #pragma omp simd
-    for (int64_t j = 0; j < w8; ++j) o[j] = double(row[j] + ti * row[w8 + j]);
+    for (int64_t j = 0; j < w8; ++j) o[j] = factor * double(row[j] + ti * row[w8 + j]);
   }
+}
+
+// Dot products with eight partial sums and a fixed tree at the end: they vectorize, and the
+// per-sample reductions stay short (a plain running sum is a chain of n dependent adds).
+inline double tree8(const double* acc) {
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+inline double dot(const double* a, const double* b, int64_t n) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+#pragma omp simd
+    for (int k = 0; k < 8; ++k) acc[k] += a[j + k] * b[j + k];
+  }
+  for (int k = 0; j < n; ++j, ++k) acc[k] += a[j] * b[j];
+  return tree8(acc);
+}
+
+// sum_j g[j] * (row[j] + t * row[w8 + j]) for a table row of w8 (a multiple of 8) columns.
+inline double lerp_dot(const double* g, const float* row, int64_t w8, float t) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t j = 0; j < w8; j += 8) {
+#pragma omp simd
+    for (int k = 0; k < 8; ++k) acc[k] += g[j + k] * double(row[j + k] + t * row[w8 + j + k]);
+  }
+  return tree8(acc);
 }
 
 // --------------------------------------------------------------------------------- the plan
@@ -207,6 +234,7 @@ enum Kind : int64_t { EXACT_UNIFORM = 0, EXACT_EDGES = 1, TABLE = 2 };
 constexpr int64_t INTS_PER_AXIS = 6;    // kind, kernel, bins, width, q, reach
 constexpr int64_t FLOATS_PER_AXIS = 4;  // lo, scale, bandwidth, support
 constexpr int64_t BLOCK = 256;          // samples whose windows are computed together
+constexpr int64_t LANES = 4;            // interleaved partial histograms of one-axis forwards
 
 struct Axis {
   int64_t kind, kernel, bins;
@@ -286,16 +314,17 @@ int64_t chunks_per_row(const Plan& p, int64_t doubles_per_chunk) {
 }
 
 // ------------------------------------------------------------------------------ the windows
-// One axis's windows for a block of samples: first stored bin, masses, and for the backward
-// pass the z values and densities (exact) or derivative rows (table).
+// One axis's windows for a block of samples: the first stored bin of each, and per window bin
+// its mass and, for the backward pass, the mass's derivatives in x and h (data units). Exact
+// axes also keep z and f(z) at the window edges (for edge gradients).
 struct AxisWindows {
   std::vector<int64_t> first;
-  std::vector<double> mass, z, cdf, dens, du, dhb;
+  std::vector<double> mass, dx, dh, z, cdf, dens;
   std::vector<int32_t> q;
   std::vector<float> t;
-  explicit AxisWindows(const Axis& a) : first(BLOCK), mass(BLOCK * a.cells), q(BLOCK), t(BLOCK) {
+  explicit AxisWindows(const Axis& a)
+      : first(BLOCK), mass(BLOCK * a.cells), dx(BLOCK * a.cells), dh(BLOCK * a.cells), q(BLOCK), t(BLOCK) {
     if (a.kind != TABLE) z.resize(BLOCK * a.width), cdf.resize(BLOCK * a.width), dens.resize(BLOCK * a.width);
-    else du.resize(BLOCK * a.cells), dhb.resize(BLOCK * a.cells);
   }
 };
 
@@ -303,73 +332,97 @@ struct Wants {
   bool mass, x, h, edges;
 };
 
-// Windows along axis d of samples [0, m) of `xs` (stride D); clears valid[i] for samples too
-// far from the range (or NaN) to put mass in any bin.
+// One coordinate of a block of samples (stride D), as float64.
 template <typename scalar_t>
-void axis_windows(const Axis& a, const scalar_t* xs, int64_t D, int64_t m, AxisWindows& w, uint8_t* valid, Wants want) {
-  const int64_t B = a.bins;
+void load_coordinates(const scalar_t* xs, int64_t D, int64_t m, double* out) {
+  for (int64_t i = 0; i < m; ++i) out[i] = double(xs[i * D]);
+}
+
+// Windows of m samples with coordinates xs along one axis; clears valid[i] for samples too far
+// from the range (or NaN) to put mass in any bin.
+SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisWindows& w, uint8_t* valid, Wants want) {
+  // Raw, unaliased pointers: stores through the vectors would make the compiler reload them.
+  int64_t* __restrict first = w.first.data();
+  const double B = double(a.bins), lo = a.lo, scale = a.scale;
   if (a.kind == TABLE) {
-    const double J = double(a.reach);
+    int32_t* __restrict q = w.q.data();
+    float* __restrict t = w.t.data();
+    const double J = double(a.reach), Q = double(a.q);
     for (int64_t i = 0; i < m; ++i) {
-      double u = (double(xs[i * D]) - a.lo) * a.scale;
-      bool ok = u >= -J && u < double(B) + J;  // false for NaN
+      double u = (xs[i] - lo) * scale;
+      bool ok = u >= -J && u < B + J;  // false for NaN
       u = ok ? u : 0.0;
-      double base = std::floor(u), g = (u - base) * double(a.q);
-      int32_t qi = std::min(int32_t(g), int32_t(a.q - 1));
-      w.first[i] = int64_t(base) + a.reach;  // (base - J) + pad
-      w.q[i] = qi;
-      w.t[i] = float(g - double(qi));
-      valid[i] &= ok;
+      double base = std::floor(u), g = (u - base) * Q;
+      int64_t qi = std::min(int64_t(g), a.q - 1);
+      first[i] = int64_t(base) + a.reach;  // bin base - J, stored 2J further
+      q[i] = int32_t(qi);
+      t[i] = float(g - double(qi));
+      valid[i] &= uint8_t(ok);
     }
-    if (want.mass) lerp_rows(a.mass, a.cells, w.q.data(), w.t.data(), m, w.mass.data());
-    if (want.x) lerp_rows(a.du, a.cells, w.q.data(), w.t.data(), m, w.du.data());
-    if (want.h) lerp_rows(a.dhb, a.cells, w.q.data(), w.t.data(), m, w.dhb.data());
+    if (want.mass) lerp_rows(a.mass, a.cells, q, t, m, 1.0, w.mass.data());
+    if (want.x) lerp_rows(a.du, a.cells, q, t, m, scale, w.dx.data());
+    if (want.h) lerp_rows(a.dhb, a.cells, q, t, m, scale, w.dh.data());
     return;
   }
-  const int64_t K = a.width;
-  const double inv_h = 1.0 / a.h;
-  double* z = w.z.data();
+  const int64_t K = a.width, C = a.cells;
+  double* __restrict z = w.z.data();
   if (a.kind == EXACT_UNIFORM) {
-    const double hb = a.h * a.scale, reach = a.support * hb, inv_hb = 1.0 / hb;
+    const double hb = a.h * scale, reach = a.support * hb, inv_hb = 1.0 / hb, last = double(a.bins + 1 - K);
     for (int64_t i = 0; i < m; ++i) {
-      double u = (double(xs[i * D]) - a.lo) * a.scale;
-      bool ok = u > -reach && u < double(B) + reach;
+      double u = (xs[i] - lo) * scale;
+      bool ok = u > -reach && u < B + reach;
       u = ok ? u : 0.0;
-      double s = clamp(std::floor(u - reach), 0.0, double(B + 1 - K));
-      w.first[i] = int64_t(s);
+      double s = clamp(std::floor(u - reach), 0.0, last);
+      first[i] = int64_t(s);
       for (int64_t p = 0; p < K; ++p) z[i * K + p] = (s + double(p) - u) * inv_hb;
-      valid[i] &= ok;
+      valid[i] &= uint8_t(ok);
     }
   } else {
     const double* e = a.edges;
-    const double reach = a.support * a.h;
+    const double reach = a.support * a.h, inv_h = 1.0 / a.h;
     for (int64_t i = 0; i < m; ++i) {
-      double v = double(xs[i * D]);
-      bool ok = v > e[0] - reach && v < e[B] + reach;
+      double v = xs[i];
+      bool ok = v > e[0] - reach && v < e[a.bins] + reach;
       v = ok ? v : e[0];
-      int64_t s = int64_t(std::upper_bound(e, e + B + 1, v - reach) - e) - 1;
-      s = std::min(std::max<int64_t>(s, 0), B + 1 - K);
-      w.first[i] = s;
+      int64_t s = int64_t(std::upper_bound(e, e + a.bins + 1, v - reach) - e) - 1;
+      s = std::min(std::max<int64_t>(s, 0), a.bins + 1 - K);
+      first[i] = s;
       for (int64_t p = 0; p < K; ++p) z[i * K + p] = (e[s + p] - v) * inv_h;
-      valid[i] &= ok;
+      valid[i] &= uint8_t(ok);
     }
   }
-  if (want.x || want.h || want.edges) eval_pdf(a.kernel, z, w.dens.data(), m * K);
-  if (want.mass) {
-    // F at the K edges, differenced into K - 1 bin masses.
-    double* F = w.cdf.data();
+  if (want.mass) {  // F at the K edges, differenced into K - 1 bin masses
+    double* __restrict F = w.cdf.data();
+    double* __restrict mass = w.mass.data();
     std::copy(z, z + m * K, F);
     eval_cdf(a.kernel, F, m * K);
     for (int64_t i = 0; i < m; ++i)
-      for (int64_t p = 0; p + 1 < K; ++p) w.mass[i * a.cells + p] = F[i * K + p + 1] - F[i * K + p];
+      for (int64_t p = 0; p + 1 < K; ++p) mass[i * C + p] = F[i * K + p + 1] - F[i * K + p];
+  }
+  if (want.x || want.h || want.edges) {
+    // With z = (e - x)/h: d mass_p/dx = -(f_{p+1} - f_p)/h, d mass_p/dh = -(z_{p+1} f_{p+1} - z_p f_p)/h.
+    double* __restrict f = w.dens.data();
+    double* __restrict dx = w.dx.data();
+    double* __restrict dh = w.dh.data();
+    eval_pdf(a.kernel, z, f, m * K);
+    const double inv_h = 1.0 / a.h;
+    for (int64_t i = 0; i < m; ++i) {
+      const double* zi = z + i * K;
+      const double* fi = f + i * K;
+      for (int64_t p = 0; p + 1 < K; ++p) {
+        dx[i * C + p] = -(fi[p + 1] - fi[p]) * inv_h;
+        dh[i * C + p] = -(zi[p + 1] * fi[p + 1] - zi[p] * fi[p]) * inv_h;
+      }
+    }
   }
 }
 
 // ----------------------------------------------------------------------------- the scatters
-SOFTHIST_HOT void scatter_1d(double* hist, const AxisWindows& w0, int64_t c0, const double* wt, const uint8_t* valid, int64_t m) {
+SOFTHIST_HOT void scatter_1d(double* hist, int64_t lane_size, const AxisWindows& w0, int64_t c0, const double* wt, const uint8_t* valid,
+                             int64_t m) {
   for (int64_t i = 0; i < m; ++i) {
     if (!valid[i]) continue;
-    double* h = hist + w0.first[i];
+    double* h = hist + (i % LANES) * lane_size + w0.first[i];
     const double* a = w0.mass.data() + i * c0;
     const double wi = wt[i];
 #pragma omp simd
@@ -391,6 +444,90 @@ SOFTHIST_HOT void scatter_2d(double* hist, int64_t stride0, const AxisWindows& w
       for (int64_t k = 0; k < c1; ++k) hr[k] += c * a1[k];
     }
   }
+}
+
+// One axis on a table (the common 1-D case), in one pass per sample: position, interpolated
+// masses, accumulation, skipping the window buffers.
+template <int W8>
+inline void table_row_add(double* h, const float* row, int64_t w8, float t, double w) {
+  const int64_t n = W8 ? W8 : w8;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) h[j] += w * double(row[j] + t * row[n + j]);
+}
+
+SOFTHIST_HOT void table_1d_forward(const Axis& a, const double* xs, const double* wt, int64_t m, double* hist, int64_t lane_size) {
+  const double J = double(a.reach), B = double(a.bins), Q = double(a.q);
+  const int64_t w8 = a.cells;
+  for (int64_t i = 0; i < m; ++i) {
+    double u = (xs[i] - a.lo) * a.scale;
+    if (!(u >= -J && u < B + J)) continue;  // NaN, or too far to reach a bin
+    double base = std::floor(u), g = (u - base) * Q;
+    int64_t qi = std::min(int64_t(g), a.q - 1);
+    const float* row = a.mass + qi * 2 * w8;
+    double* h = hist + (i % LANES) * lane_size + int64_t(base) + a.reach;  // bin base - J, stored 2J further
+    const float t = float(g - double(qi));
+    if (w8 == 8) table_row_add<8>(h, row, w8, t, wt[i]);
+    else table_row_add<0>(h, row, w8, t, wt[i]);
+  }
+}
+
+// Its backward: per sample, the dot of the cells' gradients with an interpolated row (dL/dx,
+// dL/dw, dL/dh), in float64. Two sweeps: eight partial sums per sample into P, then their sums;
+// short dependency chains let many samples be in flight.
+SOFTHIST_HOT void table_1d_dots(const Axis& a, const AxisWindows& w, const float* tab, const double* g, int64_t m, double* P, double* out) {
+  const int64_t w8 = a.cells;
+  for (int64_t i = 0; i < m; ++i) {
+    const double* G = g + w.first[i];
+    const float* row = tab + int64_t(w.q[i]) * 2 * w8;
+    const float t = w.t[i];
+    double* acc = P + 8 * i;
+#pragma omp simd
+    for (int k = 0; k < 8; ++k) acc[k] = G[k] * double(row[k] + t * row[w8 + k]);
+    for (int64_t j = 8; j < w8; j += 8) {
+#pragma omp simd
+      for (int k = 0; k < 8; ++k) acc[k] += G[j + k] * double(row[j + k] + t * row[w8 + j + k]);
+    }
+  }
+  for (int64_t i = 0; i < m; ++i) out[i] = tree8(P + 8 * i);
+}
+
+// With many samples per bin, the backward of a one-axis table is cheaper through gradient tables:
+// GV[n, q] = sum_j G[n + j] * row_q[j] at every grid point (stored base bin n, sub-position q),
+// after which each sample interpolates two values instead of dotting a row. Same values: the
+// rows are linear in q between grid points, so the interpolation commutes with the dot product.
+SOFTHIST_HOT void gradient_table(const Axis& a, const float* tab, const double* g, double* gv) {
+  const int64_t w8 = a.cells, Q = a.q, span = a.bins + 2 * a.reach;
+  torch::stable::parallel_for(0, span, 16, [&](int64_t n0, int64_t n1) {
+    std::vector<double> row(w8);
+    for (int64_t n = n0; n < n1; ++n) {
+      const double* G = g + n;
+      for (int64_t q = 0; q <= Q; ++q) {
+        const float* r = tab + std::min(q, Q - 1) * 2 * w8;
+        const float t = q == Q ? 1.0f : 0.0f;
+        gv[n * (Q + 1) + q] = lerp_dot(G, r, w8, t);
+      }
+    }
+  });
+}
+
+SOFTHIST_HOT void gtable_1d_backward(const Axis& a, const double* xs, const double* wt, int64_t m, const double* gvx, const double* gvw,
+                                     const double* gvh, double* gx, double* gw, double* gh) {
+  const double J = double(a.reach), B = double(a.bins), Q = double(a.q);
+  const int64_t stride = a.q + 1;
+  double sum_h = 0.0;
+  for (int64_t i = 0; i < m; ++i) {
+    double u = (xs[i] - a.lo) * a.scale;
+    const bool ok = u >= -J && u < B + J;
+    u = ok ? u : 0.0;
+    double base = std::floor(u), g_pos = (u - base) * Q;
+    int64_t qi = std::min(int64_t(g_pos), a.q - 1);
+    const double t = g_pos - double(qi), w = ok ? wt[i] : 0.0;
+    const int64_t k = (int64_t(base) + a.reach) * stride + qi;
+    if (gvx) gx[i] = w * a.scale * (gvx[k] + t * (gvx[k + 1] - gvx[k]));
+    if (gvw) gw[i] = ok ? gvw[k] + t * (gvw[k + 1] - gvw[k]) : 0.0;
+    if (gvh) sum_h += w * a.scale * (gvh[k] + t * (gvh[k + 1] - gvh[k]));
+  }
+  *gh += sum_h;
 }
 
 // Any D: each sample's window cells as an outer product, added at precomputed cell offsets.
@@ -445,8 +582,11 @@ void block_weights(const scalar_t* w, int64_t m, double* out) {
 // ------------------------------------------------------------------------------- forward op
 template <typename scalar_t>
 Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const Plan& p) {
-  const int64_t chunks = chunks_per_row(p, p.stored), units = p.rows * chunks, D = p.dims;
-  std::unique_ptr<double[]> partial(new double[units * p.stored]);  // each unit zeroes its own
+  // One-axis histograms keep LANES interleaved copies per chunk (sample i adds into copy i % LANES):
+  // consecutive samples then rarely update overlapping cells, whose stores stall the next loads.
+  const int64_t D = p.dims, lanes = D == 1 ? LANES : 1, size = lanes * p.stored;
+  const int64_t chunks = chunks_per_row(p, size), units = p.rows * chunks;
+  std::unique_ptr<double[]> partial(new double[units * size]);  // each unit zeroes its own
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const scalar_t* wp = weight ? weight->const_data_ptr<scalar_t>() : nullptr;
   const std::vector<int64_t> offsets = D > 2 ? window_offsets(p) : std::vector<int64_t>{};
@@ -454,18 +594,26 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
     std::vector<AxisWindows> ws;
     for (const Axis& a : p.axes) ws.emplace_back(a);
     std::vector<uint8_t> valid(BLOCK);
-    std::vector<double> wt(BLOCK), vals(offsets.size() + 1);
+    std::vector<double> wt(BLOCK), coords(BLOCK), vals(offsets.size() + 1);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = u / chunks, k = u % chunks;
-      double* hist = partial.get() + u * p.stored;
-      std::fill(hist, hist + p.stored, 0.0);
+      double* hist = partial.get() + u * size;
+      std::fill(hist, hist + size, 0.0);
       const int64_t begin = row * p.n + k * p.n / chunks, end = row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += BLOCK) {
         const int64_t m = std::min(BLOCK, end - a);
-        std::fill(valid.begin(), valid.begin() + m, uint8_t(1));
-        for (int64_t d = 0; d < D; ++d) axis_windows(p.axes[d], xp + a * D + d, D, m, ws[d], valid.data(), {true, false, false, false});
         block_weights(wp ? wp + a : nullptr, m, wt.data());
-        if (D == 1) scatter_1d(hist, ws[0], p.axes[0].cells, wt.data(), valid.data(), m);
+        if (D == 1 && p.axes[0].kind == TABLE) {
+          load_coordinates(xp + a, 1, m, coords.data());
+          table_1d_forward(p.axes[0], coords.data(), wt.data(), m, hist, p.stored);
+          continue;
+        }
+        std::fill(valid.begin(), valid.begin() + m, uint8_t(1));
+        for (int64_t d = 0; d < D; ++d) {
+          load_coordinates(xp + a * D + d, D, m, coords.data());
+          axis_windows(p.axes[d], coords.data(), m, ws[d], valid.data(), {true, false, false, false});
+        }
+        if (D == 1) scatter_1d(hist, p.stored, ws[0], p.axes[0].cells, wt.data(), valid.data(), m);
         else if (D == 2) scatter_2d(hist, p.strides[0], ws[0], p.axes[0].cells, ws[1], p.axes[1].cells, wt.data(), valid.data(), m);
         else scatter_nd(hist, p, ws, offsets, wt.data(), valid.data(), m, vals);
       }
@@ -480,9 +628,9 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   torch::stable::parallel_for(0, p.rows * p.cells, 4096, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t row = c / p.cells;
-      const double* src = partial.get() + row * chunks * p.stored + crop[c % p.cells];
+      const double* src = partial.get() + row * chunks * size + crop[c % p.cells];
       double s = 0.0;
-      for (int64_t k = 0; k < chunks; ++k) s += src[k * p.stored];
+      for (int64_t k = 0; k < chunks * lanes; ++k) s += src[k * p.stored];
       op[c] = scalar_t(s);
     }
   });
@@ -500,19 +648,20 @@ Tensor soft_histogram(Tensor x, std::optional<Tensor> weight, Tensor edges, Tens
 }
 
 // ------------------------------------------------------------------------------ backward op
-// A_d for one sample: dA[d][k] = sum over its window cells with k_d = k of G * prod_{e != d} a_e.
+// A_d for one sample: A[d][k] = sum over its window cells with k_d = k of G * prod_{e != d} a_e.
+// With one axis, A[0] points into the gradient itself; otherwise it is computed into dA.
 void cell_gradients(const Plan& p, const double* g, const std::vector<AxisWindows>& ws, int64_t i,
-                    std::vector<std::vector<double>>& dA, std::vector<double>& prefix) {
+                    std::vector<std::vector<double>>& dA, std::vector<double>& prefix, const double** A) {
   const int64_t D = p.dims;
   int64_t base = 0;
-  for (int64_t d = 0; d < D; ++d) {
-    base += ws[d].first[i] * p.strides[d];
-    std::fill(dA[d].begin(), dA[d].begin() + p.axes[d].cells, 0.0);
-  }
+  for (int64_t d = 0; d < D; ++d) base += ws[d].first[i] * p.strides[d];
   if (D == 1) {
-    const double* gr = g + base;
-    for (int64_t j = 0; j < p.axes[0].cells; ++j) dA[0][j] = gr[j];
+    A[0] = g + base;
     return;
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    std::fill(dA[d].begin(), dA[d].begin() + p.axes[d].cells, 0.0);
+    A[d] = dA[d].data();
   }
   if (D == 2) {
     const int64_t c0 = p.axes[0].cells, c1 = p.axes[1].cells;
@@ -555,18 +704,89 @@ void cell_gradients(const Plan& p, const double* g, const std::vector<AxisWindow
   }
 }
 
+struct Needs {
+  bool x, w, h;
+  std::vector<uint8_t> edges;        // per axis
+  std::vector<int64_t> edge_offset;  // of each axis's edges in the edge gradient
+};
+
+// The backward pass of m samples whose windows are in ws: dL/dx (m, D) and dL/dw (m,) into gx
+// and gw, dL/dh (D,) and dL/dedges added into gh and ge. Each is a dot of A_d (above) with the
+// per-bin mass, dx or dh rows. Two axes without edge gradients skip A_0: with
+// U[k] = sum_j a0_j G[j][k] and X[k] = sum_j dx0_j G[j][k] (vector accumulations),
+// dL/dx_0 = w sum_k a1_k X[k], dL/dx_1 = w sum_k dx1_k U[k], dL/dw = sum_k a1_k U[k].
+SOFTHIST_HOT void backward_block(const Plan& p, const double* grow, const std::vector<AxisWindows>& ws, const double* wt,
+                                 const uint8_t* valid, int64_t m, const Needs& need, double* gx, double* gw, double* gh,
+                                 double* ge, std::vector<std::vector<double>>& dA, std::vector<double>& prefix) {
+  const int64_t D = p.dims;
+  const double* As[8];
+  std::vector<const double*> many(D > 8 ? D : 0);
+  const double** A_of = D > 8 ? many.data() : As;
+  bool any_edges = false;
+  for (int64_t d = 0; d < D; ++d) any_edges = any_edges || need.edges[d];
+  for (int64_t i = 0; i < m; ++i) {
+    if (!valid[i]) {
+      for (int64_t d = 0; d < D; ++d) gx[i * D + d] = 0.0;
+      gw[i] = 0.0;
+      continue;
+    }
+    const double w = wt[i];
+    if (D == 2 && !any_edges) {
+      const int64_t c0 = p.axes[0].cells, c1 = p.axes[1].cells;
+      const double *a0 = ws[0].mass.data() + i * c0, *x0 = ws[0].dx.data() + i * c0, *h0 = ws[0].dh.data() + i * c0;
+      const double *a1 = ws[1].mass.data() + i * c1, *x1 = ws[1].dx.data() + i * c1, *h1 = ws[1].dh.data() + i * c1;
+      double* U = dA[0].data();
+      double* X = dA[1].data();
+      double* H = prefix.data();
+      std::fill(U, U + c1, 0.0), std::fill(X, X + c1, 0.0), std::fill(H, H + c1, 0.0);
+      const double* G = grow + ws[0].first[i] * p.strides[0] + ws[1].first[i];
+      for (int64_t j = 0; j < c0; ++j) {
+        const double* gr = G + j * p.strides[0];
+        const double aj = a0[j], xj = need.x ? x0[j] : 0.0, hj = need.h ? h0[j] : 0.0;
+#pragma omp simd
+        for (int64_t k = 0; k < c1; ++k) {
+          U[k] += aj * gr[k];
+          X[k] += xj * gr[k];
+          H[k] += hj * gr[k];
+        }
+      }
+      gw[i] = dot(a1, U, c1);
+      gx[i * 2] = need.x ? w * dot(a1, X, c1) : 0.0;
+      gx[i * 2 + 1] = need.x ? w * dot(x1, U, c1) : 0.0;
+      if (need.h) gh[0] += w * dot(a1, H, c1), gh[1] += w * dot(h1, U, c1);
+      continue;
+    }
+    cell_gradients(p, grow, ws, i, dA, prefix, A_of);
+    gw[i] = need.w ? dot(A_of[0], ws[0].mass.data() + i * p.axes[0].cells, p.axes[0].cells) : 0.0;
+    for (int64_t d = 0; d < D; ++d) {
+      const Axis& ax = p.axes[d];
+      const double* A = A_of[d];
+      const int64_t C = ax.cells;
+      gx[i * D + d] = need.x ? w * dot(A, ws[d].dx.data() + i * C, C) : 0.0;
+      if (need.h) gh[d] += w * dot(A, ws[d].dh.data() + i * C, C);
+      if (need.edges[d]) {  // dL/de_p = (w/h) (A[p-1] - A[p]) f(z_p)
+        const int64_t K = ax.width;
+        const double* f = ws[d].dens.data() + i * K;
+        double* edge_grad = ge + need.edge_offset[d] + ws[d].first[i];
+        const double c = w / ax.h;
+        for (int64_t q = 0; q < K; ++q) edge_grad[q] += c * ((q > 0 ? A[q - 1] : 0.0) - (q + 1 < K ? A[q] : 0.0)) * f[q];
+      }
+    }
+  }
+}
+
 template <typename scalar_t>
 std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, const Tensor& x, const std::optional<Tensor>& weight,
-                                                         const Plan& p, const std::vector<int64_t>& needs) {
+                                                         const Plan& p, const std::vector<int64_t>& flags) {
   const int64_t D = p.dims;
-  const bool need_x = needs[0], need_w = needs[1], need_h = needs[2];
-  std::vector<bool> need_e(D);
+  Needs need{bool(flags[0]), bool(flags[1]), bool(flags[2]), std::vector<uint8_t>(D), std::vector<int64_t>(D)};
   int64_t edge_total = 0;
-  std::vector<int64_t> edge_offset(D, 0);
+  bool any_edges = false;
   for (int64_t d = 0; d < D; ++d) {
-    need_e[d] = needs[3 + d];
-    STD_TORCH_CHECK(!need_e[d] || p.axes[d].kind != TABLE, "softhist: edge gradients need an exact axis");
-    edge_offset[d] = edge_total;
+    need.edges[d] = flags[3 + d] != 0;
+    STD_TORCH_CHECK(!need.edges[d] || p.axes[d].kind != TABLE, "softhist: edge gradients need an exact axis");
+    any_edges = any_edges || need.edges[d];
+    need.edge_offset[d] = edge_total;
     edge_total += p.axes[d].bins + 1;
   }
   // The cells' gradients, padded like the stored histogram, in float64.
@@ -577,87 +797,84 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     for (int64_t r = 0; r < p.rows; ++r)
       for (int64_t c = 0; c < p.cells; ++c) g[r * p.stored + crop[c]] = double(gp[r * p.cells + c]);
   }
-  const int64_t per_unit = D + (edge_total + 1);
+  const int64_t per_unit = D + edge_total;  // per unit: grad_h (D), then grad_edges
   const int64_t chunks = chunks_per_row(p, per_unit), units = p.rows * chunks;
-  std::vector<double> partial(units * per_unit, 0.0);  // per unit: grad_h (D), then grad_edges
-  Tensor grad_x = torch::stable::new_empty(x, {need_x ? p.rows * p.n * D : 0});
-  Tensor grad_w = torch::stable::new_empty(x, {need_w ? p.rows * p.n : 0});
-  scalar_t* gx = need_x ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
-  scalar_t* gw = need_w ? grad_w.mutable_data_ptr<scalar_t>() : nullptr;
+  std::vector<double> partial(units * per_unit, 0.0);
+  Tensor grad_x = torch::stable::new_empty(x, {need.x ? p.rows * p.n * D : 0});
+  Tensor grad_w = torch::stable::new_empty(x, {need.w ? p.rows * p.n : 0});
+  scalar_t* gx = need.x ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
+  scalar_t* gw = need.w ? grad_w.mutable_data_ptr<scalar_t>() : nullptr;
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const scalar_t* wp = weight ? weight->const_data_ptr<scalar_t>() : nullptr;
-  bool any_edges = false;
-  for (bool e : need_e) any_edges = any_edges || e;
-  const Wants want{D > 1 || need_w, need_x, need_h, any_edges};
+  const bool masses = D > 1 || need.w;
+  // Gradient tables for one table axis, when building them costs less than the per-sample dots.
+  const Axis& a0 = p.axes[0];
+  const int64_t gv_size = a0.kind == TABLE ? (a0.bins + 2 * a0.reach) * (a0.q + 1) : 0;
+  const bool gtable = D == 1 && a0.kind == TABLE && 4 * p.rows * gv_size <= p.rows * p.n && gv_size <= (int64_t(1) << 21);
+  std::vector<double> gvs(gtable ? 3 * p.rows * gv_size : 0);
+  if (gtable) {
+    for (int64_t r = 0; r < p.rows; ++r) {
+      double* gv = gvs.data() + 3 * r * gv_size;
+      if (need.x) gradient_table(a0, a0.du, g.data() + r * p.stored, gv);
+      if (need.w) gradient_table(a0, a0.mass, g.data() + r * p.stored, gv + gv_size);
+      if (need.h) gradient_table(a0, a0.dhb, g.data() + r * p.stored, gv + 2 * gv_size);
+    }
+  }
 
   torch::stable::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
     std::vector<std::vector<double>> dA;
-    for (const Axis& a : p.axes) ws.emplace_back(a), dA.emplace_back(a.cells + 1, 0.0);
+    int64_t widest = 0;
+    for (const Axis& a : p.axes) widest = std::max(widest, a.cells);
+    for (const Axis& a : p.axes) ws.emplace_back(a), dA.emplace_back(widest + 1, 0.0);
     std::vector<uint8_t> valid(BLOCK);
-    std::vector<double> wt(BLOCK), prefix(D + 1);
+    std::vector<double> wt(BLOCK), coords(BLOCK), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(BLOCK * D), block_gw(BLOCK);
+    std::vector<double> dots(8 * BLOCK), block_gh(BLOCK);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = u / chunks, k = u % chunks;
       double* gh = partial.data() + u * per_unit;
-      double* ge = gh + D;
       const double* grow = g.data() + row * p.stored;
       const int64_t begin = row * p.n + k * p.n / chunks, end = row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += BLOCK) {
         const int64_t m = std::min(BLOCK, end - a);
-        std::fill(valid.begin(), valid.begin() + m, uint8_t(1));
-        for (int64_t d = 0; d < D; ++d)
-          axis_windows(p.axes[d], xp + a * D + d, D, m, ws[d], valid.data(), {want.mass, want.x, want.h, bool(need_e[d])});
         block_weights(wp ? wp + a : nullptr, m, wt.data());
-        for (int64_t i = 0; i < m; ++i) {
-          const int64_t s = a + i;
-          if (!valid[i]) {
-            if (need_x) for (int64_t d = 0; d < D; ++d) gx[s * D + d] = scalar_t(0);
-            if (need_w) gw[s] = scalar_t(0);
-            continue;
+        if (gtable) {
+          load_coordinates(xp + a, 1, m, coords.data());
+          const double* gv = gvs.data() + 3 * row * gv_size;
+          gtable_1d_backward(a0, coords.data(), wt.data(), m, need.x ? gv : nullptr, need.w ? gv + gv_size : nullptr,
+                             need.h ? gv + 2 * gv_size : nullptr, block_gx.data(), block_gw.data(), gh);
+        } else if (D == 1 && a0.kind == TABLE) {
+          std::fill(valid.begin(), valid.begin() + m, uint8_t(1));
+          load_coordinates(xp + a, 1, m, coords.data());
+          axis_windows(a0, coords.data(), m, ws[0], valid.data(), {false, false, false, false});
+          double* out = block_gx.data();
+          if (need.x) table_1d_dots(a0, ws[0], a0.du, grow, m, dots.data(), out);
+          if (need.w) table_1d_dots(a0, ws[0], a0.mass, grow, m, dots.data(), block_gw.data());
+          for (int64_t i = 0; i < m; ++i) {
+            const double scale = valid[i] ? wt[i] * a0.scale : 0.0;
+            block_gx[i] *= scale;
+            block_gw[i] = valid[i] ? block_gw[i] : 0.0;
           }
-          cell_gradients(p, grow, ws, i, dA, prefix);
-          if (need_w) {
-            const int64_t c0 = p.axes[0].cells;
-            const double* a0 = ws[0].mass.data() + i * c0;
-            double sw = 0.0;
-            for (int64_t j = 0; j < c0; ++j) sw += dA[0][j] * a0[j];
-            gw[s] = scalar_t(sw);
+          if (need.h) {
+            table_1d_dots(a0, ws[0], a0.dhb, grow, m, dots.data(), block_gh.data());
+            for (int64_t i = 0; i < m; ++i) gh[0] += valid[i] ? block_gh[i] * wt[i] * a0.scale : 0.0;
           }
+        } else {
+          std::fill(valid.begin(), valid.begin() + m, uint8_t(1));
           for (int64_t d = 0; d < D; ++d) {
-            const Axis& ax = p.axes[d];
-            const double* A = dA[d].data();
-            double sx = 0.0, sh = 0.0;
-            if (ax.kind == TABLE) {
-              const double* du = ws[d].du.data() + i * ax.cells;
-              const double* dh = ws[d].dhb.data() + i * ax.cells;
-              if (need_x) for (int64_t j = 0; j < ax.cells; ++j) sx += A[j] * du[j];
-              if (need_h) for (int64_t j = 0; j < ax.cells; ++j) sh += A[j] * dh[j];
-              sx *= wt[i] * ax.scale;
-              sh *= wt[i] * ax.scale;
-            } else if (need_x || need_h || need_e[d]) {
-              const int64_t K = ax.width;
-              const double* z = ws[d].z.data() + i * K;
-              const double* f = ws[d].dens.data() + i * K;
-              const double c = wt[i] / ax.h;
-              double* edge_grad = ge + edge_offset[d] + ws[d].first[i];
-              for (int64_t q = 0; q < K; ++q) {
-                const double dF = (q > 0 ? A[q - 1] : 0.0) - (q + 1 < K ? A[q] : 0.0);
-                const double dz = c * dF * f[q];  // dL/dz_q / h
-                sx -= dz;
-                sh -= dz * z[q];
-                if (need_e[d]) edge_grad[q] += dz;
-              }
-            }
-            if (need_x) gx[s * D + d] = scalar_t(sx);
-            if (need_h) gh[d] += sh;
+            load_coordinates(xp + a * D + d, D, m, coords.data());
+            axis_windows(p.axes[d], coords.data(), m, ws[d], valid.data(), {masses, need.x, need.h, bool(need.edges[d])});
           }
+          backward_block(p, grow, ws, wt.data(), valid.data(), m, need, block_gx.data(), block_gw.data(), gh, gh + D, dA, prefix);
         }
+        if (gx) for (int64_t i = 0; i < m * D; ++i) gx[a * D + i] = scalar_t(block_gx[i]);
+        if (gw) for (int64_t i = 0; i < m; ++i) gw[a + i] = scalar_t(block_gw[i]);
       }
     }
   });
-  Tensor grad_h = torch::stable::new_zeros(x, {need_h ? D : 0}, ScalarType::Double);
+  Tensor grad_h = torch::stable::new_zeros(x, {need.h ? D : 0}, ScalarType::Double);
   Tensor grad_e = torch::stable::new_zeros(x, {any_edges ? edge_total : 0}, ScalarType::Double);
-  double* hp = need_h ? grad_h.mutable_data_ptr<double>() : nullptr;
+  double* hp = need.h ? grad_h.mutable_data_ptr<double>() : nullptr;
   double* ep = any_edges ? grad_e.mutable_data_ptr<double>() : nullptr;
   for (int64_t u = 0; u < units; ++u) {  // unit order: deterministic
     const double* src = partial.data() + u * per_unit;

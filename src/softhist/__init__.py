@@ -1,7 +1,7 @@
 """softhist: differentiable histograms for PyTorch."""
 
 from . import nn
-from .histogram import histc, histogram, histogram2d, histogramdd
+from .histogram import backends, histc, histogram, histogram2d, histogramdd
 from .kernels import KERNELS
 from .losses import entropy, histogram_matching_loss, js_divergence, kl_divergence, mutual_information, wasserstein
 
@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 __all__ = [
     "KERNELS",
     "__version__",
+    "backends",
     "entropy",
     "histc",
     "histogram",

@@ -46,6 +46,7 @@ _TABLE_MAX_Q = 8192
 _TABLE_MAX_POINTS = 1 << 23  # two float64 grids of 64 MiB
 _TABLE_CACHED_POINTS = 1 << 21  # two float64 grids of 16 MiB: about what stays in cache
 _TABLE_TOLERANCE = 2.0**-24
+_GRADIENT_TOLERANCE = 2.0**-21
 
 
 @dataclass(frozen=True)
@@ -431,6 +432,10 @@ def _plan_table(x: Tensor, binning: Binning) -> Optional[_Table]:
     ratio = 1.0 / (axis.scale * axis.bandwidth)  # bin width in kernel std units
     # Linear interpolation error <= (1/Q)^2/8 * max|c''|, with |c''| <= 2 r^2 max|f'|.
     q = max(16, math.ceil(ratio * math.sqrt(kernel.pdf_slope / (4.0 * _TABLE_TOLERANCE))))
+    if math.isfinite(kernel.pdf_curvature):
+        # The gradient tables' error is bounded the same way by max|f''|, relative to the peak density.
+        peak = float(kernel.pdf(torch.zeros((), dtype=torch.float64)))
+        q = max(q, math.ceil(ratio * math.sqrt(kernel.pdf_curvature / (4.0 * _GRADIENT_TOLERANCE * peak))))
     reach = math.ceil(kernel.support / ratio) + 1
     # Grid points cost about a quarter of a window element each while the grids stay in cache,
     # and about two once they do not (measured on CPU: 8M points for 1M samples into 4096 bins
@@ -466,6 +471,9 @@ def _table_values(table: _Table, axis: Axis, kernel: Kernel, dtype: torch.dtype,
 def _table_positions(xc: Tensor, table: _Table, bins: int) -> Tuple[Tensor, Tensor, Tensor]:
     """Global sub-grid index ``k``, interpolation weight ``t`` and validity of each sample.
 
+    Computed in float64: in float32 a grid of a million points places samples only to ~1/30 of
+    a point, which costs gradients ~1e-5 of relative accuracy.
+
     Invalid samples (NaN, or too far from the range to reach it) get ``k = span``,
     the row's last grid point, which lies past every bin's support.
     """
@@ -489,7 +497,7 @@ def _table_forward(x: Tensor, weight: Optional[Tensor], axis: Axis, kernel: Kern
     flat_x = x.reshape(-1)
     flat_w = None if weight is None else weight.reshape(-1)
     for start, end in _chunks(flat_x.numel(), _CHUNK_ELEMENTS):
-        k, t, valid = _table_positions(flat_x[start:end].to(accumulation_dtype(x.dtype)), table, axis.bins)
+        k, t, valid = _table_positions(flat_x[start:end].to(_SUM_DTYPE), table, axis.bins)
         if rows > 1:
             k += _row_offsets(start, end, n, stride, x.device)
         if flat_w is None:
@@ -533,11 +541,13 @@ def _table_backward(
     base_bins = bins + 2 * table.pad
     margin = table.pad + table.reach
     # g_near[r, n, j] = grad of the bin at offset j from base bin n.
-    g_near = nnf.pad(grad.to(acc), (margin, margin)).unfold(1, table.width, 1)[:, :base_bins]
+    # Per-point values and their interpolation in float64: a float32 dot of W terms per point
+    # errs by ~1e-5 relative on gradients that cancel.
+    g_near = nnf.pad(grad.to(_SUM_DTYPE), (margin, margin)).unfold(1, table.width, 1)[:, :base_bins]
 
     def per_grid_point(what: str) -> Tensor:
         # Chain rule on the sub-grid: (rows, base_bins, W) @ (W, Q), plus the dropped last point.
-        values = g_near @ _table_values(table, axis, kernel, acc, x.device, what).T
+        values = g_near @ _table_values(table, axis, kernel, _SUM_DTYPE, x.device, what).T
         # Zeros for each row's last point, plus one so invalid samples' k + 1 stays in bounds.
         return nnf.pad(nnf.pad(values.reshape(rows, -1), (0, 1)).reshape(-1), (0, 1))
 
@@ -552,11 +562,11 @@ def _table_backward(
     grad_h = torch.zeros((), dtype=_SUM_DTYPE, device=x.device) if need_h else None
 
     def lerp(values: Tensor, k: Tensor, t: Tensor) -> Tensor:
-        return torch.lerp(values.index_select(0, k), values.index_select(0, k + 1), t)
+        return torch.lerp(values.index_select(0, k), values.index_select(0, k + 1), t.to(_SUM_DTYPE)).to(acc)
 
     for start, end in _chunks(flat_x.numel(), _CHUNK_ELEMENTS):
         # Invalid samples sit on a zero grid point, so they get zero gradients unmasked.
-        k, t, valid = _table_positions(flat_x[start:end].to(acc), table, bins)
+        k, t, valid = _table_positions(flat_x[start:end].to(_SUM_DTYPE), table, bins)
         wc = None if flat_w is None else torch.where(valid, flat_w[start:end].to(acc), 0.0)
         if rows > 1:
             k += _row_offsets(start, end, n, stride, x.device)

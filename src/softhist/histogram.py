@@ -10,28 +10,28 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import TYPE_CHECKING, List, Literal, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import _torch_backend
+from . import _cpp_backend, _torch_backend
 from ._torch_backend import Axis, Binning, accumulation_dtype
 from .kernels import KernelName, get_kernel
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
-__all__ = ["histc", "histogram", "histogram2d", "histogramdd"]
+__all__ = ["backends", "histc", "histogram", "histogram2d", "histogramdd"]
 
 Mode = Literal["soft", "hard", "straight_through"]
-BackendName = Literal["auto", "torch", "triton"]
+BackendName = Literal["auto", "torch", "cpp", "triton"]
 Bandwidth = Union[float, Tensor, None]
 Dim = Union[int, Sequence[int], None]
 
 MODES = ("soft", "hard", "straight_through")
-BACKENDS = ("auto", "torch", "triton")
+BACKENDS = ("auto", "torch", "cpp", "triton")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -134,29 +134,68 @@ def _resolve_bandwidth(
 def _select_backend(x: Tensor, backend: str):
     """The one place that decides which engine runs.
 
-    ``"auto"`` takes the fused Triton kernels for CUDA tensors when Triton is installed,
-    and the torch engine otherwise. ``"triton"`` never falls back: it raises if the
-    kernels cannot run on ``x``.
+    ``"auto"`` takes the native C++ kernels for CPU tensors and the fused Triton kernels for
+    CUDA tensors, where they are available, and the torch engine otherwise (saying once why,
+    when the native kernels are missing). ``"cpp"`` and ``"triton"`` never fall back: they
+    raise if their kernels cannot run on ``x``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
-    if backend == "torch" or (backend == "auto" and not x.is_cuda):
+    if backend == "torch":
         return _torch_backend
-    try:
-        from . import _triton_backend
-    except ImportError as error:
+    if backend == "cpp" or (backend == "auto" and x.device.type == "cpu"):
+        reason = _cpp_backend.unavailable_reason()
+        if reason is None and x.device.type == "cpu":
+            return _cpp_backend
         if backend == "auto":
+            _say_once(f"{reason}; CPU histograms run on the slower torch engine (see the README's \"Installing\")")
             return _torch_backend
         raise ValueError(
-            f"backend='triton' needs the triton package ({error}); install it with "
-            "`pip install softhist[triton]`, or use backend='auto' or 'torch'"
-        ) from None
-    reason = _triton_backend.unavailable_reason(x)
+            f"backend='cpp' cannot run here: {reason or f'the input is on {x.device}, the native kernels take CPU tensors'}; "
+            "use backend='auto' or 'torch'"
+        )
+    if backend == "auto" and not x.is_cuda:
+        return _torch_backend
+    reason = _triton_unavailable_reason(x)
     if reason is None:
+        from . import _triton_backend
+
         return _triton_backend
     if backend == "auto":
         return _torch_backend
     raise ValueError(f"backend='triton' cannot run here: {reason}; use backend='auto' or 'torch'")
+
+
+def _triton_unavailable_reason(x: Optional[Tensor]) -> Optional[str]:
+    try:
+        from . import _triton_backend
+    except ImportError as error:
+        return f"it needs the triton package ({error}); install it with `pip install softhist[triton]`"
+    return None if x is None else _triton_backend.unavailable_reason(x)
+
+
+_SAID: set = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        warnings.warn(f"softhist: {message}", RuntimeWarning, stacklevel=4)
+
+
+def backends() -> Dict[str, Optional[str]]:
+    """Which engines can run in this process: ``{name: None}`` where one can, else why not.
+
+    Example:
+        >>> import softhist
+        >>> softhist.backends()["torch"] is None
+        True
+    """
+    return {
+        "torch": None,
+        "cpp": _cpp_backend.unavailable_reason(),
+        "triton": _triton_unavailable_reason(None) or (None if torch.cuda.is_available() else "no CUDA device"),
+    }
 
 
 # --------------------------------------------------------------------------- shapes
@@ -377,8 +416,9 @@ def histc(
         weight: per-sample weights, same shape as ``input``, differentiable.
         dim: the sample dimensions; the others are batch dimensions kept in
             front of the bins axis. ``None``: all dimensions.
-        backend: ``"auto"`` (fused Triton kernels for CUDA tensors, the torch
-            engine elsewhere), ``"torch"`` or ``"triton"``.
+        backend: ``"auto"`` (the native C++ kernels for CPU tensors and the fused
+            Triton kernels for CUDA tensors where available, the torch engine
+            elsewhere), ``"cpp"``, ``"triton"`` or ``"torch"``.
         group: a ``torch.distributed`` process group: return the histogram of
             every rank's samples (see "Beyond one machine" in the README).
             ``None``: this process's samples only.
