@@ -295,6 +295,7 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
     p.axes.push_back(a);
   }
   STD_TORCH_CHECK(edges_used == edges.numel() && table_used <= tables.numel(), "softhist: edges or tables do not match the plan");
+  for (const Axis& a : p.axes) STD_TORCH_CHECK(a.extent < (int64_t(1) << 30), "softhist: at most 2^30 bins per axis");
   p.strides.assign(p.dims, 1);
   for (int64_t d = p.dims - 1; d >= 0; --d) {
     p.strides[d] = p.stored;
@@ -318,7 +319,7 @@ int64_t chunks_per_row(const Plan& p, int64_t doubles_per_chunk) {
 // its mass and, for the backward pass, the mass's derivatives in x and h (data units). Exact
 // axes also keep z and f(z) at the window edges (for edge gradients).
 struct AxisWindows {
-  std::vector<int64_t> first;
+  std::vector<int32_t> first;
   std::vector<double> mass, dx, dh, z, cdf, dens;
   std::vector<int32_t> q;
   std::vector<float> t;
@@ -342,22 +343,22 @@ void load_coordinates(const scalar_t* xs, int64_t D, int64_t m, double* out) {
 // from the range (or NaN) to put mass in any bin.
 SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisWindows& w, uint8_t* valid, Wants want) {
   // Raw, unaliased pointers: stores through the vectors would make the compiler reload them.
-  int64_t* __restrict first = w.first.data();
+  int32_t* __restrict first = w.first.data();
   const double B = double(a.bins), lo = a.lo, scale = a.scale;
   if (a.kind == TABLE) {
     int32_t* __restrict q = w.q.data();
     float* __restrict t = w.t.data();
-    const double J = double(a.reach), Q = double(a.q);
+    const double J = double(a.reach), Q = double(a.q), last = double(a.q - 1);
+#pragma omp simd
     for (int64_t i = 0; i < m; ++i) {
       double u = (xs[i] - lo) * scale;
       bool ok = u >= -J && u < B + J;  // false for NaN
       u = ok ? u : 0.0;
-      double base = std::floor(u), g = (u - base) * Q;
-      int64_t qi = std::min(int64_t(g), a.q - 1);
-      first[i] = int64_t(base) + a.reach;  // bin base - J, stored 2J further
+      double base = std::floor(u), g = (u - base) * Q, qi = std::min(std::floor(g), last);
+      first[i] = int32_t(base + J);  // bin base - J, stored 2J further
       q[i] = int32_t(qi);
-      t[i] = float(g - double(qi));
-      valid[i] &= uint8_t(ok);
+      t[i] = float(g - qi);
+      valid[i] = valid[i] & uint8_t(ok);
     }
     if (want.mass) lerp_rows(a.mass, a.cells, q, t, m, 1.0, w.mass.data());
     if (want.x) lerp_rows(a.du, a.cells, q, t, m, scale, w.dx.data());
@@ -373,7 +374,7 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
       bool ok = u > -reach && u < B + reach;
       u = ok ? u : 0.0;
       double s = clamp(std::floor(u - reach), 0.0, last);
-      first[i] = int64_t(s);
+      first[i] = int32_t(s);
       for (int64_t p = 0; p < K; ++p) z[i * K + p] = (s + double(p) - u) * inv_hb;
       valid[i] &= uint8_t(ok);
     }
@@ -386,7 +387,7 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
       v = ok ? v : e[0];
       int64_t s = int64_t(std::upper_bound(e, e + a.bins + 1, v - reach) - e) - 1;
       s = std::min(std::max<int64_t>(s, 0), a.bins + 1 - K);
-      first[i] = s;
+      first[i] = int32_t(s);
       for (int64_t p = 0; p < K; ++p) z[i * K + p] = (e[s + p] - v) * inv_h;
       valid[i] &= uint8_t(ok);
     }

@@ -195,11 +195,16 @@ def providers(case: Case, x: Tensor, options: Options) -> List[Provider]:
         def soft_joint(inp: Tensor) -> Tensor:
             return softhist.histogramdd(inp, case.bins, range=square, kernel=case.kernel, bandwidth=h)[0]
 
+        def soft_joint_torch_engine(inp: Tensor) -> Tensor:
+            return softhist.histogramdd(inp, case.bins, range=square, kernel=case.kernel, bandwidth=h, backend="torch")[0]
+
         out = [
             Provider("torch.histogramdd (hard)", lambda: (lambda: torch.histogramdd(x, [case.bins] * 2, range=[lo, hi, lo, hi]), None)),
             Provider(f"softhist soft ({case.kernel})", lambda: (lambda: soft_joint(x), _backward(soft_joint, grad_x))),
             Provider("softhist hard", lambda: (lambda: softhist.histogramdd(x, case.bins, range=square, mode="hard"), None)),
         ]
+        if x.is_cuda or softhist.backends()["cpp"] is None:
+            out.append(Provider("softhist soft, torch engine", lambda: (lambda: soft_joint_torch_engine(x), _backward(soft_joint_torch_engine, grad_x))))
         if dense and installed("kornia"):
 
             def kornia_2d() -> Tuple[Fn, Fn]:
@@ -234,7 +239,7 @@ def providers(case: Case, x: Tensor, options: Options) -> List[Provider]:
         Provider(f"softhist soft ({case.kernel})", lambda: (lambda: soft(x), _backward(soft, grad_x))),
         Provider("softhist hard", lambda: (lambda: softhist.histc(x, case.bins, lo, hi, mode="hard", dim=case.dim), None)),
     ]
-    if x.is_cuda:
+    if x.is_cuda or softhist.backends()["cpp"] is None:  # the fused kernels next to the portable engine
 
         def soft_torch_engine(inp: Tensor) -> Tensor:
             return softhist.histc(inp, case.bins, lo, hi, kernel=case.kernel, bandwidth=h, dim=case.dim, backend="torch")
@@ -317,9 +322,12 @@ def cases(options: Options) -> List[Case]:
     if options.quick:
         # 1M joint samples take seconds per soft call on 2 cores; 64K keep --quick quick.
         out.append(Case("joint 2-D N=64K, 64×64", uniform(1 << 16, 2), 64, 1 << 16, joint=True))
+        out.append(Case("MI loss 2×32³ voxels, 23 bins", uniform(2, 2, 1, 32, 32, 32), 23, 2 * 32**3, mi=True))
         return out
     n = 1 << 20
     out.append(Case("joint 2-D N=1M, 64×64", uniform(n, 2), 64, n, joint=True, dense_baseline=True))
+    # Two volumes (moving and fixed) of two images each: (2, batch 2, channel 1, 64, 64, 64).
+    out.append(Case("MI loss 2×64³ voxels, 23 bins", uniform(2, 2, 1, 64, 64, 64), 23, 2 * 64**3, mi=True))
     out += [Case(f"bins={b}, N=1M", uniform(n), b, n) for b in (16, 4096)]
     out += [Case(f"bandwidth={bw} bins, N=1M", uniform(n), 256, n, bandwidth_bins=bw) for bw in (0.25, 1.0, 4.0)]
     out += [Case(f"kernel={k}, N=1M", uniform(n), 256, n, kernel=k) for k in ("logistic", "box", "bspline")]

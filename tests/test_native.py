@@ -1,0 +1,255 @@
+"""The native CPU engine (``backend="cpp"``): outputs and every gradient against the dense
+reference and the torch engine, for every kernel, strategy and axis count; accuracy at
+scale; bit-identical results across runs and thread counts; dispatch and fallback."""
+
+import importlib
+import math
+import warnings
+
+import pytest
+import torch
+
+import softhist
+from softhist import _cpp_backend, reference
+from softhist.kernels import KERNELS
+
+pytestmark = pytest.mark.skipif(
+    softhist.backends()["cpp"] is not None, reason=f"native kernels unavailable: {softhist.backends()['cpp']}"
+)
+
+histogram_module = importlib.import_module("softhist.histogram")  # the module, not the function
+KERNEL_NAMES = sorted(KERNELS)
+
+
+def rand(*shape, lo=-0.2, hi=1.2, dtype=torch.float64):
+    return (torch.rand(*shape, dtype=torch.float64) * (hi - lo) + lo).to(dtype)
+
+
+def outputs_and_grads(fn, inputs, backend):
+    """``fn(*inputs, backend)`` and the gradients of a fixed random projection of it."""
+    leaves = [t.detach().clone().requires_grad_(t.requires_grad) for t in inputs]
+    out = fn(*leaves, backend)
+    projection = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads = torch.autograd.grad((out.double() * projection).sum(), [t for t in leaves if t.requires_grad])
+    return [out.detach(), *grads]
+
+
+def assert_engines_agree(fn, *inputs, rtol=1e-9, atol=1e-11, dense=None):
+    """cpp == torch engine (== the dense reference, when ``dense(*inputs)`` is given), every gradient."""
+    native = outputs_and_grads(fn, inputs, "cpp")
+    others = [outputs_and_grads(fn, inputs, "torch")]
+    if dense is not None:
+        others.append(outputs_and_grads(lambda *a: dense(*a[:-1]), inputs, None))
+    for other in others:
+        assert len(native) == len(other) >= 2
+        for got, want in zip(native, other):
+            torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("kernel", KERNEL_NAMES)
+def test_1d_uniform_weights_batch_bandwidth_match_dense(kernel):
+    x, w = rand(3, 301), rand(3, 301, lo=0, hi=1)
+    x[0, 5], x[1, 7], x[2, 0] = math.nan, math.inf, 40.0  # ignored, ignored, too far to count
+    h = torch.tensor(0.035, dtype=torch.float64)
+    for t in (x, w, h):
+        t.requires_grad_()
+
+    def fn(x, w, h, backend):
+        return softhist.histc(x, 17, 0, 1, kernel=kernel, bandwidth=h, weight=w, dim=1, backend=backend)
+
+    def dense(x, w, h):
+        edges = torch.linspace(0, 1, 18, dtype=torch.float64)
+        return torch.stack([reference.soft_histogram(x[r], edges, h, kernel, w[r]) for r in range(3)])
+
+    assert_engines_agree(fn, x, w, h, dense=dense)
+
+
+@pytest.mark.parametrize("kernel", KERNEL_NAMES)
+def test_1d_non_uniform_edges_gradients_match_dense(kernel):
+    x = rand(500, lo=-3, hi=3).requires_grad_()
+    edges = torch.tensor([-3.0, -1.0, -0.9, -0.2, 0.0, 0.05, 0.5, 2.0, 2.5], dtype=torch.float64, requires_grad=True)
+    h = torch.tensor(0.15, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, edges, h, backend):
+        return softhist.histogram(x, edges, kernel=kernel, bandwidth=h, backend=backend)[0]
+
+    assert_engines_agree(fn, x, edges, h, dense=lambda x, e, h: reference.soft_histogram(x, e, h, kernel))
+
+
+@pytest.mark.parametrize("kernel", KERNEL_NAMES)
+@pytest.mark.parametrize("dims", [2, 3])
+def test_joint_mixed_axes_match_dense(kernel, dims):
+    xyz = rand(2, 203, dims).requires_grad_()
+    w = rand(2, 203, lo=0.5, hi=1.5).requires_grad_()
+    edges = torch.tensor([0.0, 0.1, 0.15, 0.5, 0.55, 0.9, 1.0], dtype=torch.float64, requires_grad=True)
+    bins = [7, edges, 4][:dims]
+    ranges = [(0, 1), None, (0.2, 0.8)][:dims]
+    h = torch.tensor([0.05, 0.08, 0.1][:dims], dtype=torch.float64, requires_grad=True)
+
+    def fn(xyz, w, edges, h, backend):
+        return softhist.histogramdd(xyz, [7, edges, 4][:dims], range=ranges, weight=w, kernel=kernel, bandwidth=h, backend=backend)[0]
+
+    def dense(xyz, w, edges, h):
+        axis_edges = [torch.linspace(0, 1, 8, dtype=torch.float64), edges, torch.linspace(0.2, 0.8, 5, dtype=torch.float64)][:dims]
+        return torch.stack([
+            reference.soft_histogramdd(xyz[r], axis_edges, list(h.unbind()), kernel, w[r]) for r in range(2)
+        ])
+
+    assert bins  # the bins spec the call above uses
+    assert_engines_agree(fn, xyz, w, edges, h, dense=dense)
+
+
+@pytest.mark.parametrize("kernel", KERNEL_NAMES)
+def test_gradcheck_every_input(kernel):
+    x = rand(40, lo=-0.5, hi=1.5).requires_grad_()
+    w = rand(40, lo=0.5, hi=1.5).requires_grad_()
+    edges = torch.tensor([0.0, 0.2, 0.3, 0.7, 1.0], dtype=torch.float64, requires_grad=True)
+    h = torch.tensor(0.12, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, w, edges, h):
+        return softhist.histogram(x, edges, weight=w, kernel=kernel, bandwidth=h, backend="cpp")[0]
+
+    assert torch.autograd.gradcheck(fn, (x, w, edges, h), atol=1e-6)
+
+
+def test_table_and_wide_windows_in_float32_match_float64():
+    """Many samples on equal-width bins take the sub-bin table; a bandwidth wider than the
+    range takes an exact window capped at the bins (the cost never exceeds the dense formula).
+    Both in float32 stay within 2e-6 of the torch engine in float64 on the same values."""
+    x64 = rand(2, 20_000, dtype=torch.float32).double()
+    for bandwidth in (None, 0.01, 3.0):
+
+        def fn(x, backend):
+            return softhist.histc(x, 64, 0, 1, bandwidth=bandwidth, dim=1, backend=backend)
+
+        native = outputs_and_grads(fn, [x64.float().requires_grad_()], "cpp")
+        exact = outputs_and_grads(fn, [x64.clone().requires_grad_()], "torch")
+        for got, want in zip(native, exact):
+            assert relative_error(got, want) < 2e-6
+
+
+def test_straight_through_gradient_matches_torch_engine():
+    x = rand(1000).requires_grad_()
+
+    def fn(x, backend):
+        return softhist.histc(x, 10, 0, 1, mode="straight_through", bandwidth=0.05, backend=backend)
+
+    assert_engines_agree(fn, x)
+
+
+def test_half_precision_input_is_computed_in_float32():
+    x = rand(5000, lo=0, hi=1, dtype=torch.float16)
+    got = softhist.histc(x, 16, 0, 1, backend="cpp")
+    want = softhist.histc(x.float(), 16, 0, 1, backend="cpp")
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got.float(), want, rtol=1e-3, atol=0)
+
+
+def test_empty_input_gives_zeros_and_gradients():
+    x = torch.zeros(0, requires_grad=True)
+    hist = softhist.histc(x, 8, 0, 1, backend="cpp")
+    hist.sum().backward()
+    assert hist.shape == (8,) and not hist.any() and x.grad.shape == (0,)
+
+
+# --------------------------------------------------------------------------- accuracy at scale
+
+
+def relative_error(got, want):
+    return ((got.double() - want).abs().max() / want.abs().max()).item()
+
+
+@pytest.mark.parametrize("kernel", KERNEL_NAMES)
+@pytest.mark.parametrize("case", ["1d-uniform", "1d-edges", "2d-uniform", "2d-edges"])
+def test_float32_within_2e_6_of_float64_at_scale(kernel, case):
+    """400K samples (1-D: the sub-bin table path) in float32: output and every gradient within
+    2e-6 (max abs error / max abs value) of the same call in float64."""
+    joint = case.startswith("2d")
+    n = 100_000 if joint else 400_000
+    x64 = (rand(n, 2) if joint else rand(n)).float().double()  # values float32 holds exactly
+    w64 = rand(n, lo=0, hi=1).float().double()
+    bins = 48 if joint else 128
+    if case.endswith("edges"):
+        edges64 = torch.cat([torch.zeros(1), torch.sort(torch.rand(bins - 1)).values, torch.ones(1)]).float().double()
+    else:
+        edges64 = None
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        x = x64.to(dtype).requires_grad_()
+        w = w64.to(dtype).requires_grad_()
+        h = torch.tensor(0.5 / bins, dtype=dtype, requires_grad=True)
+        leaves = [x, w, h]
+        if joint:
+            spec = bins if edges64 is None else [edges64.to(dtype).requires_grad_()] * 2
+            hist = softhist.histogramdd(x, spec, range=None if edges64 is not None else [(0, 1)] * 2, weight=w, bandwidth=h, kernel=kernel)[0]
+        else:
+            spec = bins if edges64 is None else edges64.to(dtype).requires_grad_()
+            hist = softhist.histogram(x, spec, range=None if edges64 is not None else (0, 1), weight=w, bandwidth=h, kernel=kernel)[0]
+        if edges64 is not None:
+            leaves += spec if joint else [spec]
+        projection = torch.randn(hist.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        grads = torch.autograd.grad((hist.double() * projection).sum(), leaves[:4] if joint and edges64 is not None else leaves)
+        results.append([hist.detach(), *grads])
+    for got, want in zip(*results):
+        assert relative_error(got, want.double()) < 2e-6
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_bit_identical_across_runs_and_thread_counts():
+    x = rand(2, 300_000, dtype=torch.float32).requires_grad_()
+    xy = rand(150_000, 2, dtype=torch.float32).requires_grad_()
+    edges = torch.tensor([0.0, 0.1, 0.15, 0.5, 0.55, 0.9, 1.0], requires_grad=True)
+    h = torch.tensor(0.01, requires_grad=True)
+
+    def run():
+        out = [softhist.histc(x, 100, 0, 1, bandwidth=h, dim=1, backend="cpp")]
+        out.append(softhist.histogramdd(xy, [edges, 32], range=[None, (0, 1)], bandwidth=h, backend="cpp")[0])
+        grads = torch.autograd.grad(sum((o * torch.arange(o.numel()).view(o.shape)).sum() for o in out), [x, xy, edges, h])
+        return [o.detach() for o in out] + list(grads)
+
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 2, 3, 1):
+            torch.set_num_threads(count)
+            results.append(run())
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def test_auto_takes_the_native_engine_on_cpu():
+    assert histogram_module._select_backend(torch.zeros(3), "auto") is _cpp_backend
+    assert histogram_module._select_backend(torch.zeros(3, device="meta"), "auto") is not _cpp_backend
+
+
+def test_explicit_cpp_on_another_device_raises():
+    with pytest.raises(ValueError, match="backend='cpp' cannot run here: the input is on meta"):
+        softhist.histc(torch.zeros(3, device="meta"), 4, 0, 1, backend="cpp")
+
+
+def test_missing_kernels_fall_back_once_with_the_reason(monkeypatch):
+    monkeypatch.setattr(_cpp_backend, "_LOAD_ERROR", "ImportError: no _C")
+    monkeypatch.setattr(histogram_module, "_SAID", set())
+    with pytest.raises(ValueError, match="backend='cpp' cannot run here: .*not built.*no _C"):
+        softhist.histc(torch.rand(10), 4, 0, 1, backend="cpp")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = softhist.histc(torch.rand(10), 4, 0, 1)
+        softhist.histc(torch.rand(10), 4, 0, 1)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "no _C" in messages[0] and "torch engine" in messages[0]
+    assert first.shape == (4,)
+    assert softhist.backends()["cpp"].endswith("(ImportError: no _C)")
+
+
+def test_ops_are_registered_torch_ops():
+    assert hasattr(torch.ops.softhist, "soft_histogram")
+    assert hasattr(torch.ops.softhist, "soft_histogram_backward")
