@@ -1,22 +1,30 @@
 # `make test`, `make demo` and `make bench` set up a local virtualenv on first use, each
 # installing the extras it needs (one stamp per extra, so running one after another adds
-# only what is missing). TORCH_SPEC picks the PyTorch build: the default is the CPU wheel;
-# `make TORCH_SPEC=torch test` takes the newest release (a CUDA build on Linux).
+# only what is missing). TORCH_SPEC picks the PyTorch build. The default pin, torch==2.13.0,
+# resolves to the CPU build only where a local wheel or a CPU index provides it; on a plain
+# index it resolves to a CUDA build of several GB on Linux. For the CPU build, pass pip the CPU
+# wheel index that PyTorch's install page gives: make PIP_EXTRA="--index-url <CPU index>" test.
+# `make TORCH_SPEC=torch test` takes the newest release.
+#
+# softhist's native CPU kernels (csrc/) compile during the install, against the torch already
+# in the virtualenv (--no-build-isolation: otherwise pip would fetch a second torch to build
+# with). Without a C++ compiler the install still succeeds and softhist runs on its torch engine.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
+PIP_EXTRA ?=
 
 .PHONY: test demo bench bench-gpu figures clean
 
 $(VENV)/.torch: Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet $(PIP_EXTRA) "$(TORCH_SPEC)" "setuptools>=70.1"
 	touch $@
 
 # softhist (editable) with one extra: .installed-test, .installed-demo, .installed-bench.
-$(VENV)/.installed-%: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install --quiet -e ".[$*]"
+$(VENV)/.installed-%: pyproject.toml setup.py csrc/softhist_cpu.cpp $(VENV)/.torch
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[$*]"
 	touch $@
 
 # The second run checks the fused Triton kernels on CPU, in Triton's interpreter
@@ -42,4 +50,4 @@ figures: $(VENV)/.installed-demo $(VENV)/.installed-bench
 	$(PY) scripts/make_figures.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache demo-output bench-gpu.csv
+	rm -rf $(VENV) build src/*.egg-info src/softhist/_C*.so .pytest_cache demo-output bench-gpu.csv

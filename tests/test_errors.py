@@ -27,7 +27,7 @@ X = torch.rand(10)
         (dict(bandwidth=torch.ones(2)), ValueError, r"bandwidth must be a float or a 0-d tensor, got shape \(2,\)"),
         (dict(kernel="cauchy"), ValueError, r"kernel must be one of \['box', 'bspline', .*\], got 'cauchy'"),
         (dict(mode="fuzzy"), ValueError, r"mode must be one of \['soft', 'hard', 'straight_through'\], got 'fuzzy'"),
-        (dict(backend="cuda"), ValueError, r"backend must be one of \['auto', 'torch', 'triton'\], got 'cuda'"),
+        (dict(backend="cuda"), ValueError, r"backend must be one of \['auto', 'torch', 'cpp', 'triton'\], got 'cuda'"),
         (dict(weight=torch.rand(9)), ValueError, r"weight must have the input's shape \(10,\), got \(9,\)"),
         (dict(weight=[1.0] * 10), TypeError, r"weight must be a torch.Tensor or None, got list"),
         (dict(weight=torch.ones(10, dtype=torch.int64)), TypeError, r"weight must be floating point, got dtype torch.int64"),
