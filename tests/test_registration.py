@@ -11,7 +11,10 @@ stacked from shifted crops of it. The moving images are resampled copies (rotate
 shifted) with their intensities remapped, as in multimodal registration.
 """
 
-import math
+import pathlib
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -253,3 +256,16 @@ def test_local_mi_rejects_patches_that_do_not_tile():
         softhist.local_mutual_information(x, x, (5, 4, 3))
     with pytest.raises(ValueError, match=r"patch_size must hold positive integers, got 0"):
         softhist.local_mutual_information(x, x, 0)
+
+
+# --------------------------------------------------------------------------- the example
+
+
+def test_register_mri_example_recovers_the_transform():
+    script = pathlib.Path(__file__).resolve().parents[1] / "examples" / "register_mri.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    errors = re.findall(r"(\w+): angle error ([\d.]+) deg, shift error ([\d.]+) px", out.stdout)
+    assert [name for name, _, _ in errors] == ["softhist", "SimpleITK"], out.stdout
+    for _, angle, shift in errors:
+        assert float(angle) < 0.05 and float(shift) < 0.05, out.stdout
