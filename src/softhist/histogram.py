@@ -413,7 +413,9 @@ def histc(
         min, max: the range. ``min == max`` (the default) means the range of the
             finite data, as in ``torch.histc`` (one host sync).
         kernel: ``"gaussian"``, ``"logistic"``, ``"box"``, ``"triangular"``,
-            ``"epanechnikov"`` or ``"bspline"``.
+            ``"epanechnikov"``, ``"bspline"`` (cubic) or ``"bspline2"`` (quadratic);
+            ``"bspline0"`` to ``"bspline3"`` name the B-splines by order (box,
+            triangular, quadratic, cubic).
         bandwidth: kernel standard deviation in data units, a float or a 0-d
             tensor (may require grad). ``None``: half a bin width.
         mode: ``"soft"``; ``"hard"`` for exact counts, equal to ``torch.histc``;
