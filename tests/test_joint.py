@@ -280,3 +280,17 @@ def test_per_axis_hard_axis_ignores_its_kernel_and_bandwidth():
     a, _ = softhist.histogramdd(xy, 5, range=[(0, 1)] * 2, kernel=["gaussian", "box"], mode=["soft", "hard"], bandwidth=[0.1, 3.0])
     b, _ = softhist.histogramdd(xy, 5, range=[(0, 1)] * 2, kernel=["gaussian", "bspline"], mode=["soft", "hard"], bandwidth=[0.1, 0.01])
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_binning_holds_one_kernel_and_one_hard_flag_per_axis():
+    from softhist._torch_backend import Axis, Binning
+
+    axes = (Axis(4, 0.1, (0.0, 1.0)), Axis(3, 0.2, (0.0, 1.0)))
+    shared = Binning(KERNELS["gaussian"], "soft", axes)
+    assert shared.kernels == (KERNELS["gaussian"],) * 2 and shared.hard_axes == (False, False)
+    assert shared.kernel is KERNELS["gaussian"]
+    mixed = Binning((KERNELS["box"], KERNELS["bspline2"]), "soft", axes, "edges", (True, False))
+    with pytest.raises(ValueError, match=r"the axes use different kernels: \['box', 'bspline2'\]"):
+        mixed.kernel
+    with pytest.raises(ValueError, match=r"one kernel and one hard flag per axis \(2\), got 1 and 2"):
+        Binning((KERNELS["box"],), "soft", axes, "edges", (True, False))

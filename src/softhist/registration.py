@@ -157,6 +157,8 @@ def mattes_mutual_information(
     fixed_range = _check_range_arg(fixed_range, "fixed_range")
     batch = moving.shape[0]
     m = moving.reshape(batch, -1)
+    if m.dtype in (torch.float16, torch.bfloat16):  # bin positions need more than 8 or 11 bits
+        m = m.float()
     f = fixed.detach().reshape(batch, -1).to(torch.float64)  # ITK bins the fixed image in double
     m_mask, f_mask = _mask(moving_mask, moving, "moving_mask"), _mask(fixed_mask, fixed, "fixed_mask")
     m_lo, m_hi = _masked_range(m, m_mask, moving_range)
@@ -171,7 +173,7 @@ def mattes_mutual_information(
         (fixed_bin + 0.5).to(moving_position.dtype), moving_position, bins,
         range=[(0.0, float(bins)), (-0.5, bins - 0.5)], kernel=["box", "bspline2"], mode=["hard", "soft"],
         bandwidth=[0.5, 0.5], backend=backend,
-    )
+    ).to(moving.dtype)
 
 
 # --------------------------------------------------------------------------- MONAI's layouts
