@@ -105,7 +105,7 @@ def register_sitk(fixed: np.ndarray, moving: np.ndarray, center, bins: int):
     start = time.perf_counter()
     result = method.Execute(sitk.GetImageFromArray(fixed), sitk.GetImageFromArray(moving))
     seconds = time.perf_counter() - start
-    angle, tx, ty = sitk.Euler2DTransform(result.GetNthTransform(0) if result.GetName() == "CompositeTransform" else result).GetParameters()
+    angle, tx, ty = result.GetParameters()  # a composite holding the one Euler transform
     return math.degrees(angle), (tx, ty), seconds, method.GetOptimizerIteration()
 
 
