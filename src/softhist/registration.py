@@ -248,8 +248,9 @@ def monai_gaussian_joint(
         h = _point_gaussian_std(sigma_ratio) * spacing
         x = image.reshape(image.shape[0], -1).clamp(lo, hi)
         edges = (lo - 0.5 * spacing, hi + 0.5 * spacing)
-        inside = cdf((edges[1] - x) / h) - cdf((edges[0] - x) / h)  # the sample's mass within the bins
-        weight = 1.0 / inside if weight is None else weight / inside
+        if mode == "soft":  # straight-through counts each sample whole in one bin
+            inside = cdf((edges[1] - x) / h) - cdf((edges[0] - x) / h)  # the sample's mass within the bins
+            weight = 1.0 / inside if weight is None else weight / inside
         samples.append(x)
         bandwidths.append(h)
         ranges.append(edges)
