@@ -17,9 +17,10 @@
 //   dL/dx = -(1/h) sum_j dL/dz_j,  dL/de_j = (1/h) dL/dz_j,  dL/dh = -(1/h) sum_j z_j dL/dz_j,
 //   dL/dw = sum_k A_0[k] a_{0,k}  (= sum over cells of G * prod_d a_d).
 //
-// Per axis, one of three strategies computes a sample's window:
+// Per axis, one of four strategies computes a sample's window:
 // * EXACT_UNIFORM: equal-width bins, edges placed arithmetically (e_j = lo + j / scale);
 // * EXACT_EDGES: any increasing edges, the window found by binary search;
+// * HARD: an axis binned hard inside a soft histogram (numpy's rule): one bin, no gradients;
 // * TABLE: equal-width bins. A sample's masses depend only on its position f in its base bin, so
 //   they are read from a (Q, W) table of exact masses at f = q/Q and linearly interpolated (as are
 //   their derivatives in x and h). Q is sized in Python so the interpolation error stays below
@@ -61,7 +62,7 @@ using torch::headeronly::ScalarType;
 // ------------------------------------------------------------------------------------ kernels
 // The same kernels as src/softhist/kernels.py, each of unit variance. Kernel ids follow
 // _cpp_backend.KERNEL_IDS.
-enum KernelId : int64_t { GAUSSIAN = 0, LOGISTIC = 1, BOX = 2, TRIANGULAR = 3, EPANECHNIKOV = 4, BSPLINE = 5 };
+enum KernelId : int64_t { GAUSSIAN = 0, LOGISTIC = 1, BOX = 2, TRIANGULAR = 3, EPANECHNIKOV = 4, BSPLINE = 5, BSPLINE2 = 6 };
 
 // Chebyshev series from scripts/chebyshev_coefficients.py: erf(t) = t * sum ERF_i T_i(2t^2/S - 1)
 // on t^2 <= S = 5.3^2/2 (error 4.5e-14); exp(-v) = sum EXP_i T_i(2v/V - 1) on v <= V = 9.2 pi/sqrt3
@@ -109,9 +110,10 @@ constexpr double GAUSS_PDF = 0.39894228040143267794 / GAUSS_G;
 constexpr double LOGI_A = 0.90689968211710892;
 constexpr double LOGI_T = 9.2;
 constexpr double LOGI_G = (1.0 - exp_neg(2.0 * LOGI_A * LOGI_T)) / (1.0 + exp_neg(2.0 * LOGI_A * LOGI_T));
-// Compact kernels: half-widths of the box, triangular and Epanechnikov kernels; B-spline knot spacing.
+// Compact kernels: half-widths of the box, triangular and Epanechnikov kernels; knot spacings of
+// the cubic and quadratic B-splines.
 constexpr double BOX_A = 1.7320508075688772, TRI_A = 2.4494897427831781, EPA_A = 2.2360679774997897;
-constexpr double BSP_B = 1.7320508075688772;
+constexpr double BSP_B = 1.7320508075688772, BSP2_B = 2.0;
 
 template <int K>
 inline double cdf(double z) {
@@ -129,9 +131,13 @@ inline double cdf(double z) {
   } else if constexpr (K == EPANECHNIKOV) {
     double t = clamp(z / EPA_A, -1.0, 1.0);
     return 0.5 + 0.75 * t - 0.25 * t * t * t;
-  } else {
+  } else if constexpr (K == BSPLINE) {
     double a = std::min(std::fabs(z) / BSP_B, 2.0), b = 2.0 - a;
     double half = a < 1.0 ? a * (2.0 / 3.0 - a * a / 3.0 + a * a * a / 8.0) : 0.5 - b * b * b * b / 24.0;
+    return 0.5 + (z > 0 ? half : (z < 0 ? -half : 0.0));
+  } else {  // quadratic B-spline, t = |z|/2: H(t) = 3t/4 - t^3/3 below 1/2, 1/2 - (3/2 - t)^3/6 below 3/2
+    double t = std::min(std::fabs(z) / BSP2_B, 1.5), b = 1.5 - t;
+    double half = t < 0.5 ? t * (0.75 - t * t / 3.0) : 0.5 - b * b * b / 6.0;
     return 0.5 + (z > 0 ? half : (z < 0 ? -half : 0.0));
   }
 }
@@ -151,9 +157,12 @@ inline double pdf(double z) {
   } else if constexpr (K == EPANECHNIKOV) {
     double t = z / EPA_A;
     return (0.75 / EPA_A) * std::max(1.0 - t * t, 0.0);
-  } else {
+  } else if constexpr (K == BSPLINE) {
     double a = std::fabs(z) / BSP_B, b = std::max(2.0 - a, 0.0);
     return (a < 1.0 ? 2.0 / 3.0 - a * a + 0.5 * a * a * a : b * b * b / 6.0) / BSP_B;
+  } else {
+    double t = std::fabs(z) / BSP2_B, b = std::max(1.5 - t, 0.0);
+    return (t < 0.5 ? 0.75 - t * t : 0.5 * b * b) / BSP2_B;
   }
 }
 
@@ -176,7 +185,8 @@ SOFTHIST_HOT void eval_cdf(int64_t kernel, double* z, int64_t n) {
     case BOX: cdf_in_place<BOX>(z, n); break;
     case TRIANGULAR: cdf_in_place<TRIANGULAR>(z, n); break;
     case EPANECHNIKOV: cdf_in_place<EPANECHNIKOV>(z, n); break;
-    default: cdf_in_place<BSPLINE>(z, n); break;
+    case BSPLINE: cdf_in_place<BSPLINE>(z, n); break;
+    default: cdf_in_place<BSPLINE2>(z, n); break;
   }
 }
 
@@ -187,7 +197,8 @@ SOFTHIST_HOT void eval_pdf(int64_t kernel, const double* z, double* out, int64_t
     case BOX: pdf_of<BOX>(z, out, n); break;
     case TRIANGULAR: pdf_of<TRIANGULAR>(z, out, n); break;
     case EPANECHNIKOV: pdf_of<EPANECHNIKOV>(z, out, n); break;
-    default: pdf_of<BSPLINE>(z, out, n); break;
+    case BSPLINE: pdf_of<BSPLINE>(z, out, n); break;
+    default: pdf_of<BSPLINE2>(z, out, n); break;
   }
 }
 
@@ -230,7 +241,7 @@ inline double lerp_dot(const double* g, const float* row, int64_t w8, float t) {
 }
 
 // --------------------------------------------------------------------------------- the plan
-enum Kind : int64_t { EXACT_UNIFORM = 0, EXACT_EDGES = 1, TABLE = 2 };
+enum Kind : int64_t { EXACT_UNIFORM = 0, EXACT_EDGES = 1, TABLE = 2, HARD = 3 };
 constexpr int64_t INTS_PER_AXIS = 6;    // kind, kernel, bins, width, q, reach
 constexpr int64_t FLOATS_PER_AXIS = 4;  // lo, scale, bandwidth, support
 constexpr int64_t BLOCK = 256;          // samples whose windows are computed together
@@ -286,6 +297,10 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
       int64_t size = a.q * 2 * a.cells;
       a.mass = tab + table_used, a.du = a.mass + size, a.dhb = a.du + size;
       table_used += 3 * size;
+    } else if (a.kind == HARD) {
+      a.cells = 1;
+      a.pad = 0;
+      a.extent = a.bins;
     } else {
       STD_TORCH_CHECK(a.width >= 2 && a.width <= a.bins + 1, "softhist: exact windows hold 2 to bins + 1 edges");
       a.cells = a.width - 1;
@@ -325,7 +340,7 @@ struct AxisWindows {
   std::vector<float> t;
   explicit AxisWindows(const Axis& a)
       : first(BLOCK), mass(BLOCK * a.cells), dx(BLOCK * a.cells), dh(BLOCK * a.cells), q(BLOCK), t(BLOCK) {
-    if (a.kind != TABLE) z.resize(BLOCK * a.width), cdf.resize(BLOCK * a.width), dens.resize(BLOCK * a.width);
+    if (a.kind == EXACT_UNIFORM || a.kind == EXACT_EDGES) z.resize(BLOCK * a.width), cdf.resize(BLOCK * a.width), dens.resize(BLOCK * a.width);
   }
 };
 
@@ -363,6 +378,18 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
     if (want.mass) lerp_rows(a.mass, a.cells, q, t, m, 1.0, w.mass.data());
     if (want.x) lerp_rows(a.du, a.cells, q, t, m, scale, w.dx.data());
     if (want.h) lerp_rows(a.dhb, a.cells, q, t, m, scale, w.dh.data());
+    return;
+  }
+  if (a.kind == HARD) {  // the indicator of the sample's bin, e_k <= x < e_{k+1} (the last bin closed)
+    const double* e = a.edges;
+    for (int64_t i = 0; i < m; ++i) {
+      const double v = xs[i];
+      const bool ok = v >= e[0] && v <= e[a.bins];
+      const int64_t k = int64_t(std::upper_bound(e, e + a.bins + 1, v) - e) - 1;
+      first[i] = int32_t(ok ? std::min(k, a.bins - 1) : 0);
+      w.mass[i] = 1.0, w.dx[i] = 0.0, w.dh[i] = 0.0;
+      valid[i] &= uint8_t(ok);
+    }
     return;
   }
   const int64_t K = a.width, C = a.cells;
@@ -785,7 +812,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
   bool any_edges = false;
   for (int64_t d = 0; d < D; ++d) {
     need.edges[d] = flags[3 + d] != 0;
-    STD_TORCH_CHECK(!need.edges[d] || p.axes[d].kind != TABLE, "softhist: edge gradients need an exact axis");
+    STD_TORCH_CHECK(!need.edges[d] || p.axes[d].kind == EXACT_UNIFORM || p.axes[d].kind == EXACT_EDGES,
+                    "softhist: edge gradients need an exact axis");
     any_edges = any_edges || need.edges[d];
     need.edge_offset[d] = edge_total;
     edge_total += p.axes[d].bins + 1;

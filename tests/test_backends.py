@@ -93,6 +93,30 @@ def test_joint_2d_with_non_uniform_axis(kernel):
     assert_backends_agree(fn_uniform, xy, w, h)
 
 
+@pytest.mark.parametrize("modes", [("hard", "soft"), ("soft", "hard"), ("straight_through", "hard")], ids="-".join)
+def test_per_axis_kernels_and_hard_axes(modes):
+    # Out-of-range samples on the hard axis, a non-uniform soft axis with learnable edges.
+    xy = rand(2, 250, 2, lo=-0.1, hi=1.1).requires_grad_()
+    w = rand(2, 250, lo=0.5, hi=1.5).requires_grad_()
+    edges_y = torch.tensor([0.0, 0.1, 0.15, 0.4, 0.7, 1.0], dtype=torch.float64, device=DEVICE).requires_grad_()
+    h = torch.tensor([0.05, 0.08], dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def fn(xy, w, edges_y, h, backend):
+        bins = [torch.linspace(0, 1, 8, dtype=torch.float64, device=DEVICE), edges_y]
+        return softhist.histogramdd(
+            xy, bins, weight=w, kernel=["bspline2", "gaussian"], mode=list(modes), bandwidth=h, backend=backend
+        )[0]
+
+    def fn_uniform(xy, w, h, backend):
+        return softhist.histogramdd(
+            xy, [9, 6], range=[(0, 1), (0, 1)], weight=w, kernel=["epanechnikov", "bspline2"], mode=list(modes),
+            bandwidth=h, backend=backend,
+        )[0]
+
+    assert_backends_agree(fn, xy, w, edges_y, h)
+    assert_backends_agree(fn_uniform, xy, w, h)
+
+
 def test_three_axes():
     x = rand(300, 3).requires_grad_()
 

@@ -107,6 +107,8 @@ def _loss_cases(rank, world, group):
     _check_global(lambda x, g: layers[g](x), [x], rank, world, group)
     losses = {g: softhist.nn.MutualInformationLoss(num_bins=8, range=None, group=g) for g in (None, group)}
     _check_global(lambda p, t, g: losses[g](p.view(1, 1, -1), t.view(1, 1, -1)), [x, y], rank, world, group)
+    bsplines = {g: softhist.nn.MutualInformationLoss("b-spline", 9, range=None, group=g) for g in (None, group)}
+    _check_global(lambda p, t, g: bsplines[g](p.view(1, 1, -1), t.view(1, 1, -1)), [x, y], rank, world, group)
 
 
 def _ddp_case(rank, world, group):

@@ -77,3 +77,26 @@ def test_histc_rejects_non_tensor_and_integer_soft_input():
 def test_histogram_rejects(bins, kwargs, error, match):
     with pytest.raises(error, match=match):
         softhist.histogram(X, bins, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(mode=["soft", "straight_through"]), ValueError, r"mode cannot mix 'soft' and 'straight_through' axes, got \['soft', 'straight_through'\]"),
+        (dict(mode=["soft", "hard", "soft"]), ValueError, r"mode must be one value or one per axis \(D = 2\), got 3"),
+        (dict(mode=["soft", "blurry"]), ValueError, r"mode must be one of \['soft', 'hard', 'straight_through'\], got 'blurry'"),
+        (dict(mode=[]), ValueError, r"mode must be a mode or one mode per axis, got \[\]"),
+        (dict(kernel=["gaussian"]), ValueError, r"kernel must be one value or one per axis \(D = 2\), got 1"),
+        (dict(kernel=["gaussian", "cauchy"]), ValueError, r"kernel must be one of \[.*'bspline0'.*\], got 'cauchy'"),
+    ],
+)
+def test_per_axis_options_rejected(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        softhist.histogramdd(torch.rand(10, 2), 4, **kwargs)
+
+
+def test_integer_input_needs_every_axis_hard():
+    ints = torch.randint(0, 5, (20, 2))
+    assert softhist.histogramdd(ints, 5, range=[(0, 5)] * 2, mode=["hard", "hard"])[0].sum() == 20
+    with pytest.raises(TypeError, match=r"input must be floating point for mode='soft'"):
+        softhist.histogramdd(ints, 5, range=[(0, 5)] * 2, mode=["hard", "soft"])

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+import softhist
 from softhist.kernels import KERNELS, get_kernel
 
 NAMES = sorted(KERNELS)
@@ -73,3 +74,37 @@ def test_pdf_curvature_bound(name):
 def test_unknown_kernel_lists_valid_ones():
     with pytest.raises(ValueError, match="bspline.*got 'cauchy'"):
         get_kernel("cauchy")
+
+
+def test_bspline_aliases_name_the_orders():
+    assert [get_kernel(f"bspline{n}").name for n in range(4)] == ["box", "triangular", "bspline2", "bspline"]
+
+
+def _unit_bspline(order: int, t: torch.Tensor) -> torch.Tensor:
+    """The order-n B-spline with unit knot spacing, by its closed forms."""
+    a = t.abs()
+    if order == 1:
+        return (1 - a).clamp_min(0)
+    if order == 2:
+        return torch.where(a < 0.5, 0.75 - a**2, 0.5 * (1.5 - a).clamp_min(0) ** 2)
+    return torch.where(a < 1, 2 / 3 - a**2 + a**3 / 2, (2 - a).clamp_min(0) ** 3 / 6)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_point_evaluated_bspline_is_the_lower_order_kernel_binned(order):
+    # beta_n(k - x) at bin centers k, one bin apart = the mass of the order-(n-1) B-spline
+    # kernel (knots one bin apart, std sqrt(n / 12)) over bin [k - 1/2, k + 1/2).
+    lower = get_kernel(f"bspline{order - 1}")
+    std = math.sqrt(order / 12)
+    x = torch.linspace(-3.0, 3.0, 601, dtype=torch.float64)
+    k = torch.arange(-6, 7, dtype=torch.float64)
+    point = _unit_bspline(order, k[None] - x[:, None])
+    binned = lower.cdf((k[None] + 0.5 - x[:, None]) / std) - lower.cdf((k[None] - 0.5 - x[:, None]) / std)
+    torch.testing.assert_close(binned, point, rtol=0, atol=1e-14)
+
+
+def test_point_evaluated_order_zero_is_hard_binning():
+    x = torch.tensor([-0.3, 0.2, 1.7, 2.49])
+    hist, _ = softhist.histogramdd(x[:, None], [torch.arange(-0.5, 3.0)], mode="hard")  # bins centered at 0, 1, 2
+    nearest = torch.bincount(torch.round(x).long(), minlength=3).double()
+    torch.testing.assert_close(hist.double(), nearest)

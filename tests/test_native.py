@@ -253,3 +253,17 @@ def test_missing_kernels_fall_back_once_with_the_reason(monkeypatch):
 def test_ops_are_registered_torch_ops():
     assert hasattr(torch.ops.softhist, "soft_histogram")
     assert hasattr(torch.ops.softhist, "soft_histogram_backward")
+
+
+@pytest.mark.parametrize("kernel", ["bspline2", "gaussian"])
+def test_hard_axis_inside_a_soft_histogram_matches_torch_engine(kernel):
+    xy = rand(2, 700, 2).requires_grad_()
+    w = rand(2, 700, lo=0.5, hi=1.5).requires_grad_()
+    edges = torch.tensor([0.0, 0.1, 0.35, 0.5, 0.9, 1.0], dtype=torch.float64, requires_grad=True)
+    h = torch.tensor([0.06, 0.04], dtype=torch.float64, requires_grad=True)
+
+    def fn(xy, w, edges, h, backend):
+        return softhist.histogramdd(xy, [9, edges], range=[(0, 1), None], weight=w, kernel=kernel, mode=["soft", "hard"], bandwidth=h,
+                                    backend=backend)[0]
+
+    assert_engines_agree(fn, xy, w, edges, h)

@@ -9,7 +9,9 @@ from torch.autograd import gradcheck
 from torch.func import functional_call
 
 import softhist
+from softhist.kernels import KERNELS
 from softhist.nn import MutualInformationLoss, SoftHistogram
+from softhist.registration import _point_gaussian_std
 
 F64 = torch.float64
 
@@ -129,31 +131,50 @@ def _images(*shape, dtype=torch.float32):
 @pytest.mark.parametrize("shape", [(2, 1, 17, 23), (2, 3, 5, 6, 7)])
 def test_mi_loss_gaussian_uses_monai_bin_layout(shape):
     fixed, moving = _images(*shape, dtype=F64)
-    loss = MutualInformationLoss(num_bins=23, sigma_ratio=0.5, reduction="none")(moving, fixed)
-    spacing = 1.0 / 22  # MONAI: centers linspace(0, 1, 23), sigma = 0.5 * spacing
-    expected = softhist.mutual_information(
-        moving.flatten(1), fixed.flatten(1), 23, range=(-spacing / 2, 1 + spacing / 2), bandwidth=0.5 * spacing
-    )
+    moving = moving * 1.2 - 0.1  # some intensities outside [0, 1]: clamped, as MONAI
+    loss = MutualInformationLoss(num_bins=23, sigma_ratio=0.5, reduction="none", smooth_nr=0, smooth_dr=0)(moving, fixed)
+    spacing = 1.0 / 22  # MONAI: centers linspace(0, 1, 23)
+    h = _point_gaussian_std(0.5) * spacing  # the std of MONAI's point-evaluated, per-voxel normalized window
+    assert _point_gaussian_std(0.5) == pytest.approx(math.sqrt(0.25 - 1 / 12), rel=1e-3)
+    assert _point_gaussian_std(3.0) == pytest.approx(math.sqrt(9 - 1 / 12), rel=1e-9)
+    x, y = moving.flatten(1).clamp(0, 1), fixed.flatten(1)
+    cdf = KERNELS["gaussian"].cdf
+    lo, hi = -spacing / 2, 1 + spacing / 2
+    inside = lambda v: cdf((hi - v) / h) - cdf((lo - v) / h)  # noqa: E731
+    expected = softhist.mutual_information(x, y, 23, range=(lo, hi), bandwidth=h, weight=1 / (inside(x) * inside(y)))
     assert loss.shape == (2,)
     torch.testing.assert_close(loss, -expected, rtol=1e-12, atol=0)
 
 
-def test_mi_loss_bspline_layout_pads_two_bins_and_keeps_in_range_mass():
+def _dense_monai_bspline_mi(pred, target, bins, ranges):
+    """MONAI's b-spline recipe, dense: cubic B-spline at integer offsets for pred, nearest bin
+    (ties halved) for target, on ITK's padded positions."""
+
+    def positions(image, lo, hi):
+        size = (hi - lo) / (bins - 4)
+        return (image / size - (lo / size - 2)).clamp(2, bins - 3).flatten(1)
+
+    k = torch.arange(bins, dtype=F64)
+    a = (k - positions(pred, *ranges[0])[..., None]).abs()
+    w_pred = torch.where(a < 1, (4 - 6 * a**2 + 3 * a**3) / 6, torch.where(a < 2, (2 - a).clamp_min(0) ** 3 / 6, 0.0))
+    d = (k - positions(target, *ranges[1])[..., None]).abs()
+    w_target = (d < 0.5).to(F64) + 0.5 * (d == 0.5).to(F64)
+    pab = w_pred.transpose(1, 2) @ w_target / w_pred.shape[1]
+    papb = pab.sum(2, keepdim=True) * pab.sum(1, keepdim=True)
+    return torch.where(pab > 0, pab * torch.log(pab / papb), 0.0).sum((1, 2))
+
+
+def test_mi_loss_bspline_layout_is_monai_recipe():
     fixed, moving = _images(2, 1, 20, 20, dtype=F64)
-    loss_fn = MutualInformationLoss("b-spline", 12, reduction="sum", range=[(0.0, 1.0), (-1.0, 3.0)])
-    spacing = [1.0 / 8, 4.0 / 8]
-    expected = softhist.mutual_information(
-        moving.flatten(1), fixed.flatten(1) * 4 - 1, 12, kernel="bspline",
-        range=[(-2 * spacing[0], 1 + 2 * spacing[0]), (-1 - 2 * spacing[1], 3 + 2 * spacing[1])],
-        bandwidth=[spacing[0] / math.sqrt(3), spacing[1] / math.sqrt(3)],
-    )
+    ranges = [(0.0, 1.0), (-1.0, 3.0)]
+    loss_fn = MutualInformationLoss("b-spline", 12, reduction="sum", range=ranges, smooth_nr=0, smooth_dr=0)
+    expected = _dense_monai_bspline_mi(moving, fixed * 4 - 1, 12, ranges)
     torch.testing.assert_close(loss_fn(moving, fixed * 4 - 1), -expected.sum(), rtol=1e-12, atol=0)
-    # The cubic B-spline reaches two knots: the padding keeps every in-range voxel's mass.
-    hist, _, _ = softhist.histogram2d(
-        moving.flatten(), fixed.flatten(), 12, kernel="bspline", bandwidth=spacing[0] / math.sqrt(3),
-        range=[(-2 * spacing[0], 1 + 2 * spacing[0])] * 2,
-    )
-    assert hist.sum().item() == pytest.approx(moving.numel(), rel=1e-12)
+    # Target positions halfway between two bins count half in each.
+    target = torch.tensor([0.0, 0.0625, 0.5, 0.5625, 1.0], dtype=F64).repeat(8).view(1, 1, 40)  # ties at 1/16
+    pred = torch.rand(1, 1, 40, dtype=F64)
+    loss = MutualInformationLoss("b-spline", 12, range=[(0.0, 1.0)] * 2, smooth_nr=0, smooth_dr=0)(pred, target)
+    torch.testing.assert_close(loss, -_dense_monai_bspline_mi(pred, target, 12, [(0.0, 1.0)] * 2)[0], rtol=1e-12, atol=0)
 
 
 def test_mi_loss_reductions_range_none_and_normalized():
@@ -162,10 +183,10 @@ def test_mi_loss_reductions_range_none_and_normalized():
     assert (per_item < 0).all()
     assert MutualInformationLoss()(moving, fixed).item() == pytest.approx(per_item.mean().item(), rel=1e-14)
     assert MutualInformationLoss(reduction="sum")(moving, fixed).item() == pytest.approx(per_item.sum().item(), rel=1e-14)
-    # range=None: each image's own min and max, as MONAI's b-spline path
-    scaled = MutualInformationLoss(range=None, reduction="none")(moving * 100 + 7, fixed - 3)
+    # b-spline, range=None: each image's own min and max over the batch, as MONAI
+    scaled = MutualInformationLoss("b-spline", range=None, reduction="none")(moving * 100 + 7, fixed - 3)
     lo_m, hi_m, lo_f, hi_f = moving.min().item(), moving.max().item(), fixed.min().item(), fixed.max().item()
-    explicit = MutualInformationLoss(range=[(lo_m, hi_m), (lo_f, hi_f)], reduction="none")(moving, fixed)
+    explicit = MutualInformationLoss("b-spline", range=[(lo_m, hi_m), (lo_f, hi_f)], reduction="none")(moving, fixed)
     torch.testing.assert_close(scaled, explicit, rtol=1e-9, atol=1e-12)
     nmi = MutualInformationLoss(normalized=True, reduction="none")(moving, fixed)
     assert ((nmi < 0) & (nmi > -1)).all()

@@ -40,13 +40,23 @@ def _signature(kernel, constexprs, acc, fixed_point):
 
 
 @pytest.mark.parametrize(
-    "acc,fixed_point,dims,uniform,kernel,edges",
+    "acc,fixed_point,dims,uniform,kernels,hard,edges",
     # 2-D: one uniform and one non-uniform axis. edges=0: windows too wide to evaluate per edge.
-    [("fp32", False, 1, 1, "gaussian", 0), ("fp64", True, 2, 1, "bspline", 16)],
+    # hard: a bit per axis binned hard inside the soft histogram.
+    [
+        ("fp32", False, 1, 1, ["gaussian"], 0, 0),
+        ("fp64", True, 2, 1, ["bspline", "bspline"], 0, 16),
+        ("fp32", False, 2, 2, ["box", "bspline2"], 1, 16),
+        ("fp32", True, 2, 3, ["epanechnikov", "logistic"], 2, 0),
+    ],
 )
-def test_kernels_compile_for_sm90(acc, fixed_point, dims, uniform, kernel, edges):
+def test_kernels_compile_for_sm90(acc, fixed_point, dims, uniform, kernels, hard, edges):
     target = GPUTarget("cuda", 90, 32)
-    meta = dict(D=dims, UNIFORM=uniform, KERNEL=kernel, HAS_WEIGHT=True, FIXED_POINT=fixed_point, EDGES=edges, BLOCK=32, CELLS=64)
+    packed = sum(_triton_backend._KERNEL_CODES[k] << (4 * d) for d, k in enumerate(kernels))
+    meta = dict(
+        D=dims, UNIFORM=uniform, KERNELS=packed, HARD=hard, HAS_WEIGHT=True, FIXED_POINT=fixed_point, EDGES=edges,
+        BLOCK=32, CELLS=64,
+    )
     backward_meta = dict(meta, NEED_X=True, NEED_W=True, NEED_H=True, NEED_E=(1 << dims) - 1 - uniform)
     for kernel_fn, constexprs in ((_triton_backend._forward_kernel, meta), (_triton_backend._backward_kernel, backward_meta)):
         source = ASTSource(kernel_fn, _signature(kernel_fn, constexprs, acc, fixed_point), constexprs)

@@ -4,6 +4,7 @@ from . import nn
 from .histogram import backends, histc, histogram, histogram2d, histogramdd
 from .kernels import KERNELS
 from .losses import entropy, histogram_matching_loss, js_divergence, kl_divergence, mutual_information, wasserstein
+from .registration import local_mutual_information, mattes_mutual_information
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,8 @@ __all__ = [
     "histogramdd",
     "js_divergence",
     "kl_divergence",
+    "local_mutual_information",
+    "mattes_mutual_information",
     "mutual_information",
     "nn",
     "wasserstein",

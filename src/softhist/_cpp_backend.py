@@ -3,7 +3,7 @@
 Same contract as :mod:`._torch_backend` (``x: (rows, n, D)`` -> ``(rows, *bins)``, one
 autograd.Function for every backend). This module plans each call and the kernels run it:
 
-* per axis, a strategy: ``TABLE`` (equal-width bins, float32 or narrower input, a kernel with a
+* per axis, a strategy: ``HARD`` for an axis binned hard inside a soft histogram; ``TABLE`` (equal-width bins, float32 or narrower input, a kernel with a
   continuous density, enough samples): masses read from a sub-bin table of exact values and
   linearly interpolated; otherwise the exact window (``EXACT_UNIFORM`` for equal-width bins,
   ``EXACT_EDGES`` for any edges), with the kernel's CDF evaluated at each window edge;
@@ -37,8 +37,8 @@ try:
 except (ImportError, OSError) as error:  # not built (no compiler), or built for another torch
     _LOAD_ERROR = f"{type(error).__name__}: {error}"
 
-KERNEL_IDS = {"gaussian": 0, "logistic": 1, "box": 2, "triangular": 3, "epanechnikov": 4, "bspline": 5}
-EXACT_UNIFORM, EXACT_EDGES, TABLE = 0, 1, 2
+KERNEL_IDS = {"gaussian": 0, "logistic": 1, "box": 2, "triangular": 3, "epanechnikov": 4, "bspline": 5, "bspline2": 6}
+EXACT_UNIFORM, EXACT_EDGES, TABLE, HARD = 0, 1, 2, 3
 
 _TABLE_MIN_SAMPLES = 4096  # below this the exact windows cost about as much as reading the table
 _TABLE_MAX_Q = 8192
@@ -54,10 +54,6 @@ def unavailable_reason() -> Optional[str]:
     if _LOAD_ERROR is None:
         return None
     return f"softhist's native CPU kernels are not built or do not load ({_LOAD_ERROR})"
-
-
-def _axis_kernels(binning: Binning) -> Tuple[Kernel, ...]:
-    return tuple(getattr(binning, "kernels", None) or (binning.kernel,) * len(binning.axes))
 
 
 # --------------------------------------------------------------------------- tables
@@ -120,10 +116,12 @@ def _plan(x: Tensor, edges: Sequence[Tensor], binning: Binning, smooth_gradients
     floats: List[float] = []
     tables: List[Tensor] = []
     samples = x.shape[0] * x.shape[1]
-    for axis, kernel, e in zip(binning.axes, _axis_kernels(binning), edges):
+    for axis, kernel, hard, e in zip(binning.axes, binning.kernels, binning.hard_axes, edges):
         lo, scale = (axis.uniform[0], axis.scale) if axis.uniform is not None else (0.0, 1.0)
         kind, width, size, reach = EXACT_EDGES, 0, 0, 0
-        if axis.uniform is not None:
+        if hard:  # numpy's rule against the edges; the kernel is not used
+            kind, width = HARD, 2
+        elif axis.uniform is not None:
             kind = EXACT_UNIFORM
             bandwidth_bins = axis.bandwidth * scale
             table = _table_size(kernel, bandwidth_bins)
@@ -136,7 +134,7 @@ def _plan(x: Tensor, edges: Sequence[Tensor], binning: Binning, smooth_gradients
                 width = math.ceil(2.0 * kernel.support * bandwidth_bins) + 2
         else:
             width = _window(axis, kernel, e)
-        if kind != TABLE:
+        if kind in (EXACT_UNIFORM, EXACT_EDGES):
             width = max(2, min(width, axis.bins + 1))  # never wider than the axis: cost <= dense
         ints += [kind, KERNEL_IDS[kernel.name], axis.bins, width, size, reach]
         floats += [lo, scale, axis.bandwidth, kernel.support]
@@ -161,15 +159,16 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
     need_x, need_w, need_h, need_edges = needs
     x, weight = _prepare(x, weight)
     ints, floats, flat_edges, tables = _plan(x, edges, binning, smooth_gradients=need_x or need_h)
-    flags = [int(need_x), int(need_w), int(need_h), *(int(n) for n in need_edges)]
+    exact_edges = [need and not hard for need, hard in zip(need_edges, binning.hard_axes)]  # hard axes: zero
+    flags = [int(need_x), int(need_w), int(need_h), *(int(n) for n in exact_edges)]
     grad = grad.to(x.dtype).contiguous()
     grad_x, grad_w, grad_h, grad_e = torch.ops.softhist.soft_histogram_backward(
         grad, x, weight, flat_edges, tables, ints, floats, flags
     )
     per_axis: List[Optional[Tensor]] = []
     start = 0
-    for e, need in zip(edges, need_edges):
-        per_axis.append(grad_e[start : start + e.numel()] if need else None)
+    for e, need, exact in zip(edges, need_edges, exact_edges):
+        per_axis.append(grad_e[start : start + e.numel()] if exact else torch.zeros_like(e, dtype=torch.float64) if need else None)
         start += e.numel()
     return (
         grad_x if need_x else None,

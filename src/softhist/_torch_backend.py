@@ -69,18 +69,44 @@ class Axis:
 class Binning:
     """Everything about a call that is not a tensor.
 
+    ``kernels`` holds one kernel per axis (a single :class:`Kernel` is taken for
+    every axis). ``mode`` is the call's: ``"soft"``, ``"straight_through"`` or
+    ``"hard"``. ``hard_axes`` marks, per axis, an axis binned hard inside a soft or
+    straight-through histogram: its factor is the indicator of the sample's bin
+    (by ``hard_rule``, against the edges the engine receives) and that axis's
+    coordinate, edges and bandwidth get no gradient; its kernel is not used.
     ``hard_rule`` picks how hard counts assign samples: ``"histc"`` (torch.histc's
     arithmetic) or ``"edges"`` (compare with the edges, as numpy does).
     """
 
-    kernel: Kernel
+    kernels: Tuple[Kernel, ...]
     mode: str
     axes: Tuple[Axis, ...]
     hard_rule: str = "edges"
+    hard_axes: Tuple[bool, ...] = ()
+
+    def __post_init__(self) -> None:
+        dims = len(self.axes)
+        if isinstance(self.kernels, Kernel):
+            object.__setattr__(self, "kernels", (self.kernels,) * dims)
+        if not self.hard_axes:
+            object.__setattr__(self, "hard_axes", (False,) * dims)
+        if len(self.kernels) != dims or len(self.hard_axes) != dims:
+            raise ValueError(
+                f"Binning needs one kernel and one hard flag per axis ({dims}), "
+                f"got {len(self.kernels)} and {len(self.hard_axes)}"
+            )
 
     @property
     def shape(self) -> Tuple[int, ...]:
         return tuple(axis.bins for axis in self.axes)
+
+    @property
+    def kernel(self) -> Kernel:
+        """The kernel of a call whose axes all share one (1-D calls, the table strategy)."""
+        if any(k != self.kernels[0] for k in self.kernels[1:]):
+            raise ValueError(f"the axes use different kernels: {[k.name for k in self.kernels]}")
+        return self.kernels[0]
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -174,11 +200,14 @@ def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor],
 # --------------------------------------------------------------------------- window strategy
 
 
-def _window(axis: Axis, kernel: Kernel, edges: Optional[Tensor]) -> int:
-    """Edges per sample window along one axis: enough to cover the support ``[x - T*h, x + T*h]``.
+def _window(axis: Axis, kernel: Optional[Kernel], edges: Optional[Tensor]) -> int:
+    """Edges per sample window along one axis: enough to cover the support ``[x - T*h, x + T*h]``;
+    two (one bin) for a hard axis (``kernel=None``).
 
     For non-uniform edges this reads the edges once (a host sync).
     """
+    if kernel is None:  # a hard axis: the sample's own bin
+        return 2
     reach = 2.0 * kernel.support * axis.bandwidth
     if axis.uniform is not None:
         return math.ceil(reach * axis.scale) + 2
@@ -220,7 +249,7 @@ def _window_positions(xc: Tensor, edges: Tensor, axis: Axis, kernel: Kernel, wid
 class _Windows:
     """One chunk's windows: per-axis ``z`` and bin masses, and where each sample's block of cells lands."""
 
-    z: List[Tensor]  # (m, K_d)
+    z: List[Optional[Tensor]]  # (m, K_d); None on hard axes
     first: List[Tensor]  # (m,): slot of the first window bin along axis d
     masses: List[Tensor]  # (m, K_d - 1): a_d at each window bin
     block: Tensor  # (m,): row of the sample's block in the block buffer, or its first cell in the flat buffer
@@ -247,7 +276,8 @@ class _WindowPlan:
         self.binning = binning
         self.acc = accumulation_dtype(x.dtype)
         self.edges = [e.detach().to(self.acc) for e in edges]
-        self.widths = [_window(a, binning.kernel, e) for a, e in zip(binning.axes, self.edges)]
+        self.kernels = [None if hard else k for k, hard in zip(binning.kernels, binning.hard_axes)]
+        self.widths = [_window(a, k, e) for a, k, e in zip(binning.axes, self.kernels, self.edges)]
         self.window_shape = [k - 1 for k in self.widths]
         self.window_cells = math.prod(self.window_shape)
         self.sizes = [a.bins + 2 * k for a, k in zip(binning.axes, self.widths)]  # extended histogram
@@ -279,13 +309,21 @@ class _WindowPlan:
         weight = finite.to(self.acc) if wc is None else torch.where(finite, wc.to(self.acc), 0.0)
         block = _row_offsets(start, end, self.n, self.cells, xc.device) if self.rows > 1 else 0
         z_all, firsts, masses = [], [], []
-        for d, (axis, edges, width) in enumerate(zip(self.binning.axes, self.edges, self.widths)):
+        for d, (axis, edges, width, kernel) in enumerate(zip(self.binning.axes, self.edges, self.widths, self.kernels)):
             column = torch.where(finite, columns[d], self.park[d])
-            first, z = _window_positions(column, edges, axis, self.binning.kernel, width)
-            cdf = self.binning.kernel.cdf(z)
+            if kernel is None:  # hard axis: the indicator of the sample's bin
+                if self.binning.hard_rule == "histc" and axis.uniform is not None:
+                    pos, valid = _histc_bins(column, axis)
+                else:
+                    pos, valid = _edge_bins(column, edges)
+                first, z, mass = pos.add_(width), None, valid.to(self.acc).unsqueeze(1)
+            else:
+                first, z = _window_positions(column, edges, axis, kernel, width)
+                cdf = kernel.cdf(z)
+                mass = torch.sub(cdf[:, 1:], cdf[:, :-1])
             z_all.append(z)
             firsts.append(first)
-            masses.append(torch.sub(cdf[:, 1:], cdf[:, :-1]))
+            masses.append(mass)
             block = block + first * self.strides[d]
         return _Windows(z_all, firsts, masses, block, weight, finite)
 
@@ -385,7 +423,7 @@ def _window_backward(
         win = plan.windows(flat_x[start:end], None if flat_w is None else flat_w[start:end], start, end)
         block_grad = plan.gather(grad_cells, win)
         for d, axis in enumerate(binning.axes):
-            wants_axis = need_x or need_h or need_edges[d]
+            wants_axis = (need_x or need_h or need_edges[d]) and not binning.hard_axes[d]
             if not (wants_axis or (d == 0 and need_w)):
                 continue
             d_mass = _contract_except(block_grad, win.masses, d)  # dL/da_d, before the weight
@@ -395,7 +433,7 @@ def _window_backward(
                 continue
             d_mass = d_mass * win.weight.unsqueeze(1)
             d_cdf = nnf.pad(d_mass, (1, 0)).sub_(nnf.pad(d_mass, (0, 1)))
-            d_z = d_cdf.mul_(binning.kernel.pdf(win.z[d])).div_(axis.bandwidth)  # dL/dz / h
+            d_z = d_cdf.mul_(binning.kernels[d].pdf(win.z[d])).div_(axis.bandwidth)  # dL/dz / h
             if need_x:
                 grad_x[start:end, d] = -d_z.sum(1)
             if need_h:
@@ -423,8 +461,10 @@ class _Table:
 
 def _plan_table(x: Tensor, binning: Binning) -> Optional[_Table]:
     """The sub-bin grid for this call, or None when the window strategy must run."""
-    kernel = binning.kernel
-    if len(binning.axes) != 1 or x.dtype == torch.float64 or not math.isfinite(kernel.pdf_slope):
+    if len(binning.axes) != 1 or binning.hard_axes[0] or x.dtype == torch.float64:
+        return None
+    kernel = binning.kernels[0]
+    if not math.isfinite(kernel.pdf_slope):
         return None
     axis = binning.axes[0]
     if axis.uniform is None:
@@ -600,18 +640,18 @@ class Engine:
 def _soft_forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
     table = _plan_table(x, binning)
     if table is not None:
-        return _table_forward(x[..., 0], weight, binning.axes[0], binning.kernel, table)
+        return _table_forward(x[..., 0], weight, binning.axes[0], binning.kernels[0], table)
     return _window_forward(x, weight, edges, binning)
 
 
 def _soft_backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, needs):
     need_x, need_w, need_h, need_edges = needs
     table = _plan_table(x, binning)
-    smooth_enough = math.isfinite(binning.kernel.pdf_curvature) or not (need_x or need_h)
+    smooth_enough = math.isfinite(binning.kernels[0].pdf_curvature) or not (need_x or need_h)
     if table is None or not smooth_enough or any(need_edges):
         return _window_backward(grad, x, weight, edges, binning, needs)
     grad_x, grad_w, grad_h = _table_backward(
-        grad, x[..., 0], weight, binning.axes[0], binning.kernel, table, (need_x, need_w, need_h)
+        grad, x[..., 0], weight, binning.axes[0], binning.kernels[0], table, (need_x, need_w, need_h)
     )
     return grad_x, grad_w, None if grad_h is None else grad_h.view(1), [None]
 

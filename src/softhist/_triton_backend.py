@@ -79,7 +79,9 @@ def unavailable_reason(x: Tensor) -> Optional[str]:
 # --------------------------------------------------------------------------- device functions
 
 # The kernel table of ``kernels.py``, in Triton. ``z`` is in standard deviations; ``support``
-# is the table's ``T`` (the Gaussian and logistic are cut there and renormalized).
+# is the table's ``T`` (the Gaussian and logistic are cut there and renormalized). A kernel is
+# a small integer constexpr (``_KERNEL_CODES``); a launch packs one per axis, 4 bits each.
+_KERNEL_CODES = {"gaussian": 0, "logistic": 1, "box": 2, "triangular": 3, "epanechnikov": 4, "bspline": 5, "bspline2": 6}
 
 
 @triton.jit
@@ -91,53 +93,63 @@ def _tanh(y):
 
 @triton.jit
 def _cdf(z, support, KERNEL: tl.constexpr):
-    if KERNEL == "gaussian":
+    if KERNEL == 0:  # gaussian
         t = tl.minimum(tl.maximum(z, -support), support)
         return tl.math.erf(t * 0.7071067811865476) / (2.0 * tl.math.erf(support * 0.7071067811865476)) + 0.5
-    elif KERNEL == "logistic":  # scale s = sqrt(3)/pi; 0.5/s = 0.9068996821171089
+    elif KERNEL == 1:  # logistic, scale s = sqrt(3)/pi; 0.5/s = 0.9068996821171089
         t = tl.minimum(tl.maximum(z, -support), support)
         return _tanh(t * 0.9068996821171089) / (2.0 * _tanh(support * 0.9068996821171089)) + 0.5
-    elif KERNEL == "box":  # a = sqrt(3)
+    elif KERNEL == 2:  # box, a = sqrt(3)
         return tl.minimum(tl.maximum((z + 1.7320508075688772) / 3.4641016151377544, 0.0), 1.0)
-    elif KERNEL == "triangular":  # a = sqrt(6)
+    elif KERNEL == 3:  # triangular, a = sqrt(6)
         t = tl.minimum(tl.maximum(z / 2.449489742783178, -1.0), 1.0)
         return 0.5 + t - 0.5 * t * tl.abs(t)
-    elif KERNEL == "epanechnikov":  # a = sqrt(5)
+    elif KERNEL == 4:  # epanechnikov, a = sqrt(5)
         t = tl.minimum(tl.maximum(z / 2.23606797749979, -1.0), 1.0)
         return 0.5 + 0.75 * t - 0.25 * t * t * t
-    else:  # cubic B-spline, knot spacing b = sqrt(3)
-        tl.static_assert(KERNEL == "bspline", "a kernel of kernels.py has no Triton version")
+    elif KERNEL == 5:  # cubic B-spline, knot spacing b = sqrt(3)
         a = tl.minimum(tl.abs(z) / 1.7320508075688772, 2.0)
         inner = a * (2.0 / 3.0 - a * a / 3.0 + a * a * a / 8.0)
         outer = 0.5 - (2.0 - a) * (2.0 - a) * (2.0 - a) * (2.0 - a) / 24.0
         half = tl.where(a < 1.0, inner, outer)
         return 0.5 + tl.where(z < 0, -half, tl.where(z > 0, half, 0.0))
+    else:  # quadratic B-spline, knot spacing b = 2
+        tl.static_assert(KERNEL == 6, "a kernel of kernels.py has no Triton version")
+        t = tl.minimum(tl.abs(z) * 0.5, 1.5)
+        inner = t * (0.75 - t * t / 3.0)
+        outer = 0.5 - (1.5 - t) * (1.5 - t) * (1.5 - t) / 6.0
+        half = tl.where(t < 0.5, inner, outer)
+        return 0.5 + tl.where(z < 0, -half, tl.where(z > 0, half, 0.0))
 
 
 @triton.jit
 def _pdf(z, support, KERNEL: tl.constexpr):
-    if KERNEL == "gaussian":
+    if KERNEL == 0:  # gaussian
         inside = tl.abs(z) < support
         peak = 0.7978845608028654 / (2.0 * tl.math.erf(support * 0.7071067811865476))  # 2 / sqrt(2 pi) / (2 g(T))
         return tl.where(inside, peak * tl.exp(-0.5 * z * z), 0.0)
-    elif KERNEL == "logistic":
+    elif KERNEL == 1:  # logistic
         inside = tl.abs(z) < support
         e = tl.exp(-2.0 * tl.abs(z) * 0.9068996821171089)
         sech2 = 4.0 * e / ((1.0 + e) * (1.0 + e))
         return tl.where(inside, 0.9068996821171089 * sech2 / (2.0 * _tanh(support * 0.9068996821171089)), 0.0)
-    elif KERNEL == "box":
+    elif KERNEL == 2:  # box
         return (tl.abs(z) < 1.7320508075688772).to(z.dtype) * (0.5 / 1.7320508075688772)
-    elif KERNEL == "triangular":
+    elif KERNEL == 3:  # triangular
         return tl.maximum(1.0 - tl.abs(z / 2.449489742783178), 0.0) / 2.449489742783178
-    elif KERNEL == "epanechnikov":
+    elif KERNEL == 4:  # epanechnikov
         t = z / 2.23606797749979
         return (0.75 / 2.23606797749979) * tl.maximum(1.0 - t * t, 0.0)
-    else:
-        tl.static_assert(KERNEL == "bspline", "a kernel of kernels.py has no Triton version")
+    elif KERNEL == 5:  # cubic B-spline
         a = tl.abs(z) / 1.7320508075688772
         inner = 2.0 / 3.0 - a * a + 0.5 * a * a * a
         rest = tl.maximum(2.0 - a, 0.0)
         return tl.where(a < 1.0, inner, rest * rest * rest / 6.0) / 1.7320508075688772
+    else:  # quadratic B-spline
+        tl.static_assert(KERNEL == 6, "a kernel of kernels.py has no Triton version")
+        t = tl.abs(z) * 0.5
+        rest = tl.maximum(1.5 - t, 0.0)
+        return tl.where(t < 0.5, 0.75 - t * t, 0.5 * rest * rest) * 0.5
 
 
 # Per-axis parameters, one row per axis in two small tensors (see ``_Launch``).
@@ -168,16 +180,25 @@ def _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d: tl.constexpr,
 
 
 @triton.jit
-def _axis_start(x, edges_ptr, axis_int_ptr, axis_float_ptr, d: tl.constexpr, UNIFORM: tl.constexpr, ACC: tl.constexpr):
+def _axis_start(
+    x, edges_ptr, axis_int_ptr, axis_float_ptr, d: tl.constexpr, UNIFORM: tl.constexpr, HARD: tl.constexpr, ACC: tl.constexpr,
+):
     """Axis ``d`` of each sample's window: its first bin (``(BLOCK,)``, at or below ``x - T*h``;
     bins outside ``[0, bins)`` are virtual) and an anchor for ``z`` at its edges: on uniform
     axes ``z`` at the window's first edge, on others ``x`` itself.
 
     Uniform axes place edges arithmetically, ``e_j = lo + j * width``; other axes search
-    the edges once per sample.
+    the edges once per sample. A hard axis's window is the sample's own bin,
+    ``e_k <= x < e_{k+1}`` (the last closed, as numpy), and its anchor is 1 where ``x`` is
+    in the range, 0 elsewhere: the factor the sample's cells get along that axis.
     """
     bins = tl.load(axis_int_ptr + d * 6)
     reach = tl.load(axis_float_ptr + d * 5 + 3)
+    if (HARD >> d) & 1:
+        edges = edges_ptr + tl.load(axis_int_ptr + d * 6 + 4)
+        count = _count_at_most(edges, bins + 1, x, tl.load(axis_int_ptr + d * 6 + 5))
+        inside = (x >= tl.load(edges)) & (x <= tl.load(edges + bins))
+        return tl.minimum(tl.maximum(count - 1, 0), bins - 1), inside.to(ACC)
     if (UNIFORM >> d) & 1:
         window = tl.load(axis_int_ptr + d * 6 + 1)
         lo = tl.load(axis_float_ptr + d * 5)
@@ -195,7 +216,7 @@ def _axis_start(x, edges_ptr, axis_int_ptr, axis_float_ptr, d: tl.constexpr, UNI
 
 @triton.jit
 def _edge_value(
-    q, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
+    q, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
     d: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, WHAT: tl.constexpr, ACC: tl.constexpr,
 ):
     """At window edge ``q`` (an int tensor broadcast against the samples): the kernel's CDF
@@ -205,6 +226,7 @@ def _edge_value(
     bins = tl.load(axis_int_ptr + d * 6)
     edge_offset = tl.load(axis_int_ptr + d * 6 + 4)
     h = tl.load(axis_float_ptr + d * 5 + 2)
+    support = tl.load(axis_float_ptr + d * 5 + 4)  # this axis's kernel's T
     index = edge_offset + tl.minimum(tl.maximum(first[:, None] + q, 0), bins)
     if (UNIFORM >> d) & 1:
         z = anchor[:, None] + q.to(ACC) * (1.0 / (tl.load(axis_float_ptr + d * 5 + 1) * h))
@@ -222,7 +244,7 @@ def _edge_value(
 
 @triton.jit
 def _at_cells(
-    p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
+    p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
     d: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, WHAT: tl.constexpr, ACC: tl.constexpr,
     EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
 ):
@@ -232,13 +254,13 @@ def _at_cells(
     evaluated per cell otherwise (``EDGES = 0``, very wide windows)."""
     if EDGES > 0:
         values = _edge_value(
-            tl.arange(0, EDGES)[None, :], first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
+            tl.arange(0, EDGES)[None, :], first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
             d, UNIFORM, KERNEL, WHAT, ACC,
         )
         lower = tl.zeros([BLOCK, CELLS], dtype=tl.int32) + p.to(tl.int32)
         return tl.gather(values, lower, 1), tl.gather(values, lower + 1, 1)
-    lower = _edge_value(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support, d, UNIFORM, KERNEL, WHAT, ACC)
-    upper = _edge_value(p + 1, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support, d, UNIFORM, KERNEL, WHAT, ACC)
+    lower = _edge_value(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, WHAT, ACC)
+    upper = _edge_value(p + 1, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, WHAT, ACC)
     return lower, upper
 
 
@@ -271,8 +293,8 @@ def _block_samples(
 
 @triton.jit
 def _cells(
-    x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, support,
-    SKIP: tl.constexpr, D: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr,
+    x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
+    SKIP: tl.constexpr, D: tl.constexpr, UNIFORM: tl.constexpr, KERNELS: tl.constexpr, HARD: tl.constexpr,
     EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr, ACC: tl.constexpr,
 ):
     """For each ``[sample, cell]`` of a tile: the product of the per-axis masses over every axis
@@ -283,14 +305,17 @@ def _cells(
     keep = live[:, None] & (cell < window_cells)
     for d in tl.static_range(D):
         x = _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d, D, ACC)
-        first, anchor = _axis_start(x, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, ACC)
+        first, anchor = _axis_start(x, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, HARD, ACC)
         p = _window_bin(cell, axis_int_ptr, d)
         if d != SKIP:
-            lower, upper = _at_cells(
-                p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
-                d, UNIFORM, KERNEL, "cdf", ACC, EDGES, BLOCK, CELLS,
-            )
-            mass *= upper - lower
+            if (HARD >> d) & 1:
+                mass *= anchor[:, None]  # 1 in the sample's bin, 0 out of range
+            else:
+                lower, upper = _at_cells(
+                    p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
+                    d, UNIFORM, (KERNELS >> (4 * d)) & 15, "cdf", ACC, EDGES, BLOCK, CELLS,
+                )
+                mass *= upper - lower
         bin = first[:, None] + p
         target += bin * tl.load(axis_int_ptr + d * 6 + 3)
         keep &= (bin >= 0) & (bin < tl.load(axis_int_ptr + d * 6))
@@ -315,12 +340,11 @@ def _forward_kernel(
     axis_float_ptr,  # (D, 5) per-axis parameters in the accumulation dtype (_FLOAT_FIELDS)
     out_ptr,  # (copies, rows * cells) partial histograms: accumulation dtype, or int64 fixed point
     total, n, cells, window_cells, blocks_per_program, copies, fixed_scale,
-    D: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+    D: tl.constexpr, UNIFORM: tl.constexpr, KERNELS: tl.constexpr, HARD: tl.constexpr, HAS_WEIGHT: tl.constexpr,
     FIXED_POINT: tl.constexpr, EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
 ):
     ACC: tl.constexpr = edges_ptr.dtype.element_ty
     pid = tl.program_id(0).to(tl.int64)
-    support = tl.load(axis_float_ptr + 4)  # the kernel's T, in the accumulation dtype
     partial = out_ptr + (pid % copies) * tl.cdiv(total, n) * cells
     for i in range(blocks_per_program):
         sample, live, finite, weight, row = _block_samples(
@@ -329,8 +353,8 @@ def _forward_kernel(
         for first_cell in range(0, window_cells, CELLS):  # wide windows take several tiles
             cell = first_cell + tl.arange(0, CELLS)[None, :]
             mass, target, keep = _cells(
-                x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, support,
-                -1, D, UNIFORM, KERNEL, EDGES, BLOCK, CELLS, ACC,
+                x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
+                -1, D, UNIFORM, KERNELS, HARD, EDGES, BLOCK, CELLS, ACC,
             )
             _accumulate(partial + row[:, None] + target, mass * weight[:, None], keep, fixed_scale, FIXED_POINT)
 
@@ -386,13 +410,12 @@ def _backward_kernel(
     grad_h_ptr,  # (blocks, D) out: each block's share of dL/dh (written when NEED_H)
     grad_e_ptr,  # (copies, edges) partial dL/dedges: accumulation dtype or int64 fixed point (when NEED_E)
     total, n, cells, window_cells, blocks_per_program, copies, edge_count, fixed_scale,
-    D: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+    D: tl.constexpr, UNIFORM: tl.constexpr, KERNELS: tl.constexpr, HARD: tl.constexpr, HAS_WEIGHT: tl.constexpr,
     FIXED_POINT: tl.constexpr, NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_H: tl.constexpr,
     NEED_E: tl.constexpr, EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
 ):
     ACC: tl.constexpr = edges_ptr.dtype.element_ty
     pid = tl.program_id(0).to(tl.int64)
-    support = tl.load(axis_float_ptr + 4)
     edge_partial = grad_e_ptr + (pid % copies) * edge_count
     for i in range(blocks_per_program):
         block = pid * blocks_per_program + i
@@ -405,41 +428,44 @@ def _backward_kernel(
                 cell = first_cell + tl.arange(0, CELLS)[None, :]
                 mass, target, keep = _cells(
                     x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
-                    support, -1, D, UNIFORM, KERNEL, EDGES, BLOCK, CELLS, ACC,
+                    -1, D, UNIFORM, KERNELS, HARD, EDGES, BLOCK, CELLS, ACC,
                 )
                 g = tl.load(grad_ptr + row[:, None] + target, mask=keep, other=0.0)  # 0 on virtual bins
                 grad_w += tl.sum(g * mass, axis=1)
             tl.store(grad_w_ptr + sample, tl.where(finite, grad_w, 0.0), mask=live)
         for d in tl.static_range(D):
-            if NEED_X or NEED_H or ((NEED_E >> d) & 1):
+            if (HARD >> d) & 1:  # a hard axis passes no gradient to its coordinate, edges or bandwidth
+                if NEED_X:
+                    tl.store(grad_x_ptr + sample * D + d, tl.zeros([BLOCK], dtype=ACC), mask=live)
+            elif NEED_X or NEED_H or ((NEED_E >> d) & 1):
                 x = _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d, D, ACC)
-                first, anchor = _axis_start(x, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, ACC)
+                first, anchor = _axis_start(x, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, HARD, ACC)
                 grad_x = tl.zeros([BLOCK], dtype=ACC)
                 grad_h = tl.zeros([BLOCK], dtype=ACC)
                 for first_cell in range(0, window_cells, CELLS):
                     cell = first_cell + tl.arange(0, CELLS)[None, :]
                     others, target, keep = _cells(
                         x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
-                        support, d, D, UNIFORM, KERNEL, EDGES, BLOCK, CELLS, ACC,
+                        d, D, UNIFORM, KERNELS, HARD, EDGES, BLOCK, CELLS, ACC,
                     )
                     g = tl.load(grad_ptr + row[:, None] + target, mask=keep, other=0.0)
                     others = others * g * weight[:, None]
                     p = _window_bin(cell, axis_int_ptr, d)
                     f_lo, f_hi = _at_cells(
-                        p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
-                        d, UNIFORM, KERNEL, "pdf", ACC, EDGES, BLOCK, CELLS,
+                        p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
+                        d, UNIFORM, (KERNELS >> (4 * d)) & 15, "pdf", ACC, EDGES, BLOCK, CELLS,
                     )
                     grad_x -= tl.sum(others * (f_hi - f_lo), axis=1)
                     if NEED_H:
                         zf_lo, zf_hi = _at_cells(
-                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
-                            d, UNIFORM, KERNEL, "zpdf", ACC, EDGES, BLOCK, CELLS,
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
+                            d, UNIFORM, (KERNELS >> (4 * d)) & 15, "zpdf", ACC, EDGES, BLOCK, CELLS,
                         )
                         grad_h -= tl.sum(others * (zf_hi - zf_lo), axis=1)
                     if (NEED_E >> d) & 1:
                         e_lo, e_hi = _at_cells(
-                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, support,
-                            d, UNIFORM, KERNEL, "index", ACC, EDGES, BLOCK, CELLS,
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
+                            d, UNIFORM, (KERNELS >> (4 * d)) & 15, "index", ACC, EDGES, BLOCK, CELLS,
                         )
                         _accumulate(edge_partial + e_hi, others * f_hi, keep, fixed_scale, FIXED_POINT)
                         _accumulate(edge_partial + e_lo, -(others * f_lo), keep, fixed_scale, FIXED_POINT)
@@ -486,7 +512,8 @@ def _axis_parameters(
         steps = math.ceil(math.log2(axis.bins + 2))  # of the binary search over B + 1 edges
         axis_int.append([axis.bins, windows[d], math.prod(windows[d + 1 :]), math.prod(shape[d + 1 :]), edge_offsets[d], steps])
         lo, scale = (axis.uniform[0], axis.scale) if first is None else (first, 1.0)
-        axis_float.append([lo, scale, axis.bandwidth, binning.kernel.support * axis.bandwidth, binning.kernel.support])
+        support = binning.kernels[d].support
+        axis_float.append([lo, scale, axis.bandwidth, support * axis.bandwidth, support])
     return (
         torch.tensor(axis_int, dtype=torch.int64, device=device),
         torch.tensor(axis_float, dtype=acc, device=device),
@@ -517,7 +544,8 @@ class _Launch:
         rows, n, dims = x.shape
         acc = accumulation_dtype(x.dtype)
         edges = [e.detach().to(acc) for e in edges]
-        windows = [_window(axis, binning.kernel, e) - 1 for axis, e in zip(binning.axes, edges)]  # bins per window
+        kernels = [None if hard else k for k, hard in zip(binning.kernels, binning.hard_axes)]
+        windows = [_window(axis, k, e) - 1 for axis, k, e in zip(binning.axes, kernels, edges)]  # bins per window
         shape = binning.shape
         offsets = tuple(sum(e.numel() for e in edges[:d]) for d in range(dims))
         firsts = tuple(None if axis.uniform is not None else float(e[0]) for axis, e in zip(binning.axes, edges))
@@ -541,7 +569,8 @@ class _Launch:
             rows=rows, n=max(n, 1), cells=math.prod(shape), window_cells=window_cells,
             programs=programs, blocks_per_program=per_program,
             meta=dict(
-                D=dims, UNIFORM=uniform, KERNEL=binning.kernel.name, HAS_WEIGHT=weight is not None,
+                D=dims, UNIFORM=uniform, KERNELS=sum(_KERNEL_CODES[k.name] << (4 * d) for d, k in enumerate(binning.kernels)),
+                HARD=sum(1 << d for d, hard in enumerate(binning.hard_axes) if hard), HAS_WEIGHT=weight is not None,
                 FIXED_POINT=torch.are_deterministic_algorithms_enabled(), EDGES=edges_tile, BLOCK=block, CELLS=cells_padded,
                 enable_fp_fusion=True,  # fused multiply-adds, said explicitly (Triton's default is changing)
             ),
@@ -609,7 +638,7 @@ def _table_forward(x: Tensor, weight: Optional[Tensor], binning: Binning, table:
         )
     if fixed_point:
         total, moment = total.to(torch.float64) / scale, moment.to(torch.float64) / scale
-    hist = table_histogram(total.view(rows, stride), moment.view(rows, stride), axis, binning.kernel, table)
+    hist = table_histogram(total.view(rows, stride), moment.view(rows, stride), axis, binning.kernels[0], table)
     return hist.to(accumulation_dtype(x.dtype))
 
 
@@ -649,11 +678,11 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
     scale = 1.0
     if grad_e is not None and launch.fixed_point:
         # |dL/de| summed over a sample's cells is at most 2 * window * max f / h per unit of |g w|.
-        peak = float(binning.kernel.pdf(torch.zeros((), dtype=torch.float64)))
         per_weight = max(
-            2.0 * window * peak / axis.bandwidth
-            for window, axis in zip(launch.windows, binning.axes)
-        )
+            2.0 * window * float(kernel.pdf(torch.zeros((), dtype=torch.float64))) / axis.bandwidth
+            for window, axis, kernel, hard in zip(launch.windows, binning.axes, binning.kernels, binning.hard_axes)
+            if not hard
+        ) if not all(binning.hard_axes) else 1.0
         scale = _fixed_point_scale(_weight_bound(launch.weight, launch.total) * float(grad.abs().max()) * per_weight)
     dummy = launch.edges
     with _device_of(x):

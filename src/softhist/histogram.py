@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["backends", "histc", "histogram", "histogram2d", "histogramdd"]
 
 Mode = Literal["soft", "hard", "straight_through"]
+AxisModes = Union[Mode, Sequence[Mode]]  # one mode, or one per axis (joint histograms)
+AxisKernels = Union[KernelName, Sequence[KernelName]]  # one kernel, or one per axis
 BackendName = Literal["auto", "torch", "cpp", "triton"]
 Bandwidth = Union[float, Tensor, None]
 Dim = Union[int, Sequence[int], None]
@@ -54,6 +56,45 @@ def _check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     return mode
+
+
+def _input_mode(mode: object) -> str:
+    """Validate ``mode`` (one, or one per axis) and return the mode that governs the input's
+    dtype: ``"hard"`` when every axis is hard (integer data allowed), ``"soft"`` otherwise."""
+    if isinstance(mode, (list, tuple)):
+        if not mode:
+            raise ValueError(f"mode must be a mode or one mode per axis, got {mode!r}")
+        modes = [_check_mode(m) for m in mode]
+        return "hard" if all(m == "hard" for m in modes) else "soft"
+    return _check_mode(mode)
+
+
+def _axis_options(value: object, dims: int, name: str) -> list:
+    """One value for every axis, or a list or tuple of ``dims`` values."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != dims:
+            raise ValueError(f"{name} must be one value or one per axis (D = {dims}), got {len(value)}: {value!r}")
+        return list(value)
+    return [value] * dims
+
+
+def _call_mode(mode: object, dims: int) -> Tuple[str, Tuple[bool, ...]]:
+    """The engine's mode for per-axis ``mode`` values, and which axes are hard within it.
+
+    All hard: ``"hard"``. Hard axes mixed with soft ones: ``"soft"``; with
+    straight-through ones: ``"straight_through"`` (hard counts forward, the soft
+    axes' gradient backward). Soft and straight-through axes cannot be mixed.
+    """
+    modes = [_check_mode(m) for m in _axis_options(mode, dims, "mode")]
+    kinds = set(modes)
+    if kinds == {"hard"}:
+        return "hard", (False,) * dims
+    if {"soft", "straight_through"} <= kinds:
+        raise ValueError(
+            f"mode cannot mix 'soft' and 'straight_through' axes, got {mode!r}; "
+            "make each axis 'soft' or 'hard', or each 'straight_through' or 'hard'"
+        )
+    return ("soft" if "soft" in kinds else "straight_through"), tuple(m == "hard" for m in modes)
 
 
 def _check_bin_count(bins: object, name: str = "bins") -> int:
@@ -354,24 +395,27 @@ def _bin(
     uniforms: Sequence[Optional[Tuple[float, float]]],
     *,
     hard_rule: str,
-    kernel: str,
+    kernel: object,
     bandwidth: object,
-    mode: str,
+    mode: object,
     backend: str,
     group: Optional["ProcessGroup"] = None,
 ) -> Tensor:
     """The engine entry: ``x: (rows, n, D)`` -> ``(rows, *bins)``, summed over the group's ranks.
 
+    ``kernel`` and ``mode`` are one value or one per axis (see :func:`_call_mode`).
     Hard counts come back in float64, soft histograms in the accumulation dtype.
     """
-    kernel_entry = get_kernel(kernel)
+    dims = len(edges)
+    kernels = tuple(get_kernel(k) for k in _axis_options(kernel, dims, "kernel"))
+    mode, hard_axes = _call_mode(mode, dims)
     engine = _select_backend(x, backend)
     acc = accumulation_dtype(x.dtype if x.is_floating_point() else torch.float64)
     spans = [u if u is not None else (float(e[0].detach()), float(e[-1].detach())) for e, u in zip(edges, uniforms)]
     defaults = [0.5 * (hi - lo) / (e.numel() - 1) for e, (lo, hi) in zip(edges, spans)]  # half the mean bin width
     bandwidth_tensor, bandwidth_values = _resolve_bandwidth(bandwidth, defaults, acc, x.device)
     axes = tuple(Axis(e.numel() - 1, h, u) for e, h, u in zip(edges, bandwidth_values, uniforms))
-    binning = Binning(kernel_entry, mode, axes, hard_rule)
+    binning = Binning(kernels, mode, axes, hard_rule, hard_axes)
     if mode == "hard":
         if not x.is_floating_point():
             x = x.to(torch.float64)
@@ -408,7 +452,9 @@ def histc(
         min, max: the range. ``min == max`` (the default) means the range of the
             finite data, as in ``torch.histc`` (one host sync).
         kernel: ``"gaussian"``, ``"logistic"``, ``"box"``, ``"triangular"``,
-            ``"epanechnikov"`` or ``"bspline"``.
+            ``"epanechnikov"``, ``"bspline"`` (cubic) or ``"bspline2"`` (quadratic);
+            ``"bspline0"`` to ``"bspline3"`` name the B-splines by order (box,
+            triangular, quadratic, cubic).
         bandwidth: kernel standard deviation in data units, a float or a 0-d
             tensor (may require grad). ``None``: half a bin width.
         mode: ``"soft"``; ``"hard"`` for exact counts, equal to ``torch.histc``;
@@ -537,9 +583,9 @@ def histogramdd(
     range: Optional[Sequence[Optional[Tuple[float, float]]]] = None,
     weight: Optional[Tensor] = None,
     density: bool = False,
-    kernel: KernelName = "gaussian",
+    kernel: AxisKernels = "gaussian",
     bandwidth: Union[Bandwidth, Sequence[Union[float, Tensor]]] = None,
-    mode: Mode = "soft",
+    mode: AxisModes = "soft",
     backend: BackendName = "auto",
     group: Optional["ProcessGroup"] = None,
 ) -> Tuple[Tensor, List[Tensor]]:
@@ -559,7 +605,14 @@ def histogramdd(
             finite data's range, widened by 0.5 each side when empty, as numpy).
         weight: per-sample weights, shape ``(*batch, N)``, differentiable.
         density: divide by the total mass and the cell volumes, as numpy does.
-        kernel, mode, backend, group: as in :func:`softhist.histc`.
+        kernel: one kernel name (see :func:`softhist.histc`) or one per axis.
+        mode: one mode or one per axis. Axes may mix ``"hard"`` with ``"soft"``
+            (or with ``"straight_through"``): a hard axis counts the sample in
+            its own bin (numpy's rule, against the edges in the accumulation
+            dtype) and passes no gradient to that coordinate, its edges or its
+            bandwidth; its kernel and bandwidth are unused. ``"soft"`` and
+            ``"straight_through"`` axes cannot be mixed.
+        backend, group: as in :func:`softhist.histc`.
         bandwidth: one value for every axis or one per axis (floats, 0-d
             tensors or a 1-D tensor of length ``D``); standard deviations in
             data units. ``None``: half of each axis's mean bin width.
@@ -585,9 +638,15 @@ def histogramdd(
         >>> hist.shape
         torch.Size([2, 4, 3])
         >>> hist.sum().backward()
+
+        Per-axis kernels and modes: hard on the first axis, a quadratic B-spline on the second.
+
+        >>> hist, _ = softhist.histogramdd(xy, bins=[4, 3], range=[(0, 1), (0, 1)],
+        ...                                kernel=["box", "bspline2"], mode=["hard", "soft"])
+        >>> hist.shape
+        torch.Size([2, 4, 3])
     """
-    mode = _check_mode(mode)
-    _check_input(input, mode)
+    _check_input(input, _input_mode(mode))
     if input.dim() < 2:
         raise ValueError(f"input must have shape (..., N, D), got shape {tuple(input.shape)}")
     dims = input.shape[-1]
@@ -629,9 +688,9 @@ def histogram2d(
     range: Optional[Sequence[Optional[Tuple[float, float]]]] = None,
     weight: Optional[Tensor] = None,
     density: bool = False,
-    kernel: KernelName = "gaussian",
+    kernel: AxisKernels = "gaussian",
     bandwidth: Union[Bandwidth, Sequence[Union[float, Tensor]]] = None,
-    mode: Mode = "soft",
+    mode: AxisModes = "soft",
     backend: BackendName = "auto",
     group: Optional["ProcessGroup"] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -645,7 +704,8 @@ def histogram2d(
         bins: an int, a pair of ints, one edges tensor for both axes, or a pair
             of edges tensors (or mixed).
         range: ``[(xmin, xmax), (ymin, ymax)]`` or ``None``.
-        weight, density, kernel, bandwidth, mode, backend, group: as in :func:`histogramdd`.
+        weight, density, kernel, bandwidth, mode, backend, group: as in :func:`histogramdd`
+            (``kernel``, ``bandwidth`` and ``mode`` one value or a pair).
 
     Returns:
         ``(hist, xedges, yedges)``, ``hist`` of shape ``(*batch, Bx, By)``.

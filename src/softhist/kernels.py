@@ -19,6 +19,17 @@ Each entry holds:
   masses on a sub-bin grid; ``inf`` where ``f`` jumps (the box kernel);
 * ``pdf_curvature``: ``max |f''(z)|``, the same bound for interpolating their
   gradients; ``inf`` where ``f'`` jumps (box, triangular, Epanechnikov).
+
+B-splines of every order up to 3 are here: order 0 is ``"box"``, order 1
+``"triangular"``, order 2 ``"bspline2"`` and order 3 ``"bspline"``; the names
+``"bspline0"``, ``"bspline1"`` and ``"bspline3"`` are aliases (:data:`KERNEL_ALIASES`).
+The order-``n`` B-spline ``beta_n`` with unit knot spacing is ``n + 1`` unit boxes
+convolved, so it has variance ``(n + 1) / 12`` and ``beta_n(t) = B_{n-1}(t + 1/2) -
+B_{n-1}(t - 1/2)`` with ``B_{n-1}`` the CDF of ``beta_{n-1}``. Hence **evaluating an
+order-n B-spline at bin centers one bin apart equals the bin masses of the order-(n-1)
+B-spline kernel** with knots one bin apart: ITK's and MONAI's cubic Parzen window is
+``"bspline2"`` with ``bandwidth = bin width / 2``, and order 0 evaluated at the centers
+(nearest-bin counting) is hard binning.
 """
 
 from __future__ import annotations
@@ -31,9 +42,11 @@ from typing import Callable, Dict, Literal
 import torch
 from torch import Tensor
 
-__all__ = ["Kernel", "KERNELS", "KernelName", "get_kernel"]
+__all__ = ["Kernel", "KERNELS", "KERNEL_ALIASES", "KernelName", "get_kernel"]
 
-KernelName = Literal["gaussian", "logistic", "box", "triangular", "epanechnikov", "bspline"]
+KernelName = Literal[
+    "gaussian", "logistic", "box", "triangular", "epanechnikov", "bspline", "bspline2", "bspline0", "bspline1", "bspline3"
+]
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,31 @@ def _bspline_pdf(z: Tensor) -> Tensor:
     return torch.where(a < 1.0, inner, outer) / _BSP_B
 
 
+# Quadratic B-spline (order 2) with knot spacing b = 2 (variance of three boxes of width b: b^2/4 = 1).
+# With t = |z|/b, the density is beta_2(t)/b and the CDF is 1/2 + sign(z) * H(t), H the integral of
+# beta_2 over [0, t]:
+#   t < 1/2:        beta_2(t) = 3/4 - t^2,          H(t) = 3t/4 - t^3/3
+#   1/2 <= t < 3/2: beta_2(t) = (3/2 - t)^2 / 2,    H(t) = 1/2 - (3/2 - t)^3 / 6
+#   t >= 3/2:       beta_2(t) = 0,                  H(t) = 1/2
+# Support |z| < 3; f' = -beta_2'(t)/b^2 sign(z) is continuous with max 1/b^2 (at t = 1/2), and
+# f'' = beta_2''(t)/b^3 is -2/b^3 inside, 1/b^3 outside: max |f''| = 2/b^3.
+_BSP2_B = 2.0
+
+
+def _bspline2_cdf(z: Tensor) -> Tensor:
+    t = (z / _BSP2_B).abs().clamp(max=1.5)
+    inner = t * (0.75 - t * t / 3.0)
+    outer = 0.5 - (1.5 - t) ** 3 / 6.0
+    return 0.5 + torch.sign(z) * torch.where(t < 0.5, inner, outer)
+
+
+def _bspline2_pdf(z: Tensor) -> Tensor:
+    t = (z / _BSP2_B).abs()
+    inner = 0.75 - t * t
+    outer = 0.5 * (1.5 - t).clamp_min(0.0) ** 2
+    return torch.where(t < 0.5, inner, outer) / _BSP2_B
+
+
 KERNELS: Dict[str, Kernel] = {
     k.name: k
     for k in (
@@ -154,12 +192,24 @@ KERNELS: Dict[str, Kernel] = {
         Kernel("triangular", _triangular_cdf, _triangular_pdf, _TRI_A, 1.0 / _TRI_A**2, math.inf),
         Kernel("epanechnikov", _epanechnikov_cdf, _epanechnikov_pdf, _EPA_A, 1.5 / _EPA_A**2, math.inf),
         Kernel("bspline", _bspline_cdf, _bspline_pdf, 2.0 * _BSP_B, (2.0 / 3.0) / _BSP_B**2, 2.0 / _BSP_B**3),
+        Kernel("bspline2", _bspline2_cdf, _bspline2_pdf, 1.5 * _BSP2_B, 1.0 / _BSP2_B**2, 2.0 / _BSP2_B**3),
     )
 }
 
+# B-splines by order: order 0 is the box, order 1 the triangle, order 3 the cubic "bspline".
+KERNEL_ALIASES: Dict[str, str] = {"bspline0": "box", "bspline1": "triangular", "bspline3": "bspline"}
+
 
 def get_kernel(name: str) -> Kernel:
-    """Look a kernel up by name, with an error that lists the valid names."""
+    """Look a kernel up by name (or alias), with an error that lists the valid names.
+
+    Example:
+        >>> from softhist.kernels import get_kernel
+        >>> get_kernel("bspline0").name, get_kernel("bspline2").support
+        ('box', 3.0)
+    """
+    if isinstance(name, str) and name in KERNEL_ALIASES:
+        name = KERNEL_ALIASES[name]
     if not isinstance(name, str) or name not in KERNELS:
-        raise ValueError(f"kernel must be one of {sorted(KERNELS)}, got {name!r}")
+        raise ValueError(f"kernel must be one of {sorted([*KERNELS, *KERNEL_ALIASES])}, got {name!r}")
     return KERNELS[name]

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Literal, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .histogram import BackendName, Bandwidth, Mode, _check_group, histogram, histogram2d
+from .histogram import AxisKernels, AxisModes, BackendName, Bandwidth, Mode, _check_group, histogram, histogram2d
 from .histogram import _finite_range as _data_range
 from .kernels import KernelName
 
@@ -337,9 +337,9 @@ def mutual_information(
     *,
     range: MIRange = None,
     weight: Optional[Tensor] = None,
-    kernel: KernelName = "gaussian",
+    kernel: AxisKernels = "gaussian",
     bandwidth: Union[Bandwidth, Sequence[Union[float, Tensor]]] = None,
-    mode: Mode = "soft",
+    mode: AxisModes = "soft",
     normalized: bool = False,
     backend: BackendName = "auto",
     group: Optional["ProcessGroup"] = None,
@@ -361,7 +361,9 @@ def mutual_information(
             over the whole batch (one host sync; a constant for autograd, so
             pass it explicitly for ``gradcheck``). Equal ends widen by 0.5.
         weight: per-pair weights, shape ``(*batch, N)``, differentiable.
-        kernel, bandwidth, mode, backend: as in :func:`softhist.histogram2d`.
+        kernel, bandwidth, mode, backend: as in :func:`softhist.histogram2d`: one
+            value, or a pair for ``x`` and ``y`` (e.g. ``mode=["soft", "hard"]``
+            bins ``y`` hard and differentiates through ``x`` alone).
         group: a ``torch.distributed`` process group: the MI of every rank's
             pairs, from the all-reduced joint histogram (ranges from ``None``
             are agreed over all ranks). Gradients follow :func:`softhist.histc`'s.

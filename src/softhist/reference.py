@@ -9,7 +9,7 @@ tests can show that each one is a special case of the engine.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -43,21 +43,35 @@ def soft_histogram(
 
 
 def soft_histogramdd(
-    x: Tensor, edges: Sequence[Tensor], bandwidth: Sequence, kernel: str = "gaussian", weight: Optional[Tensor] = None
+    x: Tensor,
+    edges: Sequence[Tensor],
+    bandwidth: Sequence,
+    kernel: Union[str, Sequence[str]] = "gaussian",
+    weight: Optional[Tensor] = None,
+    hard: Optional[Sequence[bool]] = None,
 ) -> Tensor:
     """Soft joint histogram of ``x: (N, D)`` over per-axis ``edges``, dense: ``(B_0, ..., B_{D-1})``.
 
     The count of a cell is ``sum_i w_i * prod_d a_d(x_id)``, with ``a_d`` the 1-D
-    CDF differences along axis ``d``; samples with a non-finite coordinate are dropped.
+    CDF differences along axis ``d`` (``kernel``: one name or one per axis), or on
+    axes flagged in ``hard`` the indicator of the bin ``e_k <= x < e_{k+1}`` (the
+    last bin closed); samples with a non-finite coordinate are dropped.
     """
-    cdf = get_kernel(kernel).cdf
+    dims = len(edges)
+    kernels = [kernel] * dims if isinstance(kernel, str) else list(kernel)
+    hard = [False] * dims if hard is None else list(hard)
     keep = torch.isfinite(x).all(1)
     w = torch.ones(x.shape[0], dtype=x.dtype, device=x.device) if weight is None else weight
     x, w = x[keep], w[keep]
     hist = w
     for d, (e, h) in enumerate(zip(edges, bandwidth)):
-        per_edge = cdf((e.unsqueeze(0) - x[:, d : d + 1]) / h)  # (N, B_d + 1)
-        factor = per_edge[:, 1:] - per_edge[:, :-1]
+        if hard[d]:
+            right_of = (x[:, d : d + 1] >= e.unsqueeze(0)).to(x.dtype)  # (N, B_d + 1)
+            right_of[:, -1] = 0.0  # the last bin is closed: x == e_B counts in it
+            factor = (right_of[:, :-1] - right_of[:, 1:]) * (x[:, d : d + 1] <= e[-1]).to(x.dtype)
+        else:
+            per_edge = get_kernel(kernels[d]).cdf((e.unsqueeze(0) - x[:, d : d + 1]) / h)  # (N, B_d + 1)
+            factor = per_edge[:, 1:] - per_edge[:, :-1]
         hist = hist.unsqueeze(-1) * factor.view(-1, *([1] * d), factor.shape[1])
     return hist.sum(0)
 
