@@ -30,6 +30,8 @@ from .kernels import KERNELS
 
 __all__ = ["hard_histogram", "soft_histogram", "unavailable_reason"]
 
+NAME = "cpp"  # the backend= value that selects this engine
+
 try:
     from . import _C  # noqa: F401  (loading the library registers torch.ops.softhist.*)
 

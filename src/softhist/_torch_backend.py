@@ -36,6 +36,8 @@ from torch import Tensor
 
 from .kernels import Kernel
 
+NAME = "torch"  # the backend= value that selects this engine
+
 # Elements (samples x window cells) processed per chunk: bounds temporaries to ~10 MiB each.
 _CHUNK_ELEMENTS = 1 << 21
 # Scatter targets (histograms, grids, edge and bandwidth gradients) sum in float64: a float32

@@ -53,6 +53,8 @@ from ._torch_backend import (
 
 __all__ = ["hard_histogram", "soft_histogram", "unavailable_reason"]
 
+NAME = "triton"  # the backend= value that selects this engine
+
 _TILE = 2048  # elements of a [BLOCK, CELLS] tile: BLOCK samples by CELLS of their window cells
 _MAX_CELLS = 256  # wider windows take several tiles
 _MAX_EDGES = 64  # windows of up to this many edges evaluate the kernel once per edge

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import _cpp_backend, _torch_backend
+from . import _cpp_backend, _ops, _torch_backend
 from ._torch_backend import Axis, Binning, accumulation_dtype
 from .kernels import KernelName, get_kernel
 
@@ -133,43 +133,41 @@ def _check_edges(edges: Tensor, name: str = "bins") -> Tensor:
     return edges
 
 
-def _bandwidth_value(value: object, name: str) -> Tuple[Optional[Tensor], float]:
-    """One axis's bandwidth: a number or a 0-d tensor, positive and finite."""
+def _bandwidth_value(value: object, name: str) -> Union[float, Tensor]:
+    """One axis's bandwidth: a positive, finite number, or a 0-d floating tensor (its value is
+    checked inside the op that reads it, so a tensor costs no host sync here)."""
     if isinstance(value, Tensor):
         if value.dim() != 0:
             raise ValueError(f"{name} must be a float or a 0-d tensor, got shape {tuple(value.shape)}")
         if value.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"{name} must be floating point, got dtype {value.dtype}")
-        number = float(value.detach())  # one host sync: windows are sized from the value
-        tensor: Optional[Tensor] = value
-    else:
-        number, tensor = _check_number(value, name), None
-    if not (math.isfinite(number) and number > 0):
+        return value
+    number = _check_number(value, name)
+    if not number > 0:
         raise ValueError(f"{name} must be positive and finite, got {number}")
-    return tensor, number
+    return number
 
 
-def _resolve_bandwidth(
-    bandwidth: object, defaults: Sequence[float], dtype: torch.dtype, device: torch.device
-) -> Tuple[Tensor, Tuple[float, ...]]:
-    """Per-axis bandwidths as a ``(D,)`` tensor (kept differentiable) and as floats (to size windows).
+def _resolve_bandwidth(bandwidth: object, defaults: Sequence[Union[float, Tensor]], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Per-axis bandwidths as a ``(D,)`` tensor, kept differentiable.
 
     ``bandwidth`` is None (``defaults``), one value for every axis, or one per axis
     (a sequence, or a 1-D tensor of length D).
     """
     dims = len(defaults)
     if bandwidth is None:
-        return torch.tensor(list(defaults), dtype=dtype, device=device), tuple(defaults)
-    if isinstance(bandwidth, Tensor) and bandwidth.dim() == 1 and dims > 1:
-        bandwidth = list(bandwidth.unbind())
-    if isinstance(bandwidth, (list, tuple)):
-        if len(bandwidth) != dims:
-            raise ValueError(f"bandwidth must have one value per axis ({dims}), got {len(bandwidth)}")
-        parts = [_bandwidth_value(v, f"bandwidth[{d}]") for d, v in enumerate(bandwidth)]
+        parts = list(defaults)
     else:
-        parts = [_bandwidth_value(bandwidth, "bandwidth")] * dims
-    tensors = [torch.tensor(v, dtype=dtype, device=device) if t is None else t.to(dtype=dtype, device=device) for t, v in parts]
-    return torch.stack(tensors), tuple(v for _, v in parts)
+        if isinstance(bandwidth, Tensor) and bandwidth.dim() == 1 and dims > 1:
+            bandwidth = list(bandwidth.unbind())
+        if isinstance(bandwidth, (list, tuple)):
+            if len(bandwidth) != dims:
+                raise ValueError(f"bandwidth must have one value per axis ({dims}), got {len(bandwidth)}")
+            parts = [_bandwidth_value(v, f"bandwidth[{d}]") for d, v in enumerate(bandwidth)]
+        else:
+            parts = [_bandwidth_value(bandwidth, "bandwidth")] * dims
+    tensors = [v.to(dtype=dtype, device=device) if isinstance(v, Tensor) else torch.tensor(v, dtype=dtype, device=device) for v in parts]
+    return torch.stack(tensors)
 
 
 def _select_backend(x: Tensor, backend: str):
@@ -411,17 +409,22 @@ def _bin(
     mode, hard_axes = _call_mode(mode, dims)
     engine = _select_backend(x, backend)
     acc = accumulation_dtype(x.dtype if x.is_floating_point() else torch.float64)
-    spans = [u if u is not None else (float(e[0].detach()), float(e[-1].detach())) for e, u in zip(edges, uniforms)]
-    defaults = [0.5 * (hi - lo) / (e.numel() - 1) for e, (lo, hi) in zip(edges, spans)]  # half the mean bin width
-    bandwidth_tensor, bandwidth_values = _resolve_bandwidth(bandwidth, defaults, acc, x.device)
-    axes = tuple(Axis(e.numel() - 1, h, u) for e, h, u in zip(edges, bandwidth_values, uniforms))
-    binning = Binning(kernels, mode, axes, hard_rule, hard_axes)
+    uniform = [u is not None for u in uniforms]
+    lo = [u[0] if u is not None else 0.0 for u in uniforms]
+    hi = [u[1] if u is not None else 0.0 for u in uniforms]
     if mode == "hard":
         if not x.is_floating_point():
             x = x.to(torch.float64)
-        hist = engine.hard_histogram(x, weight, edges, binning)
+        hist = _ops.hard(x, weight, list(edges), uniform, lo, hi, hard_rule)
     else:
-        hist = engine.soft_histogram(x, weight, [e.to(acc) for e in edges], bandwidth_tensor, binning)
+        # Half the mean bin width: a number for equal-width bins, a tensor (no host sync) for edges.
+        defaults = [0.5 * (u[1] - u[0]) / (e.shape[0] - 1) if u is not None else (e[-1] - e[0]).detach() / (2 * (e.shape[0] - 1))
+                    for e, u in zip(edges, uniforms)]
+        bandwidth_tensor = _resolve_bandwidth(bandwidth, defaults, acc, x.device)
+        hist = _ops.soft(
+            x, weight, bandwidth_tensor, [e.to(acc) for e in edges], ",".join(k.name for k in kernels), list(hard_axes),
+            uniform, lo, hi, hard_rule, mode == "straight_through", engine.NAME,
+        )
     return _all_reduce(hist, group)
 
 
