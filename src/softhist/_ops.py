@@ -11,9 +11,9 @@ windows, non-uniform edges) it reads inside the op, where it breaks no graph.
 * ``soft_backward``: its first derivatives, by the same engine's fused backward pass.
 * ``hard``: exact counts in float64, differentiable in the weights; ``hard_backward``: that gradient.
 
-Double backward: when a backward pass itself builds a graph (``create_graph=True``, nested
-``torch.func.grad``), the first derivatives are computed instead by autograd through
-:func:`differentiable_histogram`, the same formula in plain torch ops (``O(N x window)``
+Double backward: when a backward pass itself builds a graph (``create_graph=True``, the
+``torch.func`` transforms), the first derivatives are computed instead by :func:`differentiable_vjp`,
+the engines' VJP in plain torch ops that autograd differentiates again (``O(N x window)``
 memory), so second derivatives are exact for every kernel whose density is continuous. The box
 kernel's density jumps: it has no second derivative, and asking for one raises.
 """
@@ -31,7 +31,7 @@ from . import _torch_backend
 from ._torch_backend import Axis, Binning, _edge_bins, _histc_bins, _strides, accumulation_dtype
 from .kernels import get_kernel
 
-__all__ = ["differentiable_histogram", "hard", "soft"]
+__all__ = ["differentiable_histogram", "hard", "hard_histogram", "soft", "soft_histogram"]
 
 
 def _engine(backend: str):
@@ -140,16 +140,14 @@ def _soft_grad(ctx, grad: Tensor):
     need_x, need_w, need_h, need_edges = ctx.needs_input_grad[:4]
     need_edges = list(need_edges) if isinstance(need_edges, (list, tuple)) else [bool(need_edges)] * len(edges)
     needs = [bool(need_x), bool(need_w) and weight is not None, bool(need_h), *map(bool, need_edges)]
-    if torch.is_grad_enabled():  # the caller differentiates this backward: autograd through plain torch ops
+    if torch.is_grad_enabled():  # the caller differentiates this backward: the VJP in plain torch ops
         binning = _binning(bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, "soft")
-        inputs = [x, weight, bandwidth, *edges]
-        wanted = [t for t, need in zip(inputs, [needs[0], needs[1], needs[2], *needs[3:]]) if need]
         _check_twice_differentiable(binning, needs)
-        hist = differentiable_histogram(x, weight, bandwidth, edges, binning)
-        found = iter(torch.autograd.grad(hist, wanted, grad, create_graph=True, allow_unused=True))
-        grads = [next(found) if need else None for need in needs]
-        grads = [torch.zeros_like(t) if g is None and need else g for g, t, need in zip(grads, inputs, needs)]
-        grad_x, grad_w, grad_h, *grad_e = grads
+        grad_x, grad_w, grad_h, grad_e = differentiable_vjp(grad, x, weight, bandwidth, edges, binning)
+        grad_x = grad_x.to(x.dtype) if needs[0] else None
+        grad_w = grad_w.to(weight.dtype) if needs[1] else None
+        grad_h = grad_h.to(bandwidth.dtype) if needs[2] else None
+        grad_e = [g.to(e.dtype) if need else None for g, e, need in zip(grad_e, edges, needs[3:])]
     else:
         grad_x, grad_w, grad_h, grad_e = soft_backward(
             grad.contiguous(), x, weight, bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, backend, needs
@@ -189,42 +187,88 @@ soft_backward.register_autograd(_soft_backward_grad, setup_context=_soft_backwar
 # --------------------------------------------------------------------------- the differentiable formula
 
 
-def differentiable_histogram(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequence[Tensor], binning: Binning) -> Tensor:
-    """``(rows, *bins)``: the soft histogram of ``x: (rows, n, D)`` in plain torch ops, which autograd
-    differentiates to any order in ``x``, ``weight``, ``bandwidth`` and ``edges``.
-
-    Each sample evaluates the kernel's CDF at the window of edges around it along each axis (as the
-    engines do, capped at the axis's edges) and scatters the product of its bin masses with an
-    out-of-place ``index_add``. Memory is ``O(N x window cells)``: it serves double backward.
-    """
+def _windows(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequence[Tensor], binning: Binning):
+    """Per-sample windows in differentiable torch ops: the weights ``(m,)``, each sample's window
+    cells in the flat ``(rows * cells)`` histogram ``(m, cells)``, and per axis ``(mass, z, pdf at z,
+    edge index)`` (the last three None on hard axes). Windows are the engines' (capped at the axis)."""
     rows, n, dims = x.shape
     acc = accumulation_dtype(x.dtype)
     flat = x.reshape(-1, dims).to(acc)
     finite = torch.isfinite(flat).all(1)
     w = finite.to(acc) if weight is None else torch.where(finite, weight.reshape(-1).to(acc), 0.0)
-    values = w.unsqueeze(1)
     index = torch.arange(rows, device=x.device).repeat_interleave(n).unsqueeze(1)
+    axes = []
     for d, (axis, kernel, hard, e) in enumerate(zip(binning.axes, binning.kernels, binning.hard_axes, edges)):
         e = e.to(acc)
         column = torch.where(finite, flat[:, d], e.detach()[0])
         if hard:
-            pos, valid = _histc_bins(column, axis) if binning.hard_rule == "histc" and axis.uniform is not None else _edge_bins(column, e.detach())
-            mass, first, width = valid.to(acc).unsqueeze(1), pos, 1
+            rule = binning.hard_rule == "histc" and axis.uniform is not None
+            pos, valid = _histc_bins(column.detach(), axis) if rule else _edge_bins(column.detach(), e.detach())
+            first, width = pos, 1
+            axes.append((valid.to(acc).unsqueeze(1), None, None, None))
         else:
-            h = bandwidth[d].to(acc)
+            count = max(2, min(_torch_backend._window(axis, kernel, e.detach()), axis.bins + 1))
             reach = kernel.support * axis.bandwidth
-            edge_count = _torch_backend._window(axis, kernel, e.detach())
-            edge_count = max(2, min(edge_count, axis.bins + 1))
             first = torch.searchsorted(e.detach(), (column.detach() - reach).contiguous(), right=True) - 1
-            first = first.clamp(0, axis.bins + 1 - edge_count)
-            window = first.unsqueeze(1) + torch.arange(edge_count, device=x.device)
-            cdf = kernel.cdf((e[window] - column.unsqueeze(1)) / h)
-            mass, width = cdf[:, 1:] - cdf[:, :-1], edge_count - 1
-        values = (values.unsqueeze(-1) * mass.unsqueeze(1)).flatten(1)
+            first = first.clamp(0, axis.bins + 1 - count)
+            edge_index = first.unsqueeze(1) + torch.arange(count, device=x.device)
+            z = (e[edge_index] - column.unsqueeze(1)) / bandwidth[d].to(acc)
+            cdf = kernel.cdf(z)
+            axes.append((cdf[:, 1:] - cdf[:, :-1], z, kernel.pdf(z), edge_index))
+            width = count - 1
         index = (index.unsqueeze(-1) * axis.bins + first.view(-1, 1, 1) + torch.arange(width, device=x.device)).flatten(1)
-    hist = torch.zeros(rows * math.prod(binning.shape), dtype=acc, device=x.device)
-    hist = hist.index_add(0, index.reshape(-1), values.reshape(-1))
-    return hist.view(rows, *binning.shape)
+    return w, index, axes
+
+
+def _outer(factors: Sequence[Tensor]) -> Tensor:
+    out = factors[0]
+    for f in factors[1:]:
+        out = (out.unsqueeze(-1) * f.unsqueeze(1)).flatten(1)
+    return out
+
+
+def differentiable_histogram(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequence[Tensor], binning: Binning) -> Tensor:
+    """``(rows, *bins)``: the soft histogram of ``x: (rows, n, D)`` in plain torch ops, which autograd
+    and every ``torch.func`` transform differentiate to any order. ``O(N x window cells)`` memory."""
+    w, index, axes = _windows(x, weight, bandwidth, edges, binning)
+    values = _outer([w.unsqueeze(1)] + [mass for mass, *_ in axes])
+    hist = torch.zeros(x.shape[0] * math.prod(binning.shape), dtype=values.dtype, device=x.device)
+    return hist.index_add(0, index.reshape(-1), values.reshape(-1)).view(x.shape[0], *binning.shape)
+
+
+def differentiable_vjp(grad: Tensor, x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequence[Tensor], binning: Binning):
+    """``(dL/dx, dL/dweight, dL/dbandwidth, [dL/dedges])`` of the soft histogram for the upstream
+    ``grad``, in plain torch ops: the engines' VJP (see ``csrc/softhist_cpu.cpp``) written so that
+    autograd can differentiate it again. Per soft axis, with ``A`` the cells' gradients contracted
+    with the other axes' masses and ``dF_p = w (A[p-1] - A[p])``, ``dz_p = dF_p f(z_p) / h``:
+    ``dL/dx = -sum dz``, ``dL/dh = -sum z dz``, ``dL/de_p = dz_p``."""
+    w, index, axes = _windows(x, weight, bandwidth, edges, binning)
+    masses = [mass for mass, *_ in axes]
+    cells = grad.reshape(-1).to(w.dtype)[index].view(-1, *(m.shape[1] for m in masses))  # (m, W_0, ..., W_{D-1})
+    letters = "abcdefghijklmnopqrstuvwxy"[: len(masses)]
+    per_axis = []
+    for d in range(len(masses)):
+        others = [e for e in range(len(masses)) if e != d]
+        spec = ",".join([f"z{letters}"] + [f"z{letters[e]}" for e in others]) + f"->z{letters[d]}"
+        per_axis.append(torch.einsum(spec, cells, *(masses[e] for e in others)))  # A_d: (m, W_d)
+    grad_w = (per_axis[0] * masses[0]).sum(1)
+    grad_x, grad_h, grad_e = [], [], []
+    for d, ((mass, z, pdf, edge_index), A) in enumerate(zip(axes, per_axis)):
+        if z is None:  # a hard axis: no gradient
+            grad_x.append(torch.zeros_like(w))
+            grad_h.append(torch.zeros((), dtype=w.dtype, device=w.device))
+            grad_e.append(torch.zeros(binning.axes[d].bins + 1, dtype=w.dtype, device=w.device))
+            continue
+        A = A * w.unsqueeze(1)
+        dF = torch.nn.functional.pad(A, (1, 0)) - torch.nn.functional.pad(A, (0, 1))
+        dz = dF * pdf / bandwidth[d].to(w.dtype)
+        grad_x.append(-dz.sum(1))
+        grad_h.append(-(dz * z).sum())
+        edge_grad = torch.zeros(binning.axes[d].bins + 1, dtype=w.dtype, device=w.device)
+        grad_e.append(edge_grad.index_add(0, edge_index.reshape(-1), dz.reshape(-1)))
+    finite = torch.isfinite(x.reshape(-1, x.shape[-1])).all(1)
+    grad_w = torch.where(finite, grad_w, 0.0)
+    return torch.stack(grad_x, -1).view(x.shape), grad_w.view(x.shape[:2]), torch.stack(grad_h), grad_e
 
 
 # --------------------------------------------------------------------------- hard
@@ -299,6 +343,106 @@ def _hard_backward_grad(ctx, cotangent: Tensor):  # linear in grad: its adjoint 
 
 hard.register_autograd(_hard_grad, setup_context=_hard_setup)
 hard_backward.register_autograd(_hard_backward_grad, setup_context=_hard_backward_setup)
+
+
+# --------------------------------------------------------------------------- the functions the public API calls
+
+
+class SoftHistogram(torch.autograd.Function):
+    """``soft`` with autograd for every transform: backward (and double backward) as registered on
+    the op, forward-mode AD (``jvp``, ``torch.func.jacfwd``) through :func:`differentiable_histogram`,
+    and vmap rules generated from the ops'. (Ops with ``register_autograd`` alone do not yet run
+    under ``torch.func.grad`` in torch 2.13.)
+
+    ``apply(x, weight, bandwidth, params, *edges)``; ``params`` holds ``soft``'s other arguments.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bandwidth, params, *edges):
+        return soft(x, weight, bandwidth, list(edges), *params)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bandwidth, params, *edges = inputs
+        _soft_setup(ctx, (x, weight, bandwidth, edges, *params), output)
+        ctx.save_for_forward(x, weight, bandwidth, *edges)
+        ctx.edge_needs = ctx.needs_input_grad[4:]
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.needs_input_grad = (*ctx.needs_input_grad[:3], tuple(ctx.edge_needs))
+        grad_x, grad_w, grad_h, grad_e, *_ = _soft_grad(ctx, grad)
+        return grad_x, grad_w, grad_h, None, *grad_e
+
+    @staticmethod
+    def jvp(ctx, x_t, weight_t, bandwidth_t, _, *edges_t):
+        x, weight, bandwidth, *edges = ctx.saved_tensors
+        kernels, hard_axes, uniform, lo, hi, hard_rule, _, _ = ctx.params
+        binning = _binning(bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, "soft")
+        _check_twice_differentiable(binning, [x_t is not None, False, bandwidth_t is not None, *(t is not None for t in edges_t)])
+
+        def fn(x, weight, bandwidth, *edges):
+            return differentiable_histogram(x, weight, bandwidth, edges, binning)
+
+        primals = (x, weight, bandwidth, *edges)
+        tangents = (x_t, weight_t, bandwidth_t, *edges_t)
+        keep = [i for i, (p, t) in enumerate(zip(primals, tangents)) if p is not None and t is not None]
+        if not keep:
+            return None
+
+        def restricted(*varying):
+            args = list(primals)
+            for i, v in zip(keep, varying):
+                args[i] = v
+            return fn(*args)
+
+        return torch.func.jvp(restricted, tuple(primals[i] for i in keep), tuple(tangents[i] for i in keep))[1]
+
+
+class HardHistogram(torch.autograd.Function):
+    """``hard`` with autograd for every transform: counts are linear in the weights."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, params, *edges):
+        return hard(x, weight, list(edges), *params)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, params, *edges = inputs
+        ctx.save_for_backward(x, *edges)
+        ctx.params = params
+        ctx.weight_dtype = None if weight is None else weight.dtype
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, *edges = ctx.saved_tensors
+        grad_w = hard_backward(grad, x, edges, *ctx.params).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
+        return None, grad_w, None, *(None for _ in edges)
+
+    @staticmethod
+    def jvp(ctx, x_t, weight_t, _, *edges_t):
+        x, *edges = ctx.saved_tensors
+        return None if weight_t is None else hard(x, weight_t, edges, *ctx.params)
+
+
+def soft_histogram(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, params: tuple, edges: Sequence[Tensor]) -> Tensor:
+    """The public functions' entry to ``soft``. Under ``torch.compile`` the op itself, whose
+    registered autograd dynamo traces (dynamo does not trace a custom ``jvp``); in eager mode
+    :class:`SoftHistogram`, which every ``torch.func`` transform accepts."""
+    if torch.compiler.is_compiling():
+        return soft(x, weight, bandwidth, list(edges), *params)
+    return SoftHistogram.apply(x, weight, bandwidth, params, *edges)
+
+
+def hard_histogram(x: Tensor, weight: Optional[Tensor], params: tuple, edges: Sequence[Tensor]) -> Tensor:
+    """The public functions' entry to ``hard`` (see :func:`soft_histogram`)."""
+    if torch.compiler.is_compiling():
+        return hard(x, weight, list(edges), *params)
+    return HardHistogram.apply(x, weight, params, *edges)
 
 
 # --------------------------------------------------------------------------- vmap

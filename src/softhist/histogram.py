@@ -415,16 +415,14 @@ def _bin(
     if mode == "hard":
         if not x.is_floating_point():
             x = x.to(torch.float64)
-        hist = _ops.hard(x, weight, list(edges), uniform, lo, hi, hard_rule)
+        hist = _ops.hard_histogram(x, weight, (uniform, lo, hi, hard_rule), edges)
     else:
         # Half the mean bin width: a number for equal-width bins, a tensor (no host sync) for edges.
         defaults = [0.5 * (u[1] - u[0]) / (e.shape[0] - 1) if u is not None else (e[-1] - e[0]).detach() / (2 * (e.shape[0] - 1))
                     for e, u in zip(edges, uniforms)]
         bandwidth_tensor = _resolve_bandwidth(bandwidth, defaults, acc, x.device)
-        hist = _ops.soft(
-            x, weight, bandwidth_tensor, [e.to(acc) for e in edges], ",".join(k.name for k in kernels), list(hard_axes),
-            uniform, lo, hi, hard_rule, mode == "straight_through", engine.NAME,
-        )
+        params = (",".join(k.name for k in kernels), list(hard_axes), uniform, lo, hi, hard_rule, mode == "straight_through", engine.NAME)
+        hist = _ops.soft_histogram(x, weight, bandwidth_tensor, params, [e.to(acc) for e in edges])
     return _all_reduce(hist, group)
 
 

@@ -112,7 +112,7 @@ def _normalize(p: Tensor, dim: Union[int, Tuple[int, ...]], dtype: torch.dtype) 
     total = p.sum(dims, keepdim=True)
     empty = total == 0
     ratio = p / torch.where(empty, torch.ones_like(total), total)
-    uniform = 1.0 / math.prod(p.shape[d] for d in dims)
+    uniform = 1.0 / math.prod([p.shape[d] for d in dims])
     return torch.where(empty, torch.full_like(ratio, uniform), ratio)
 
 
