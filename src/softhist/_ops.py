@@ -109,7 +109,7 @@ def soft_backward(
         _empty(x, 0) if grad_x is None else grad_x.reshape(x.shape).to(x.dtype),
         _empty(x, 0) if grad_w is None else grad_w.reshape(weight.shape).to(weight.dtype),
         _empty(bandwidth, 0) if grad_h is None else grad_h.reshape(bandwidth.shape).to(bandwidth.dtype),
-        [_empty(e, 0) if g is None else g.to(e.dtype) for g, e in zip(grad_e, edges)],
+        [_empty(e, 0) if g is None else g.to(e.dtype, copy=True) for g, e in zip(grad_e, edges)],  # engines may slice one buffer
     )
 
 
@@ -142,7 +142,6 @@ def _soft_grad(ctx, grad: Tensor):
     needs = [bool(need_x), bool(need_w) and weight is not None, bool(need_h), *map(bool, need_edges)]
     if torch.is_grad_enabled():  # the caller differentiates this backward: the VJP in plain torch ops
         binning = _binning(bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, "soft")
-        _check_twice_differentiable(binning, needs)
         grad_x, grad_w, grad_h, grad_e = differentiable_vjp(grad, x, weight, bandwidth, edges, binning)
         grad_x = grad_x.to(x.dtype) if needs[0] else None
         grad_w = grad_w.to(weight.dtype) if needs[1] else None
@@ -157,14 +156,27 @@ def _soft_grad(ctx, grad: Tensor):
     return grad_x, grad_w, grad_h, grad_e, None, None, None, None, None, None, None, None
 
 
-def _check_twice_differentiable(binning: Binning, needs: Sequence[bool]) -> None:
-    for kernel, hard in zip(binning.kernels, binning.hard_axes):
-        if not hard and not math.isfinite(kernel.pdf_slope) and (needs[0] or needs[2] or any(needs[3:])):
-            raise RuntimeError(
-                f"the {kernel.name!r} kernel has no second derivative (its density jumps at the edge of its support); "
-                "differentiate its histogram once, or use a kernel with a continuous density such as 'triangular', "
-                "'epanechnikov', 'bspline' or 'gaussian'"
-            )
+class _JumpingDensity(torch.autograd.Function):
+    """``kernel.pdf(z)`` for a kernel whose density jumps (the box): its derivative in ``z`` is a
+    sum of Dirac deltas, so differentiating it raises instead of returning a silent zero."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z, name):
+        return get_kernel(name).pdf(z)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.name = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(
+            f"the {ctx.name!r} kernel has no second derivative (its density jumps at the edge of its support); "
+            "differentiate its histogram once, or use a kernel with a continuous density such as 'triangular', "
+            "'epanechnikov', 'bspline' or 'gaussian'"
+        )
 
 
 soft.register_autograd(_soft_grad, setup_context=_soft_setup)
@@ -214,7 +226,8 @@ def _windows(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequ
             edge_index = first.unsqueeze(1) + torch.arange(count, device=x.device)
             z = (e[edge_index] - column.unsqueeze(1)) / bandwidth[d].to(acc)
             cdf = kernel.cdf(z)
-            axes.append((cdf[:, 1:] - cdf[:, :-1], z, kernel.pdf(z), edge_index))
+            pdf = kernel.pdf(z) if math.isfinite(kernel.pdf_slope) else _JumpingDensity.apply(z, kernel.name)
+            axes.append((cdf[:, 1:] - cdf[:, :-1], z, pdf, edge_index))
             width = count - 1
         index = (index.unsqueeze(-1) * axis.bins + first.view(-1, 1, 1) + torch.arange(width, device=x.device)).flatten(1)
     return w, index, axes
@@ -327,7 +340,7 @@ def _hard_setup(ctx, inputs, output) -> None:
 def _hard_grad(ctx, grad: Tensor):
     x, *edges = ctx.saved_tensors
     grad_w = hard_backward(grad, x, edges, *ctx.params) if ctx.needs_input_grad[1] else None
-    return None, None if grad_w is None else grad_w.to(ctx.weight_dtype), None, None, None, None, None
+    return None, None if grad_w is None else grad_w.to(ctx.weight_dtype), [None] * len(edges), None, None, None, None
 
 
 def _hard_backward_setup(ctx, inputs, output) -> None:
@@ -338,7 +351,7 @@ def _hard_backward_setup(ctx, inputs, output) -> None:
 
 def _hard_backward_grad(ctx, cotangent: Tensor):  # linear in grad: its adjoint is the histogram itself
     x, *edges = ctx.saved_tensors
-    return hard(x, cotangent, edges, *ctx.params), None, None, None, None, None, None
+    return hard(x, cotangent, edges, *ctx.params), None, [None] * len(edges), None, None, None, None
 
 
 hard.register_autograd(_hard_grad, setup_context=_hard_setup)
@@ -381,7 +394,6 @@ class SoftHistogram(torch.autograd.Function):
         x, weight, bandwidth, *edges = ctx.saved_tensors
         kernels, hard_axes, uniform, lo, hi, hard_rule, _, _ = ctx.params
         binning = _binning(bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, "soft")
-        _check_twice_differentiable(binning, [x_t is not None, False, bandwidth_t is not None, *(t is not None for t in edges_t)])
 
         def fn(x, weight, bandwidth, *edges):
             return differentiable_histogram(x, weight, bandwidth, edges, binning)

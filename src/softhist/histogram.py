@@ -120,11 +120,17 @@ def _check_range(lo: object, hi: object, name: str) -> Tuple[float, float]:
 
 
 def _check_edges(edges: Tensor, name: str = "bins") -> Tensor:
-    """Explicit bin edges: 1-D, floating, finite, strictly increasing (one host sync)."""
+    """Explicit bin edges: 1-D, floating, finite, strictly increasing (one host sync).
+
+    Under ``torch.compile`` and on meta tensors the values are not read here: the op that bins
+    with them checks them when it runs (see ``_ops``), so compiling costs no graph break.
+    """
     if edges.dim() != 1 or edges.numel() < 2:
         raise ValueError(f"{name} as a tensor must be 1-D bin edges with at least 2 entries, got shape {tuple(edges.shape)}")
     if edges.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{name} as edges must be floating point, got dtype {edges.dtype}")
+    if torch.compiler.is_compiling() or edges.device.type == "meta":
+        return edges
     e = edges.detach()
     if not bool(torch.isfinite(e).all()):
         raise ValueError(f"{name} must be finite, got {e.tolist() if e.numel() <= 8 else e}")
@@ -294,6 +300,11 @@ def _finite_range(x: Tensor, group: Optional["ProcessGroup"] = None) -> Optional
     With a process group, the min and max over every rank's samples (one MIN all-reduce).
     The range is a choice of binning, not a function to differentiate: it is detached.
     """
+    if x.device.type == "meta":
+        raise ValueError(
+            "the data's range cannot be read from a meta tensor: its histogram's edges depend on the data; "
+            "give the range (histc's min < max, range= for the others)"
+        )
     x = x.detach()
     finite = x[torch.isfinite(x)]
     if group is None:
@@ -371,7 +382,7 @@ def _axis_edges(
         if lo == hi:
             lo, hi = lo - 0.5, hi + 0.5
         lo_t, hi_t = (torch.tensor(v, dtype=torch.float64, device=x.device) for v in (lo, hi))
-        edges = _numpy_edges(lo_t, hi_t, count, torch.float64 if numpy_dd else compute)
+        return _numpy_edges(lo_t, hi_t, count, torch.float64 if numpy_dd else compute), (lo, hi)
     else:
         data = _finite_range(x, group) if x.numel() or group is not None else None
         if data is None:  # numpy's range for empty data

@@ -217,8 +217,13 @@ def monai_bspline_joint(
     return hist
 
 
-@functools.lru_cache(maxsize=64)
+@torch.compiler.assume_constant_result  # a function of a number: torch.compile takes its value, traces nothing
 def _point_gaussian_std(ratio: float) -> float:
+    return _point_gaussian_std_cached(ratio)
+
+
+@functools.lru_cache(maxsize=64)
+def _point_gaussian_std_cached(ratio: float) -> float:
     """Standard deviation, in bin spacings, of the kernel that MONAI's point-evaluated Gaussian
     window amounts to: a Gaussian of std ``ratio`` spacings evaluated at every bin center and
     normalized per sample (a softmax over the centers). Its variance is the mean squared distance
