@@ -771,11 +771,12 @@ SOFTHIST_HOT void backward_block(const Plan& p, const double* grow, const std::v
       for (int64_t j = 0; j < c0; ++j) {
         const double* gr = G + j * p.strides[0];
         const double aj = a0[j], xj = need.x ? x0[j] : 0.0, hj = need.h ? h0[j] : 0.0;
+        if (need.h) {
 #pragma omp simd
-        for (int64_t k = 0; k < c1; ++k) {
-          U[k] += aj * gr[k];
-          X[k] += xj * gr[k];
-          H[k] += hj * gr[k];
+          for (int64_t k = 0; k < c1; ++k) U[k] += aj * gr[k], X[k] += xj * gr[k], H[k] += hj * gr[k];
+        } else {
+#pragma omp simd
+          for (int64_t k = 0; k < c1; ++k) U[k] += aj * gr[k], X[k] += xj * gr[k];
         }
       }
       gw[i] = dot(a1, U, c1);

@@ -452,6 +452,7 @@ def soft_histogram(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, param
 
 def hard_histogram(x: Tensor, weight: Optional[Tensor], params: tuple, edges: Sequence[Tensor]) -> Tensor:
     """The public functions' entry to ``hard`` (see :func:`soft_histogram`)."""
+    x = x.detach()  # counts are piecewise constant in the samples: no gradient, no graph
     if torch.compiler.is_compiling():
         return hard(x, weight, list(edges), *params)
     return HardHistogram.apply(x, weight, params, *edges)

@@ -34,7 +34,6 @@ B-spline kernel** with knots one bin apart: ITK's and MONAI's cubic Parzen windo
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Literal
@@ -61,14 +60,19 @@ class Kernel:
     pdf_curvature: float
 
 
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def _truncated(odd: Callable[[Tensor], Tensor], odd_slope: Callable[[Tensor], Tensor], support: float):
     """A kernel with CDF ``(1 + g(z)) / 2`` (``g`` odd, ``g(±inf) = ±1``) cut at ``±support``
     and renormalized: ``F(z) = 1/2 + g(clamp(z)) / (2 g(T))`` is exactly 0 and 1 at the cut
     (``g`` is computed sign-symmetrically), so mass is conserved to the last bit."""
 
-    @functools.lru_cache(maxsize=None)
+    # Per dtype, computed once here: a plain lookup is also what torch.compile traces best.
+    at_support = {dtype: 2.0 * float(odd(torch.tensor(support, dtype=dtype))) for dtype in _FLOAT_DTYPES}
+
     def twice_g_at_support(dtype: torch.dtype) -> float:
-        return 2.0 * float(odd(torch.tensor(support, dtype=dtype)))
+        return at_support[dtype]
 
     def cdf(z: Tensor) -> Tensor:
         return odd(z.clamp(-support, support)) / twice_g_at_support(z.dtype) + 0.5
