@@ -175,7 +175,7 @@ def providers(case: Case, x: Tensor, options: Options) -> List[Provider]:
     if case.mi:
         moving, fixed = x[0], x[1]
         grad_moving = moving.detach().clone().requires_grad_()
-        ours = softhist.nn.MutualInformationLoss("gaussian", num_bins=case.bins, sigma_ratio=case.bandwidth_bins)
+        ours = softhist.nn.MutualInformationLoss("gaussian", num_bins=case.bins, sigma_ratio=case.bandwidth_bins, range=(0.0, 1.0))
         out = [
             # Same samples and cells as the joint histogram: a hard floor to compare with.
             Provider(f"torch.histc (hard, N samples, {case.bins}² bins)", lambda: (lambda: torch.histc(moving, case.bins**2, lo, hi), None)),

@@ -81,9 +81,12 @@ class SoftHistogram(nn.Module):
             dimensions, kept in front of the bins axis.
         learnable_edges: learn the edges. They are parametrized by a first edge
             and ``bins`` widths ``softplus(raw) + min_width``, accumulated with
-            ``cumsum``, so they stay strictly increasing whatever the optimizer
-            does; ``min_width`` (``1e-4`` of the initial width) keeps widths
-            above float32 rounding of the edges, where ``softplus`` underflows.
+            ``cumsum`` in float64, so they stay strictly increasing whatever the
+            optimizer does; ``min_width`` (``1e-4`` of the initial width) keeps
+            widths positive where ``softplus`` underflows. Should a step push the
+            first edge so far that neighbouring edges round to the same value in
+            the input's dtype, that bin holds no mass until the edges return. A
+            parameter that became NaN or infinite raises a ``ValueError`` naming it.
         learnable_bandwidth: learn the bandwidth as ``exp(log_bandwidth)``, so
             it stays positive.
         group: a ``torch.distributed`` process group: each forward returns the
@@ -146,8 +149,10 @@ class SoftHistogram(nn.Module):
         """The current edges, ``(bins + 1,)``; differentiable when learnable."""
         if not self.learnable_edges:
             return torch.linspace(*self.range, self.bins + 1)
-        widths = nnf.softplus(self.raw_widths) + self.min_width
-        return torch.cat([self.edge_start.reshape(1), self.edge_start + torch.cumsum(widths, 0)])
+        # float64: float32 edges far from zero (after a large step) would round onto each other.
+        start, raw = self.edge_start.double(), self.raw_widths.double()
+        widths = nnf.softplus(raw) + self.min_width
+        return torch.cat([start.reshape(1), start + torch.cumsum(widths, 0)])
 
     def current_bandwidth(self) -> Union[float, Tensor, None]:
         """The bandwidth the next ``forward`` uses: a float, a 0-d tensor (learnable) or None."""
@@ -156,10 +161,19 @@ class SoftHistogram(nn.Module):
     def forward(self, input: Tensor, weight: Optional[Tensor] = None) -> Tensor:
         bins: Union[int, Tensor] = self.bin_edges if self.learnable_edges else self.bins
         range_ = None if self.learnable_edges else self.range
-        hist, _ = histogram(
-            input, bins, range=range_, weight=weight, kernel=self.kernel,
-            bandwidth=self.current_bandwidth(), mode=self.mode, dim=self.dim, group=self.group,
-        )
+        try:
+            hist, _ = histogram(
+                input, bins, range=range_, weight=weight, kernel=self.kernel,
+                bandwidth=self.current_bandwidth(), mode=self.mode, dim=self.dim, group=self.group,
+            )
+        except ValueError as error:
+            if not (self.learnable_edges and str(error).startswith("bins must be")):
+                raise
+            raise ValueError(
+                f"SoftHistogram's learned edges are not finite (edge_start={self.edge_start.item()!r}, "
+                f"raw_widths in [{self.raw_widths.min().item()!r}, {self.raw_widths.max().item()!r}]): "
+                "the optimizer diverged; lower its learning rate"
+            ) from None
         return hist
 
     def extra_repr(self) -> str:
@@ -191,14 +205,15 @@ class MutualInformationLoss(nn.Module):
 
     Differences from MONAI:
 
-    * ``range`` is an argument (default ``(0, 1)``; a pair of pairs for two
-      modalities; ``None`` for each image's own min and max over the batch,
-      one host sync) instead of clamping intensities to [0, 1]. MONAI's
-      ``"b-spline"`` path always takes the data's range: pass ``range=None``
-      for that.
-    * Out-of-range voxels are not clamped onto the end bins: they, and the soft
-      mass of in-range voxels that spills past the outer edges (the Gaussian
-      layout's ends), are not counted; the joint histogram is renormalized.
+    * ``range`` is an argument. The default, ``None``, follows the data: each
+      image's own min and max over the batch (one host sync per call), so raw
+      intensities (CT numbers, 0-255) work as they are. MONAI assumes [0, 1]
+      and clamps to it: pass ``range=(0, 1)`` for that (and to skip the host
+      sync), or a pair of pairs for two modalities. Voxels outside an explicit
+      range are clamped onto it, as MONAI clamps, so every voxel counts.
+    * The soft mass of voxels near the ends that spills past the outer edges
+      (the Gaussian layout's ends) is not counted; the joint histogram is
+      renormalized.
     * A voxel's mass in a bin is the kernel's integral over the bin, not its
       value at the bin center renormalized per voxel. The B-spline window is
       applied to both images (MONAI bins the target with a zero-order window).
@@ -244,7 +259,7 @@ class MutualInformationLoss(nn.Module):
         smooth_nr: float = 1e-7,
         smooth_dr: float = 1e-7,
         *,
-        range: Union[Range, Tuple[Range, Range], None] = (0.0, 1.0),
+        range: Union[Range, Tuple[Range, Range], None] = None,
         normalized: bool = False,
         mode: Mode = "soft",
         group: Optional["ProcessGroup"] = None,
@@ -293,6 +308,8 @@ class MutualInformationLoss(nn.Module):
         if pred.dim() < 2:
             raise ValueError(f"pred must have shape (B, C, *spatial), got {tuple(pred.shape)}")
         x, y = pred.reshape(pred.shape[0], -1), target.reshape(target.shape[0], -1)
+        if self.range is not None:  # voxels outside the range count at its ends, as MONAI clamps
+            x, y = x.clamp(*self.range[0]), y.clamp(*self.range[1])
         ranges: Sequence[Range] = self.range if self.range is not None else [self._data_range(x, self.group), self._data_range(y, self.group)]
         layouts = [self._layout(lo, hi) for lo, hi in ranges]
         mi = mutual_information(
