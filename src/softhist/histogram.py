@@ -358,8 +358,9 @@ def _axis_edges(
         edges = _numpy_edges(lo_t, hi_t, count, torch.float64 if numpy_dd else compute)
     else:
         data = _finite_range(x, group) if x.numel() or group is not None else None
-        if data is None:  # numpy's range for empty data
-            data = (torch.zeros((), device=x.device), torch.ones((), device=x.device))
+        if data is None:  # numpy's range for empty data: the Python ints 0 and 1, so edges computed in float64
+            lo_t, hi_t = (torch.tensor(v, dtype=torch.float64, device=x.device) for v in (0.0, 1.0))
+            return _numpy_edges(lo_t, hi_t, count, compute), (0.0, 1.0)
         lo_t, hi_t = (v.to(compute) for v in data)
         if bool(lo_t == hi_t):
             lo_t, hi_t = lo_t - 0.5, hi_t + 0.5
