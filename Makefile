@@ -1,17 +1,20 @@
 # `make test`, `make demo` and `make bench` set up a local virtualenv on first use, each
 # installing the extras it needs (one stamp per extra, so running one after another adds
-# only what is missing). TORCH_SPEC picks the PyTorch build: the default is the CPU wheel;
-# `make TORCH_SPEC=torch test` takes the newest release (a CUDA build on Linux).
+# only what is missing). TORCH_SPEC picks the PyTorch release: torch==2.13.0, which a plain
+# PyPI index on Linux serves as a CUDA build; TORCH_PIP_ARGS="--index-url
+# https://download.pytorch.org/whl/cpu" takes the CPU build. `make TORCH_SPEC=torch test`
+# takes the newest release.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
 
 .PHONY: test demo bench bench-gpu figures clean
 
 $(VENV)/.torch: Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	touch $@
 
 # softhist (editable) with one extra: .installed-test, .installed-demo, .installed-bench.
