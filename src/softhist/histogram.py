@@ -446,8 +446,8 @@ def histc(
     Args:
         input: samples, any shape ``(*)``; floating point (integers in hard mode).
         bins: number of bins, ``>= 1``.
-        min, max: the range. ``min == max`` (the default) means the range of the
-            finite data, as in ``torch.histc`` (one host sync).
+        min, max: the range, numbers or 0-d tensors. ``min == max`` (the default)
+            means the range of the finite data, as in ``torch.histc`` (one host sync).
         kernel: ``"gaussian"``, ``"logistic"``, ``"box"``, ``"triangular"``,
             ``"epanechnikov"`` or ``"bspline"``.
         bandwidth: kernel standard deviation in data units, a float or a 0-d
@@ -464,12 +464,16 @@ def histc(
             ``None``: this process's samples only.
 
     Returns:
-        Tensor of shape ``(*batch, bins)`` in ``input``'s dtype.
+        Tensor of shape ``(*batch, bins)`` in ``input``'s dtype; hard and
+        straight-through counts of float16/bfloat16 input in float32 (exact
+        where float16 would overflow at 65504), of integer input in float64.
 
     Note:
         Bins are ``[e_k, e_{k+1})``, the last one closed. Soft mass near the range
         ends spills outside and is not counted. NaN and infinite samples are
-        ignored. Hard mode counts in int64, so counts stay exact past ``2**24``.
+        ignored. Hard mode counts in int64, so counts stay exact past ``2**24``
+        (where ``torch.histc``'s float32 counters saturate). A range whose width
+        overflows the input's dtype raises (``torch.histc`` counts nothing there).
 
     Example:
         >>> import torch, softhist
@@ -530,8 +534,10 @@ def histogram(
 
     Args:
         input: samples, any shape ``(*)``; floating point (integers in hard mode).
-        bins: number of equal-width bins, or a 1-D tensor of ``B + 1`` strictly
-            increasing edges.
+        bins: number of equal-width bins, or ``B + 1`` edges (a 1-D tensor or a
+            list): strictly increasing and finite for soft binning; in hard mode,
+            as numpy, non-decreasing (equal neighbours make an empty bin), with
+            infinite ends or integer values allowed.
         range: ``(min, max)`` for integer ``bins``; ``None``: the finite data's
             min and max, widened by 0.5 each side when equal (as numpy).
         weight: per-sample weights, same shape as ``input``, differentiable.
@@ -542,11 +548,17 @@ def histogram(
 
     Returns:
         ``(hist, bin_edges)``: ``hist`` of shape ``(*batch, B)`` in ``input``'s
-        dtype, and ``bin_edges`` of shape ``(B + 1,)``.
+        dtype (hard and straight-through counts of half-precision input in
+        float32; integer and bool input in float64, edges too, as numpy), and
+        ``bin_edges`` of shape ``(B + 1,)``.
 
     Note:
         Hard mode equals ``numpy.histogram`` bit for bit, including edge ties
         from float rounding, where numpy and ``torch.histogram`` may disagree.
+        Weighted counts sum in float64 (numpy sums float32 weights in float32),
+        so they may differ from numpy's in the last bits, closer to the exact sum.
+        Equal-width bins whose edges cannot be told apart in the data's dtype
+        raise ``ValueError`` ("Too many bins for data range"), as numpy does.
 
     Example:
         >>> import torch, softhist
@@ -614,7 +626,8 @@ def histogramdd(
 
     Returns:
         ``(hist, edges)``: ``hist`` of shape ``(*batch, B_0, ..., B_{D-1})`` in
-        ``input``'s dtype, and a list of ``D`` edge tensors.
+        ``input``'s dtype (counts of half-precision input in float32, of integer
+        input in float64), and a list of ``D`` edge tensors.
 
     Note:
         Hard mode equals ``numpy.histogramdd`` bit for bit (numpy computes edges
