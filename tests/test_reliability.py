@@ -154,9 +154,10 @@ def test_subnormal_samples_in_hard_mode_equal_torch_histc():
         lambda: softhist.histc(torch.rand(10), 4, 0, 1, bandwidth=1e-40),  # raised "cannot be converted to float"
         lambda: softhist.histc(torch.rand(10, dtype=F64), 4, 0, 1, bandwidth=1e-320),  # returned NaN
         lambda: softhist.histc(torch.rand(10) * 1e-40, 4),  # a subnormal data range
+        lambda: softhist.histc(torch.tensor([1e-45, 2e-45, 3e-44]), 4),  # raised an index error
         lambda: softhist.mutual_information(torch.rand(100) * 1e-40, torch.rand(100) * 1e-40, 8),  # NaN / index error
     ],
-    ids=["bandwidth-1e-40", "bandwidth-1e-320-f64", "subnormal-range", "mi-subnormal-range"],
+    ids=["bandwidth-1e-40", "bandwidth-1e-320-f64", "subnormal-range", "subnormal-samples", "mi-subnormal-range"],
 )
 def test_soft_binning_beyond_the_dtype_says_so(call):
     with pytest.raises(ValueError, match=r"bandwidth=.* out of torch\.float(32|64)'s range for soft binning"):
