@@ -65,6 +65,9 @@ def test_bench_arguments_parse():
     args = cli.build_parser().parse_args(["bench", "--quick", "--device", "cpu", "--csv", "t.csv", "--plot", "t.png"])
     assert (args.quick, args.device, args.csv, args.plot, args.sweep, args.no_dense) == (True, "cpu", "t.csv", "t.png", False, False)
     assert cli.build_parser().parse_args(["bench", "--device", "cuda:1"]).device == "cuda:1"
+    assert args.threads is None and cli.build_parser().parse_args(["bench", "--threads", "1"]).threads == 1
+    # The memory probes (fresh interpreters) run on the same thread count as the timings.
+    assert bench._probe_argv(bench.Options(quick=True, threads=3))[-2:] == ["--threads", "3"]
 
 
 def bad_arguments(tmp_path):
@@ -82,6 +85,7 @@ def bad_arguments(tmp_path):
         "image-unreadable": (["demo", "--image", str(not_an_image), "--out", str(tmp_path / "o")], "cannot read"),
         "out-is-a-file": (["demo", "--out", str(a_file)], "exists and is not a directory"),
         "device-unknown": (["bench", "--device", "tpu"], "unknown device 'tpu'"),
+        "threads-zero": (["bench", "--threads", "0"], "--threads: must be a positive integer, got '0'"),
         "csv-no-directory": (["bench", "--csv", str(tmp_path / "no" / "such" / "t.csv")], "does not exist"),
         "no-command": ([], "required"),
         "unknown-command": (["frobnicate"], "invalid choice"),
@@ -93,7 +97,7 @@ def bad_arguments(tmp_path):
 
 @pytest.mark.parametrize("name", [
     "steps-zero", "steps-negative", "steps-word", "image-missing", "target-missing", "image-directory",
-    "image-unreadable", "out-is-a-file", "device-unknown", "csv-no-directory", "no-command", "unknown-command",
+    "image-unreadable", "out-is-a-file", "device-unknown", "threads-zero", "csv-no-directory", "no-command", "unknown-command",
     "device-cuda-absent",
 ])
 def test_bad_arguments_give_one_line_and_exit_2(name, tmp_path, capsys):

@@ -1,6 +1,6 @@
 """softhist: differentiable histograms for PyTorch."""
 
-from . import nn
+from . import nn, reference
 from .histogram import backends, histc, histogram, histogram2d, histogramdd
 from .kernels import KERNELS
 from .losses import entropy, histogram_matching_loss, js_divergence, kl_divergence, mutual_information, wasserstein
@@ -24,5 +24,6 @@ __all__ = [
     "mattes_mutual_information",
     "mutual_information",
     "nn",
+    "reference",
     "wasserstein",
 ]

@@ -64,7 +64,25 @@ def _binning(
                 name = "bins" if len(edges) == 1 else f"bins[{d}]"
                 raise ValueError(f"{name} must be finite and strictly increasing, got {e.tolist() if e.numel() <= 8 else e}")
     axes = tuple(Axis(e.numel() - 1, h, (a, b) if flat else None) for e, h, flat, a, b in zip(edges, values, uniform, lo, hi))
+    if mode != "hard" and bandwidth is not None:
+        for axis, e, hard in zip(axes, edges, hard_axes):
+            if not hard and e.device.type != "meta":
+                lo_, hi_ = axis.uniform if axis.uniform is not None else (float(e[0]), float(e[-1]))
+                _check_scales((hi_ - lo_) / axis.bins, axis.bandwidth, accumulation_dtype(e.dtype))
     return Binning(tuple(get_kernel(k) for k in kernels.split(",")), mode, axes, hard_rule, tuple(hard_axes))
+
+
+def _check_scales(width: float, bandwidth: float, acc: torch.dtype) -> None:
+    """Soft binning divides by the bandwidth and by the bin width in ``acc``: both must be normal
+    numbers there, and their ratio must fit (a subnormal range or bandwidth would give inf or NaN)."""
+    info = torch.finfo(acc)
+    fits = lambda v: info.tiny <= v <= info.max / 1024  # noqa: E731
+    if not (fits(width) and fits(bandwidth) and fits(width / bandwidth) and fits(bandwidth / width)):
+        raise ValueError(
+            f"bandwidth={bandwidth!r} with bins {width!r} wide is out of {acc}'s range for soft binning "
+            f"(each and their ratio must lie in [{info.tiny:.3g}, {info.max / 1024:.3g}]); "
+            "rescale the data, pass float64 input, or use mode='hard'"
+        )
 
 
 def _empty(like: Tensor, *shape: int, dtype: Optional[torch.dtype] = None) -> Tensor:

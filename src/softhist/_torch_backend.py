@@ -203,8 +203,10 @@ def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor],
 
 
 def _window(axis: Axis, kernel: Optional[Kernel], edges: Optional[Tensor]) -> int:
-    """Edges per sample window along one axis: enough to cover the support ``[x - T*h, x + T*h]``;
-    two (one bin) for a hard axis (``kernel=None``).
+    """Edges per sample window along one axis: enough to cover the support ``[x - T*h, x + T*h]``,
+    and never more than the ``B + 1`` edges of the axis, so a sample costs at most what the dense
+    formula costs (a window of every edge, starting at the first, is exact for any sample); two
+    (one bin) for a hard axis (``kernel=None``).
 
     For non-uniform edges this reads the edges once (a host sync).
     """
@@ -212,7 +214,8 @@ def _window(axis: Axis, kernel: Optional[Kernel], edges: Optional[Tensor]) -> in
         return 2
     reach = 2.0 * kernel.support * axis.bandwidth
     if axis.uniform is not None:
-        return math.ceil(reach * axis.scale) + 2
+        span = reach * axis.scale
+        return axis.bins + 1 if span >= axis.bins else min(math.ceil(span) + 2, axis.bins + 1)
     e = edges.detach().to(torch.float64)
     most = int((torch.searchsorted(e, e + reach, right=True) - torch.arange(e.numel(), device=e.device)).max())
     return min(most + 4, axis.bins + 1)
@@ -235,7 +238,8 @@ def _window_positions(xc: Tensor, edges: Tensor, axis: Axis, kernel: Kernel, wid
     steps = torch.arange(width, device=xc.device)
     if axis.uniform is not None:
         u = (xc - axis.uniform[0]) * axis.scale  # position in bin widths
-        start = torch.floor(u - reach * axis.scale).clamp_(-width, axis.bins)
+        # Starting at edge 0 rather than left of it keeps the window exact when it holds all B + 1 edges.
+        start = torch.floor(u - reach * axis.scale).clamp_(0, axis.bins)
         # z = (start + p - u) * width / h; u - start is exact (Sterbenz), so z keeps float32 resolution.
         bin_in_std = 1.0 / (axis.scale * axis.bandwidth)
         offset = u.sub_(start).mul_(-bin_in_std)
@@ -463,7 +467,7 @@ class _Table:
 
 def _plan_table(x: Tensor, binning: Binning) -> Optional[_Table]:
     """The sub-bin grid for this call, or None when the window strategy must run."""
-    if len(binning.axes) != 1 or binning.hard_axes[0] or x.dtype == torch.float64:
+    if len(binning.axes) != 1 or binning.hard_axes[0] or x.dtype == torch.float64 or x.numel() == 0:
         return None
     kernel = binning.kernels[0]
     if not math.isfinite(kernel.pdf_slope):
@@ -485,7 +489,8 @@ def _plan_table(x: Tensor, binning: Binning) -> Optional[_Table]:
     # windows and its memory stays bounded.
     points = x.shape[0] * (axis.bins + 2 * reach) * q
     point_cost = 0.25 if points <= _TABLE_CACHED_POINTS else 2.0
-    if q > _TABLE_MAX_Q or points > _TABLE_MAX_POINTS or point_cost * points > _window(axis, kernel, None) * x.numel():
+    masses = x.shape[0] * (axis.bins + 2 * reach) * (2 * reach + 1)  # the matmul's output: wide kernels make it huge
+    if q > _TABLE_MAX_Q or max(points, masses) > _TABLE_MAX_POINTS or point_cost * points > _window(axis, kernel, None) * x.numel():
         return None
     return _Table(q=q, reach=reach, pad=reach, scale=axis.scale, lo=axis.uniform[0])
 

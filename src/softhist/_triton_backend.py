@@ -207,7 +207,8 @@ def _axis_start(
         scale = tl.load(axis_float_ptr + d * 5 + 1)
         h = tl.load(axis_float_ptr + d * 5 + 2)
         u = (x - lo) * scale  # position in bin widths
-        start = tl.minimum(tl.maximum(tl.floor(u - reach * scale), -1.0 - window), bins.to(ACC))
+        # Starts at edge 0 or later: exact also for windows capped at all B + 1 edges.
+        start = tl.minimum(tl.maximum(tl.floor(u - reach * scale), 0.0), bins.to(ACC))
         # z = (start + q - u) * width / h; u - start is exact (Sterbenz), so z keeps float32 resolution.
         return start.to(tl.int64), (u - start) * (-1.0 / (scale * h))
     steps = tl.load(axis_int_ptr + d * 6 + 5)

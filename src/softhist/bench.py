@@ -102,6 +102,7 @@ class Options:
     sweep: bool = False
     dense: bool = True
     torch_compile: bool = True
+    threads: Optional[int] = None  # torch.set_num_threads, or torch's default
 
 
 def _sync(device: torch.device) -> None:
@@ -175,7 +176,7 @@ def providers(case: Case, x: Tensor, options: Options) -> List[Provider]:
     if case.mi:
         moving, fixed = x[0], x[1]
         grad_moving = moving.detach().clone().requires_grad_()
-        ours = softhist.nn.MutualInformationLoss("gaussian", num_bins=case.bins, sigma_ratio=case.bandwidth_bins)
+        ours = softhist.nn.MutualInformationLoss("gaussian", num_bins=case.bins, sigma_ratio=case.bandwidth_bins, range=(0.0, 1.0))
         out = [
             # Same samples and cells as the joint histogram: a hard floor to compare with.
             Provider(f"torch.histc (hard, N samples, {case.bins}² bins)", lambda: (lambda: torch.histc(moving, case.bins**2, lo, hi), None)),
@@ -390,7 +391,8 @@ def _rss_probe(case: Case, provider: str, options: Options) -> float:
 
 
 def _probe_argv(options: Options) -> List[str]:
-    return (["--quick"] if options.quick else []) + (["--sweep"] if options.sweep else []) + ["--device", options.device]
+    threads = ["--threads", str(options.threads)] if options.threads else []
+    return (["--quick"] if options.quick else []) + (["--sweep"] if options.sweep else []) + ["--device", options.device] + threads
 
 
 def peak_memory_mb(index: int, spec: Provider, call: Fn, options: Options) -> Optional[float]:
@@ -502,6 +504,13 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown device {text!r} (choose cpu or cuda)")
 
 
+def _threads(text: str) -> int:
+    """A positive thread count for ``torch.set_num_threads``."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The bench's options, shared by ``softhist bench`` and ``benchmarks/bench_histogram.py``."""
     parser.add_argument("--quick", action="store_true", help="fewer, smaller cases: under a minute on a 2-core CPU")
@@ -511,6 +520,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", action="store_true", help="only the flat cases, at N = 1K, 4K, ..., 4M (1M with --quick), for --plot")
     parser.add_argument("--no-dense", action="store_true", help="skip the dense baselines (forum formula, kornia, MONAI)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline (always skipped with --quick)")
+    parser.add_argument(
+        "--threads", type=_threads, metavar="N",
+        help="CPU threads (torch.set_num_threads) for every provider; default: torch's choice. The README's tables name theirs",
+    )
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -527,7 +540,12 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 def run(args: argparse.Namespace) -> List[Row]:
     """Print the Markdown table; write ``--csv`` and ``--plot`` if asked. Returns the rows."""
-    options = Options(quick=args.quick, device=args.device, sweep=args.sweep, dense=not args.no_dense, torch_compile=not args.no_compile)
+    options = Options(
+        quick=args.quick, device=args.device, sweep=args.sweep, dense=not args.no_dense, torch_compile=not args.no_compile,
+        threads=args.threads,
+    )
+    if options.threads:
+        torch.set_num_threads(options.threads)
     device = torch.device(options.device)
     budget, repeats = (0.3, 10) if options.quick else (1.0, 15)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {_plural(torch.get_num_threads(), 'thread')}"
@@ -588,7 +606,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--probe", nargs=2, metavar=("CASE", "PROVIDER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
-        options = Options(quick=args.quick, device=args.device, sweep=args.sweep)
+        options = Options(quick=args.quick, device=args.device, sweep=args.sweep, threads=args.threads)
+        if options.threads:
+            torch.set_num_threads(options.threads)
         print(_rss_probe(cases(options)[int(args.probe[0])], args.probe[1], options))
         return 0
     check_arguments(parser, args)

@@ -97,13 +97,27 @@ def _call_mode(mode: object, dims: int) -> Tuple[str, Tuple[bool, ...]]:
     return ("soft" if "soft" in kinds else "straight_through"), tuple(m == "hard" for m in modes)
 
 
+# Largest bin count: more would overflow the int64 cell indices of a batch of histograms.
+_MAX_BINS = 2**40
+
+
 def _check_bin_count(bins: object, name: str = "bins") -> int:
     if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 1:
         raise ValueError(f"{name} must be a positive integer, got {bins!r}")
+    if bins > _MAX_BINS:
+        raise ValueError(f"{name} must be a positive integer of at most 2**40, got {bins!r}")
     return int(bins)
 
 
+def _check_flag(value: object, name: str) -> bool:
+    if not isinstance(value, (bool, numbers.Integral)) or value not in (0, 1):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
 def _check_number(value: object, name: str) -> float:
+    if isinstance(value, Tensor) and value.dim() == 0 and not (value.is_complex() or value.dtype == torch.bool):
+        value = value.item()  # a 0-d tensor, as torch.histc accepts (one host sync)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
@@ -115,28 +129,38 @@ def _check_number(value: object, name: str) -> float:
 def _check_range(lo: object, hi: object, name: str) -> Tuple[float, float]:
     lo, hi = _check_number(lo, f"{name} (min)"), _check_number(hi, f"{name} (max)")
     if lo > hi:
-        raise ValueError(f"{name}: min must not exceed max, got min={lo}, max={hi}")
+        raise ValueError(f"{name}: min must not exceed max, got min={lo}, max={hi} (max must be larger than or equal to min)")
     return lo, hi
 
 
-def _check_edges(edges: Tensor, name: str = "bins") -> Tensor:
-    """Explicit bin edges: 1-D, floating, finite, strictly increasing (one host sync).
+def _as_edges(bins: object, device: torch.device) -> object:
+    """Edges given as a list or tuple of numbers become a float64 tensor (as numpy reads them)."""
+    if isinstance(bins, (list, tuple)) and all(isinstance(v, numbers.Real) for v in bins):
+        return torch.tensor([float(v) for v in bins], dtype=torch.float64, device=device)
+    return bins
 
-    Under ``torch.compile`` and on meta tensors the values are not read here: the op that bins
-    with them checks them when it runs (see ``_ops``), so compiling costs no graph break.
+
+def _check_edges(edges: Tensor, name: str = "bins", hard: bool = False) -> Tensor:
+    """Explicit bin edges, 1-D (one host sync); returns them as the engine compares with them.
+
+    Soft binning needs floating, finite, strictly increasing edges. Hard counts follow
+    numpy: integer edges, infinite ends and equal neighbours (an empty bin) are fine.
     """
     if edges.dim() != 1 or edges.numel() < 2:
-        raise ValueError(f"{name} as a tensor must be 1-D bin edges with at least 2 entries, got shape {tuple(edges.shape)}")
-    if edges.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"{name} as edges must be 1d with at least 2 entries, got shape {tuple(edges.shape)}")
+    if edges.is_complex() or (not hard and edges.dtype not in _FLOAT_DTYPES):
         raise TypeError(f"{name} as edges must be floating point, got dtype {edges.dtype}")
     if torch.compiler.is_compiling() or edges.device.type == "meta":
-        return edges
-    e = edges.detach()
-    if not bool(torch.isfinite(e).all()):
-        raise ValueError(f"{name} must be finite, got {e.tolist() if e.numel() <= 8 else e}")
-    if not bool((e[1:] > e[:-1]).all()):
-        raise ValueError(f"{name} must be strictly increasing, got {e.tolist() if e.numel() <= 8 else e}")
-    return edges
+        return edges if edges.dtype in _FLOAT_DTYPES else edges.to(torch.float64)  # checked inside the op
+    e = edges.detach() if edges.dtype in _FLOAT_DTYPES else edges.to(torch.float64)
+    shown = e.tolist() if e.numel() <= 8 else e
+    if bool(torch.isnan(e).any()) or not (hard or bool(torch.isfinite(e).all())):
+        raise ValueError(f"{name} must be finite, got {shown}")
+    if hard and not bool((e[1:] >= e[:-1]).all()):
+        raise ValueError(f"{name} must increase monotonically, got {shown}")
+    if not hard and not bool((e[1:] > e[:-1]).all()):
+        raise ValueError(f"{name} must be strictly increasing, got {shown} (mode='hard' accepts equal neighbours)")
+    return edges if edges.dtype in _FLOAT_DTYPES else e
 
 
 def _bandwidth_value(value: object, name: str) -> Union[float, Tensor]:
@@ -249,6 +273,8 @@ def backends() -> Dict[str, Optional[str]]:
 def _sample_dims(ndim: int, dim: Dim) -> Tuple[int, ...]:
     if dim is None:
         return tuple(range(ndim))
+    if not isinstance(dim, (numbers.Integral, list, tuple)) or isinstance(dim, bool):
+        raise TypeError(f"dim must be an int or a sequence of ints, got {dim!r}")
     dims = (dim,) if isinstance(dim, numbers.Integral) else tuple(dim)
     out = []
     for d in dims:
@@ -262,21 +288,24 @@ def _sample_dims(ndim: int, dim: Dim) -> Tuple[int, ...]:
     return tuple(out)
 
 
-def _check_weight(weight: object, shape: torch.Size, described: str) -> None:
-    """Weights: None, or a floating tensor of the given shape (``described`` states it in errors)."""
+def _check_weight(weight: object, shape: torch.Size, described: str, device: Optional[torch.device] = None) -> None:
+    """Weights: None, or a floating tensor of the given shape on the input's device
+    (``described`` states the shape in errors)."""
     if weight is None:
         return
     if not isinstance(weight, Tensor):
         raise TypeError(f"weight must be a torch.Tensor or None, got {type(weight).__name__}")
     if weight.shape != shape:
-        raise ValueError(f"weight must have {described}, got {tuple(weight.shape)}")
+        raise ValueError(f"weight must have the same shape as {described}, got {tuple(weight.shape)}")
     if weight.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"weight must be floating point, got dtype {weight.dtype}")
+    if device is not None and weight.device != device:
+        raise ValueError(f"weight must be on the input's device ({device}), got device {weight.device}")
 
 
 def _flatten(input: Tensor, weight: Optional[Tensor], dim: Dim) -> Tuple[Tensor, Optional[Tensor], Tuple[int, ...]]:
     """Move the sample dims last and flatten to ``(batch, n)``; return the batch shape."""
-    _check_weight(weight, input.shape, f"the input's shape {tuple(input.shape)}")
+    _check_weight(weight, input.shape, f"the input, {tuple(input.shape)}", input.device)
     if input.dim() == 0:
         input = input.reshape(1)
         weight = None if weight is None else weight.reshape(1)
@@ -284,14 +313,42 @@ def _flatten(input: Tensor, weight: Optional[Tensor], dim: Dim) -> Tuple[Tensor,
     batch_dims = [d for d in range(input.dim()) if d not in dims]
     batch_shape = tuple(input.shape[d] for d in batch_dims)
     order = batch_dims + list(dims)
-    rows = math.prod(batch_shape)
-    x = input.permute(order).reshape(rows, -1)
-    w = None if weight is None else weight.permute(order).reshape(rows, -1)
+    rows, n = math.prod(batch_shape), math.prod(input.shape[d] for d in dims)
+    x = input.permute(order).reshape(rows, n)  # explicit n: -1 is ambiguous for an empty batch
+    w = None if weight is None else weight.permute(order).reshape(rows, n)
     return x, w, batch_shape
 
 
-def _output_dtype(input: Tensor) -> torch.dtype:
-    return input.dtype if input.is_floating_point() else torch.get_default_dtype()
+def _output_dtype(input: Tensor, mode: str) -> torch.dtype:
+    """The result's dtype: the input's, except float64 for integer and bool input (as numpy)
+    and float32 for half-precision counts (float16 stops at 65504, bfloat16 counts by 2 past 256)."""
+    if not input.is_floating_point():
+        return torch.float64
+    if mode != "soft" and input.dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return input.dtype
+
+
+def _floating(input: Tensor) -> Tensor:
+    """Integer and bool samples (hard mode) are binned as float64, as numpy compares them."""
+    return input if input.is_floating_point() else input.to(torch.float64)
+
+
+def _check_split(lo: float, hi: float, count: int, calc: torch.dtype, out: torch.dtype, name: str) -> None:
+    """numpy's rule: ``count`` equal-width edges on ``[lo, hi]``, computed in ``calc`` and stored in
+    ``out``, must be finite and strictly increasing. Decided on the host: a cheap bound, then
+    (only near the limits of ``out``) the same edges computed on the CPU."""
+    info = torch.finfo(out)
+    width = (hi - lo) / count
+    if hi - lo < info.max / 4 and width > 8 * max(info.eps * max(abs(lo), abs(hi)), info.tiny * info.eps):
+        return
+    lo_t, hi_t = torch.tensor(lo, dtype=calc), torch.tensor(hi, dtype=calc)
+    edges = _numpy_edges(lo_t, hi_t, count, out)
+    if not (bool(torch.isfinite(edges).all()) and bool((edges[1:] > edges[:-1]).all())):
+        raise ValueError(
+            f"Too many bins for data range: {name}={count} equal-width bins on [{lo!r}, {hi!r}] "
+            f"do not give finite, strictly increasing {out} edges; use fewer bins, another range or float64"
+        )
 
 
 def _finite_range(x: Tensor, group: Optional["ProcessGroup"] = None) -> Optional[Tuple[Tensor, Tensor]]:
@@ -361,7 +418,7 @@ def _per_axis(value: object, dims: int, name: str, pairs: bool = False) -> list:
 
 def _axis_edges(
     x: Tensor, bins: object, range_: object, bins_name: str, range_name: str, *, numpy_dd: bool,
-    group: Optional["ProcessGroup"] = None,
+    group: Optional["ProcessGroup"] = None, hard: bool = False,
 ) -> Tuple[Tensor, Optional[Tuple[float, float]]]:
     """Edges to bin one axis with, and ``(lo, hi)`` when they split it evenly.
 
@@ -372,7 +429,7 @@ def _axis_edges(
     if isinstance(bins, Tensor):
         if range_ is not None:
             raise ValueError(f"{range_name} must be None when {bins_name} is an edges tensor, got {range_!r}")
-        return _check_edges(bins, bins_name).to(device=x.device), None
+        return _check_edges(bins, bins_name, hard).to(device=x.device), None
     count = _check_bin_count(bins, bins_name)
     compute = x.dtype if x.is_floating_point() else torch.float64
     if range_ is not None:
@@ -381,15 +438,18 @@ def _axis_edges(
         lo, hi = _check_range(range_[0], range_[1], range_name)
         if lo == hi:
             lo, hi = lo - 0.5, hi + 0.5
+        _check_split(lo, hi, count, torch.float64, torch.float64 if numpy_dd else compute, bins_name)
         lo_t, hi_t = (torch.tensor(v, dtype=torch.float64, device=x.device) for v in (lo, hi))
         return _numpy_edges(lo_t, hi_t, count, torch.float64 if numpy_dd else compute), (lo, hi)
     else:
         data = _finite_range(x, group) if x.numel() or group is not None else None
-        if data is None:  # numpy's range for empty data
-            data = (torch.zeros((), device=x.device), torch.ones((), device=x.device))
+        if data is None:  # numpy's range for empty data: the Python ints 0 and 1, so edges computed in float64
+            lo_t, hi_t = (torch.tensor(v, dtype=torch.float64, device=x.device) for v in (0.0, 1.0))
+            return _numpy_edges(lo_t, hi_t, count, compute), (0.0, 1.0)
         lo_t, hi_t = (v.to(compute) for v in data)
         if bool(lo_t == hi_t):
             lo_t, hi_t = lo_t - 0.5, hi_t + 0.5
+        _check_split(float(lo_t), float(hi_t), count, compute, compute, bins_name)
         edges = _numpy_edges(lo_t, hi_t, count, compute)
     return edges, (float(lo_t), float(hi_t))
 
@@ -461,8 +521,8 @@ def histc(
     Args:
         input: samples, any shape ``(*)``; floating point (integers in hard mode).
         bins: number of bins, ``>= 1``.
-        min, max: the range. ``min == max`` (the default) means the range of the
-            finite data, as in ``torch.histc`` (one host sync).
+        min, max: the range, numbers or 0-d tensors. ``min == max`` (the default)
+            means the range of the finite data, as in ``torch.histc`` (one host sync).
         kernel: ``"gaussian"``, ``"logistic"``, ``"box"``, ``"triangular"``,
             ``"epanechnikov"``, ``"bspline"`` (cubic) or ``"bspline2"`` (quadratic);
             ``"bspline0"`` to ``"bspline3"`` name the B-splines by order (box,
@@ -482,12 +542,16 @@ def histc(
             ``None``: this process's samples only.
 
     Returns:
-        Tensor of shape ``(*batch, bins)`` in ``input``'s dtype.
+        Tensor of shape ``(*batch, bins)`` in ``input``'s dtype; hard and
+        straight-through counts of float16/bfloat16 input in float32 (exact
+        where float16 would overflow at 65504), of integer input in float64.
 
     Note:
         Bins are ``[e_k, e_{k+1})``, the last one closed. Soft mass near the range
         ends spills outside and is not counted. NaN and infinite samples are
-        ignored. Hard mode counts in int64, so counts stay exact past ``2**24``.
+        ignored. Hard mode counts in int64, so counts stay exact past ``2**24``
+        (where ``torch.histc``'s float32 counters saturate). A range whose width
+        overflows the input's dtype raises (``torch.histc`` counts nothing there).
 
     Example:
         >>> import torch, softhist
@@ -501,23 +565,29 @@ def histc(
     """
     mode = _check_mode(mode)
     _check_input(input, mode)
+    out_dtype = _output_dtype(input, mode)
     bins = _check_bin_count(bins)
     lo, hi = _check_range(min, max, "histc range")
     group = _check_group(group)
-    x, w, batch_shape = _flatten(input, weight, dim)
+    x, w, batch_shape = _flatten(_floating(input), weight, dim)
     if lo == hi and (x.numel() > 0 or group is not None):
         data = _finite_range(x, group)
         if data is not None:
             lo, hi = float(data[0]), float(data[1])
     if lo == hi:
         lo, hi = lo - 1.0, hi + 1.0
-    compute = x.dtype if x.is_floating_point() else torch.float64
+    compute = x.dtype
+    if not math.isfinite(float(torch.tensor(hi, dtype=compute) - torch.tensor(lo, dtype=compute))):
+        raise ValueError(
+            f"histc range: max - min overflows {compute} (min={lo}, max={hi}), where torch.histc "
+            "counts nothing; pass float64 input or a narrower range"
+        )
     edges = torch.linspace(lo, hi, bins + 1, dtype=compute, device=x.device)
     hist = _bin(
         x.unsqueeze(-1), w, [edges], [(lo, hi)], hard_rule="histc",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
     )
-    return hist.to(_output_dtype(input)).reshape(*batch_shape, bins)
+    return hist.to(out_dtype).reshape(*batch_shape, bins)
 
 
 def histogram(
@@ -542,8 +612,10 @@ def histogram(
 
     Args:
         input: samples, any shape ``(*)``; floating point (integers in hard mode).
-        bins: number of equal-width bins, or a 1-D tensor of ``B + 1`` strictly
-            increasing edges.
+        bins: number of equal-width bins, or ``B + 1`` edges (a 1-D tensor or a
+            list): strictly increasing and finite for soft binning; in hard mode,
+            as numpy, non-decreasing (equal neighbours make an empty bin), with
+            infinite ends or integer values allowed.
         range: ``(min, max)`` for integer ``bins``; ``None``: the finite data's
             min and max, widened by 0.5 each side when equal (as numpy).
         weight: per-sample weights, same shape as ``input``, differentiable.
@@ -554,11 +626,17 @@ def histogram(
 
     Returns:
         ``(hist, bin_edges)``: ``hist`` of shape ``(*batch, B)`` in ``input``'s
-        dtype, and ``bin_edges`` of shape ``(B + 1,)``.
+        dtype (hard and straight-through counts of half-precision input in
+        float32; integer and bool input in float64, edges too, as numpy), and
+        ``bin_edges`` of shape ``(B + 1,)``.
 
     Note:
         Hard mode equals ``numpy.histogram`` bit for bit, including edge ties
         from float rounding, where numpy and ``torch.histogram`` may disagree.
+        Weighted counts sum in float64 (numpy sums float32 weights in float32),
+        so they may differ from numpy's in the last bits, closer to the exact sum.
+        Equal-width bins whose edges cannot be told apart in the data's dtype
+        raise ``ValueError`` ("Too many bins for data range"), as numpy does.
 
     Example:
         >>> import torch, softhist
@@ -574,10 +652,12 @@ def histogram(
     """
     mode = _check_mode(mode)
     _check_input(input, mode)
+    density = _check_flag(density, "density")
     group = _check_group(group)
-    x, w, batch_shape = _flatten(input, weight, dim)
-    out_dtype = _output_dtype(input)
-    edges, uniform = _axis_edges(x, bins, range, "bins", "range", numpy_dd=False, group=group)
+    out_dtype, edge_dtype = _output_dtype(input, mode), _output_dtype(input, "soft")
+    x, w, batch_shape = _flatten(_floating(input), weight, dim)
+    bins = _as_edges(bins, x.device)
+    edges, uniform = _axis_edges(x, bins, range, "bins", "range", numpy_dd=False, group=group, hard=mode == "hard")
     hist = _bin(
         x.unsqueeze(-1), w, [edges], [uniform], hard_rule="edges",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
@@ -585,7 +665,7 @@ def histogram(
     if density:
         hist = hist / torch.diff(edges).to(hist.dtype) / hist.sum(-1, keepdim=True)
     n_bins = edges.numel() - 1
-    return hist.to(out_dtype).reshape(*batch_shape, n_bins), bins if isinstance(bins, Tensor) else edges.to(out_dtype)
+    return hist.to(out_dtype).reshape(*batch_shape, n_bins), bins if isinstance(bins, Tensor) else edges.to(edge_dtype)
 
 
 def histogramdd(
@@ -631,7 +711,8 @@ def histogramdd(
 
     Returns:
         ``(hist, edges)``: ``hist`` of shape ``(*batch, B_0, ..., B_{D-1})`` in
-        ``input``'s dtype, and a list of ``D`` edge tensors.
+        ``input``'s dtype (counts of half-precision input in float32, of integer
+        input in float64), and a list of ``D`` edge tensors.
 
     Note:
         Hard mode equals ``numpy.histogramdd`` bit for bit (numpy computes edges
@@ -658,23 +739,26 @@ def histogramdd(
         >>> hist.shape
         torch.Size([2, 4, 3])
     """
-    _check_input(input, _input_mode(mode))
+    call_mode = _input_mode(mode)
+    _check_input(input, call_mode)
+    density = _check_flag(density, "density")
+    out_dtype, edge_dtype = _output_dtype(input, call_mode), _output_dtype(input, "soft")
+    input = _floating(input)
     if input.dim() < 2:
         raise ValueError(f"input must have shape (..., N, D), got shape {tuple(input.shape)}")
     dims = input.shape[-1]
     if dims == 0:
         raise ValueError(f"input must have at least one axis (D >= 1) in its last dimension, got shape {tuple(input.shape)}")
-    _check_weight(weight, input.shape[:-1], f"shape {tuple(input.shape[:-1])} (input without its last dim)")
+    _check_weight(weight, input.shape[:-1], f"the input without its last dim, {tuple(input.shape[:-1])}", input.device)
     group = _check_group(group)
-    bins_per_axis = _per_axis(bins, dims, "bins")
+    bins_per_axis = [_as_edges(b, input.device) for b in _per_axis(bins, dims, "bins")]
     ranges = [None] * dims if range is None else _per_axis(range, dims, "range", pairs=True)
     batch_shape = tuple(input.shape[:-2])
     rows = math.prod(batch_shape)
-    x = input.reshape(rows, -1, dims)
-    w = None if weight is None else weight.reshape(rows, -1)
-    out_dtype = _output_dtype(input)
+    x = input.reshape(rows, input.shape[-2], dims)  # explicit sizes: -1 is ambiguous for an empty batch
+    w = None if weight is None else weight.reshape(rows, input.shape[-2])
     axis_edges = [
-        _axis_edges(x[..., d], b, r, f"bins[{d}]", f"range[{d}]", numpy_dd=True, group=group)
+        _axis_edges(x[..., d], b, r, f"bins[{d}]", f"range[{d}]", numpy_dd=True, group=group, hard=call_mode == "hard")
         for d, (b, r) in enumerate(zip(bins_per_axis, ranges))
     ]
     edges = [e for e, _ in axis_edges]
@@ -688,7 +772,7 @@ def histogramdd(
             hist = hist / torch.diff(e).to(hist.dtype).view(*([1] * (d + 1)), -1, *([1] * (dims - d - 1)))
         hist = hist / total
     shape = tuple(e.numel() - 1 for e in edges)
-    out_edges = [b if isinstance(b, Tensor) else e.to(out_dtype) for b, e in zip(bins_per_axis, edges)]
+    out_edges = [b if isinstance(b, Tensor) else e.to(edge_dtype) for b, e in zip(bins_per_axis, edges)]
     return hist.to(out_dtype).reshape(*batch_shape, *shape), out_edges
 
 
@@ -734,8 +818,10 @@ def histogram2d(
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-    if isinstance(bins, Tensor):
-        bins = [bins, bins]
+    if isinstance(bins, Tensor) or (
+        isinstance(bins, (list, tuple)) and len(bins) != 2 and all(isinstance(v, numbers.Real) for v in bins)
+    ):
+        bins = [bins, bins]  # one edges tensor (or list of edges) for both axes, as numpy
     hist, (xedges, yedges) = histogramdd(
         torch.stack([x, y], -1), bins, range=range, weight=weight, density=density,
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,

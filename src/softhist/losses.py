@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Literal, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .histogram import AxisKernels, AxisModes, BackendName, Bandwidth, Mode, _check_group, histogram, histogram2d
+from .histogram import AxisKernels, AxisModes, BackendName, Bandwidth, Mode, _all_reduce, _check_group, histogram, histogram2d
 from .histogram import _finite_range as _data_range
-from .kernels import KernelName
+from .kernels import KernelName, get_kernel
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -403,6 +403,35 @@ def mutual_information(
     return _mutual_information_from_joint(hist, normalized).to(out_dtype)
 
 
+def _outside(
+    samples: Tensor, edges: Tensor, kernel: str, bandwidth: Bandwidth, mode: str, group: Optional["ProcessGroup"]
+) -> Tensor:
+    """What a histogram of ``samples (*batch, N)`` on ``edges`` leaves out, per row ``(*batch, 5)``:
+    the mass below the first edge and above the last (soft: the kernel's mass past them, the
+    complement of the histogram's), the summed distances of the samples below and above to the
+    range, and the number of finite samples. Summed over the group's ranks."""
+    lo, hi = edges[0], edges[-1]
+    finite = torch.isfinite(samples)
+    x = torch.where(finite, samples, 0.5 * (lo + hi)).to(edges.dtype if samples.dtype == torch.float64 else torch.float32)
+    if mode == "soft":
+        h = 0.5 * (hi - lo).detach() / (edges.numel() - 1) if bandwidth is None else bandwidth
+        cdf = get_kernel(kernel).cdf
+        below, above = cdf((lo - x) / h), 1.0 - cdf((hi - x) / h)
+    else:
+        below, above = (x < lo).to(x.dtype), (x > hi).to(x.dtype)
+    parts = [below, above, torch.relu(lo - x), torch.relu(x - hi), torch.ones_like(x)]
+    stats = torch.stack([torch.where(finite, part, 0.0).sum(-1) for part in parts], -1)
+    return _all_reduce(stats, group)
+
+
+def _fold(hist: Tensor, outside: Tensor) -> Tensor:
+    """The mass below the range added to the first bin, the mass above to the last."""
+    bins = hist.shape[-1]
+    first = torch.zeros(bins, dtype=hist.dtype, device=hist.device).index_fill_(0, torch.tensor([0], device=hist.device), 1.0)
+    last = first.flip(0)
+    return hist + outside[..., :1].to(hist.dtype) * first + outside[..., 1:2].to(hist.dtype) * last
+
+
 def histogram_matching_loss(
     x: Tensor,
     target: Tensor,
@@ -429,6 +458,16 @@ def histogram_matching_loss(
     * ``"l1"``: ``sum |p_x - p_target|``, twice the total variation, in ``[0, 2]``.
     * ``"kl"``: :func:`kl_divergence` ``(target || x)``, which is very large
       where ``target`` has mass and ``x`` has none (see the module's Numerics).
+
+    Mass outside the range counts against the loss: samples of ``x`` (and of a
+    target given as samples) below the first edge or above the last, and the
+    soft mass that spills past them, are added to the first and last bins.
+    With ``"wasserstein"`` the loss also adds the distance that outlying mass
+    travels to the range, ``|mean(relu(e_0 - x)) - mean(relu(e_0 - target))|``
+    and the same above the range, so its gradient pulls far-away samples in;
+    for a target inside the range this is the earth mover's distance (to half
+    a bin). With ``"l1"`` and ``"kl"`` such samples count in the end bins but
+    get a gradient only where the kernel reaches the range.
 
     Args:
         x: samples, shape ``(*batch, N)``.
@@ -475,14 +514,19 @@ def histogram_matching_loss(
         raise ValueError("range must be given when target_type='histogram' and bins is an int, got range=None")
     binning = dict(range=range, kernel=kernel, bandwidth=bandwidth, mode=mode, dim=-1, backend=backend)
     hist_x, edges = histogram(_float_samples(x), bins, group=group, **binning)
+    out_x = _outside(_float_samples(x), edges, kernel, bandwidth, mode, group)
+    hist_x = _fold(hist_x, out_x)
     if target_type == "samples":
         hist_t, _ = histogram(_float_samples(target), bins, group=group, **binning)
+        out_t = _outside(_float_samples(target), edges, kernel, bandwidth, mode, group)
+        hist_t = _fold(hist_t, out_t)
     else:
         if target.shape[-1] != hist_x.shape[-1]:
             raise ValueError(
                 f"target as a histogram must have {hist_x.shape[-1]} bins on its last axis, got shape {tuple(target.shape)}"
             )
         hist_t = target
+        out_t = torch.zeros_like(out_x)
     try:
         hist_x, hist_t = torch.broadcast_tensors(hist_x, hist_t)
     except RuntimeError:
@@ -490,7 +534,11 @@ def histogram_matching_loss(
             f"the batch shapes of x {tuple(x.shape[:-1])} and target {tuple(target.shape[:-1])} do not broadcast"
         ) from None
     if metric == "wasserstein":
-        loss = wasserstein(hist_x, hist_t, edges)
+        # The distance outlying mass travels to the range, as a mean over each side's samples.
+        mean_x = out_x[..., 2:4] / out_x[..., 4:].clamp_min(1.0)
+        mean_t = out_t[..., 2:4] / out_t[..., 4:].clamp_min(1.0)
+        travel = (mean_x - mean_t).abs().sum(-1)
+        loss = wasserstein(hist_x, hist_t, edges) + travel.to(_compute_dtype(hist_x, hist_t))
     elif metric == "kl":
         loss = kl_divergence(hist_t, hist_x)
     else:

@@ -88,9 +88,12 @@ class SoftHistogram(nn.Module):
             dimensions, kept in front of the bins axis.
         learnable_edges: learn the edges. They are parametrized by a first edge
             and ``bins`` widths ``softplus(raw) + min_width``, accumulated with
-            ``cumsum``, so they stay strictly increasing whatever the optimizer
-            does; ``min_width`` (``1e-4`` of the initial width) keeps widths
-            above float32 rounding of the edges, where ``softplus`` underflows.
+            ``cumsum`` in float64, so they stay strictly increasing whatever the
+            optimizer does; ``min_width`` (``1e-4`` of the initial width) keeps
+            widths positive where ``softplus`` underflows. Should a step push the
+            first edge so far that neighbouring edges round to the same value in
+            the input's dtype, that bin holds no mass until the edges return. A
+            parameter that became NaN or infinite raises a ``ValueError`` naming it.
         learnable_bandwidth: learn the bandwidth as ``exp(log_bandwidth)``, so
             it stays positive.
         group: a ``torch.distributed`` process group: each forward returns the
@@ -153,8 +156,10 @@ class SoftHistogram(nn.Module):
         """The current edges, ``(bins + 1,)``; differentiable when learnable."""
         if not self.learnable_edges:
             return torch.linspace(*self.range, self.bins + 1)
-        widths = nnf.softplus(self.raw_widths) + self.min_width
-        return torch.cat([self.edge_start.reshape(1), self.edge_start + torch.cumsum(widths, 0)])
+        # float64: float32 edges far from zero (after a large step) would round onto each other.
+        start, raw = self.edge_start.double(), self.raw_widths.double()
+        widths = nnf.softplus(raw) + self.min_width
+        return torch.cat([start.reshape(1), start + torch.cumsum(widths, 0)])
 
     def current_bandwidth(self) -> Union[float, Tensor, None]:
         """The bandwidth the next ``forward`` uses: a float, a 0-d tensor (learnable) or None."""
@@ -163,10 +168,19 @@ class SoftHistogram(nn.Module):
     def forward(self, input: Tensor, weight: Optional[Tensor] = None) -> Tensor:
         bins: Union[int, Tensor] = self.bin_edges if self.learnable_edges else self.bins
         range_ = None if self.learnable_edges else self.range
-        hist, _ = histogram(
-            input, bins, range=range_, weight=weight, kernel=self.kernel,
-            bandwidth=self.current_bandwidth(), mode=self.mode, dim=self.dim, group=self.group,
-        )
+        try:
+            hist, _ = histogram(
+                input, bins, range=range_, weight=weight, kernel=self.kernel,
+                bandwidth=self.current_bandwidth(), mode=self.mode, dim=self.dim, group=self.group,
+            )
+        except ValueError as error:
+            if not (self.learnable_edges and str(error).startswith("bins must be")):
+                raise
+            raise ValueError(
+                f"SoftHistogram's learned edges are not finite (edge_start={self.edge_start.item()!r}, "
+                f"raw_widths in [{self.raw_widths.min().item()!r}, {self.raw_widths.max().item()!r}]): "
+                "the optimizer diverged; lower its learning rate"
+            ) from None
         return hist
 
     def extra_repr(self) -> str:
@@ -207,7 +221,9 @@ class MutualInformationLoss(nn.Module):
       the standard deviation that matches MONAI's window (``sqrt(sigma_ratio**2 - 1/12) * d``
       once ``sigma_ratio`` exceeds about 1, computed exactly below), and weights
       each voxel by the inverse of its mass inside the bins, so every voxel
-      counts once, as in MONAI. ``range=None`` means ``(0, 1)``, as in MONAI.
+      counts once, as in MONAI. ``range=None`` means ``(0, 1)``, as in MONAI, when
+      the intensities lie in it; otherwise their own min and max (one host sync),
+      where MONAI would clamp raw intensities (0-255, CT numbers) onto one bin.
     * MI is MONAI's ``sum p log((p + smooth_nr) / (p_x p_y + smooth_dr) + smooth_dr)``;
       with ``smooth_nr = smooth_dr = 0`` it is the exact MI (``0 log 0 = 0``,
       logs clamped at the dtype's ``tiny``, finite gradients).
@@ -300,7 +316,9 @@ class MutualInformationLoss(nn.Module):
         x, y = (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in (pred, target))
         ranges: Sequence[Optional[Range]] = self.range if self.range is not None else (None, None)
         if self.kernel_type == "gaussian":
-            ranges = [r if r is not None else (0.0, 1.0) for r in ranges]
+            # MONAI's (0, 1), unless the intensities leave it: then their own range (one host sync),
+            # so raw intensities are binned whole instead of clamped onto one bin.
+            ranges = [r if r is not None else self._unit_or_data_range(t) for r, t in zip(ranges, (x, y))]
             hist = monai_gaussian_joint(x, y, self.num_bins, self.sigma_ratio, ranges, self.mode, self.group)
         else:
             if self.range is None and self.group is not None:
@@ -316,6 +334,11 @@ class MutualInformationLoss(nn.Module):
         if self.reduction == "sum":
             return -mi.sum()
         return -mi
+
+    def _unit_or_data_range(self, t: Tensor) -> Range:
+        """MONAI's Gaussian range, (0, 1), when the intensities lie in it; their own range otherwise."""
+        lo, hi = self._data_range(t, self.group)
+        return (0.0, 1.0) if 0.0 <= lo and hi <= 1.0 else (lo, hi)
 
     @staticmethod
     def _data_range(t: Tensor, group: Optional["ProcessGroup"]) -> Range:
