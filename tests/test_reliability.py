@@ -258,13 +258,15 @@ def test_matching_loss_descent_brings_far_samples_home():
     assert 0.3 < x.detach().mean().item() < 0.7 and loss.item() < 0.1
 
 
-def test_mutual_information_loss_follows_the_data_and_clamps_to_a_range():
+def test_mutual_information_loss_warns_on_raw_intensities_and_clamps_to_a_range():
     fixed = torch.rand(2, 1, 24, 24)
     moving = (1 - fixed) ** 2
     on_unit = softhist.nn.MutualInformationLoss(range=(0.0, 1.0))(moving, fixed)
-    raw = softhist.nn.MutualInformationLoss()(moving * 215, fixed * 215)  # raw intensities: the default follows them
-    assert raw.item() == pytest.approx(softhist.nn.MutualInformationLoss()(moving, fixed).item(), rel=1e-5)
-    assert raw.item() == pytest.approx(on_unit.item(), rel=0.05) and raw.item() < -1.0  # was -0.014
+    assert softhist.nn.MutualInformationLoss()(moving, fixed).item() == pytest.approx(on_unit.item(), rel=1e-6)  # MONAI's (0, 1)
+    with pytest.warns(UserWarning, match=r"pred's intensities span \[.*\], but range=None bins \(0, 1\) as MONAI does"):
+        softhist.nn.MutualInformationLoss()(moving * 215, fixed * 215)  # silently -0.014 before
+    raw = softhist.nn.MutualInformationLoss(range=(0.0, 215.0))(moving * 215, fixed * 215)
+    assert raw.item() == pytest.approx(on_unit.item(), rel=1e-5) and raw.item() < -1.0
     clamped = softhist.nn.MutualInformationLoss(range=(0.0, 0.5))(moving, fixed)
     expected = softhist.nn.MutualInformationLoss(range=(0.0, 0.5))(moving.clamp(0, 0.5), fixed.clamp(0, 0.5))
     assert clamped.item() == pytest.approx(expected.item(), rel=1e-6)

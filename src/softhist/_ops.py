@@ -49,6 +49,7 @@ def _engine(backend: str):
 def _binning(
     bandwidth: Optional[Tensor], edges: Sequence[Tensor], kernels: str, hard_axes: Sequence[bool],
     uniform: Sequence[bool], lo: Sequence[float], hi: Sequence[float], hard_rule: str, mode: str,
+    acc: torch.dtype = torch.float64,
 ) -> Binning:
     """The engines' description of a call, from the ops' arguments. Reads the bandwidth's values
     (a host sync, inside the op) and checks them, with the edges, as the public functions do."""
@@ -58,17 +59,19 @@ def _binning(
             name = "bandwidth" if len(values) == 1 else f"bandwidth[{d}]"
             raise ValueError(f"{name} must be positive and finite, got {value}")
     for d, (e, flat) in enumerate(zip(edges, uniform)):
-        if not flat and e.device.type != "meta":
+        if not flat and mode != "hard" and e.device.type != "meta":  # hard counts take numpy's edges
             e = e.detach()
-            if not bool(torch.isfinite(e).all()) or not bool((e[1:] > e[:-1]).all()):
+            # The public functions check the edges as given; under torch.compile they leave it to this
+            # (edges rounded to float32 may tie, which only empties a bin).
+            if not bool(torch.isfinite(e).all()) or not bool((e[1:] >= e[:-1]).all()):
                 name = "bins" if len(edges) == 1 else f"bins[{d}]"
-                raise ValueError(f"{name} must be finite and strictly increasing, got {e.tolist() if e.numel() <= 8 else e}")
+                raise ValueError(f"{name} must be finite and increasing, got {e.tolist() if e.numel() <= 8 else e}")
     axes = tuple(Axis(e.numel() - 1, h, (a, b) if flat else None) for e, h, flat, a, b in zip(edges, values, uniform, lo, hi))
     if mode != "hard" and bandwidth is not None:
         for axis, e, hard in zip(axes, edges, hard_axes):
             if not hard and e.device.type != "meta":
                 lo_, hi_ = axis.uniform if axis.uniform is not None else (float(e[0]), float(e[-1]))
-                _check_scales((hi_ - lo_) / axis.bins, axis.bandwidth, accumulation_dtype(e.dtype))
+                _check_scales((hi_ - lo_) / axis.bins, axis.bandwidth, acc)
     return Binning(tuple(get_kernel(k) for k in kernels.split(",")), mode, axes, hard_rule, tuple(hard_axes))
 
 
@@ -102,9 +105,11 @@ def soft(
     ``kernels``: one kernel name per axis, comma-separated; ``uniform[d]``: axis ``d``'s edges split
     ``(lo[d], hi[d])`` evenly.
     """
-    binning = _binning(bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, "straight_through" if straight_through else "soft")
+    acc = accumulation_dtype(x.dtype)
+    binning = _binning(bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, "straight_through" if straight_through else "soft", acc)
+    edges = [e.to(acc) for e in edges]  # the engines compare and compute in the accumulation dtype
     if straight_through:
-        return _torch_backend.hard_histogram(x, weight, edges, binning).to(accumulation_dtype(x.dtype))
+        return _torch_backend.hard_histogram(x, weight, edges, binning).to(acc)
     return _engine(backend).forward(x, weight, edges, binning)
 
 
@@ -120,9 +125,11 @@ def soft_backward(
     needs: List[bool],
 ) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
     """``(dL/dx, dL/dweight, dL/dbandwidth, [dL/dedges])`` of ``soft``; entries not in ``needs`` are empty."""
-    binning = _binning(bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, "soft")
+    acc = accumulation_dtype(x.dtype)
+    binning = _binning(bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, "soft", acc)
     need_x, need_w, need_h, *need_edges = needs
-    grad_x, grad_w, grad_h, grad_e = _engine(backend).backward(grad, x, weight, edges, binning, (need_x, need_w, need_h, tuple(need_edges)))
+    engine_edges = [e.to(acc) for e in edges]
+    grad_x, grad_w, grad_h, grad_e = _engine(backend).backward(grad, x, weight, engine_edges, binning, (need_x, need_w, need_h, tuple(need_edges)))
     return (
         _empty(x, 0) if grad_x is None else grad_x.reshape(x.shape).to(x.dtype),
         _empty(x, 0) if grad_w is None else grad_w.reshape(weight.shape).to(weight.dtype),

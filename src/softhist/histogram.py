@@ -313,7 +313,7 @@ def _flatten(input: Tensor, weight: Optional[Tensor], dim: Dim) -> Tuple[Tensor,
     batch_dims = [d for d in range(input.dim()) if d not in dims]
     batch_shape = tuple(input.shape[d] for d in batch_dims)
     order = batch_dims + list(dims)
-    rows, n = math.prod(batch_shape), math.prod(input.shape[d] for d in dims)
+    rows, n = math.prod(batch_shape), math.prod([input.shape[d] for d in dims])
     x = input.permute(order).reshape(rows, n)  # explicit n: -1 is ambiguous for an empty batch
     w = None if weight is None else weight.permute(order).reshape(rows, n)
     return x, w, batch_shape
@@ -493,7 +493,7 @@ def _bin(
                     for e, u in zip(edges, uniforms)]
         bandwidth_tensor = _resolve_bandwidth(bandwidth, defaults, acc, x.device)
         params = (",".join(k.name for k in kernels), list(hard_axes), uniform, lo, hi, hard_rule, mode == "straight_through", engine.NAME)
-        hist = _ops.soft_histogram(x, weight, bandwidth_tensor, params, [e.to(acc) for e in edges])
+        hist = _ops.soft_histogram(x, weight, bandwidth_tensor, params, edges)
     return _all_reduce(hist, group)
 
 

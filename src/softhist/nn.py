@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import typing
+import warnings
 from typing import TYPE_CHECKING, Literal, Optional, Sequence, Tuple, Union
 
 import torch
@@ -221,9 +222,9 @@ class MutualInformationLoss(nn.Module):
       the standard deviation that matches MONAI's window (``sqrt(sigma_ratio**2 - 1/12) * d``
       once ``sigma_ratio`` exceeds about 1, computed exactly below), and weights
       each voxel by the inverse of its mass inside the bins, so every voxel
-      counts once, as in MONAI. ``range=None`` means ``(0, 1)``, as in MONAI, when
-      the intensities lie in it; otherwise their own min and max (one host sync),
-      where MONAI would clamp raw intensities (0-255, CT numbers) onto one bin.
+      counts once, as in MONAI. ``range=None`` means ``(0, 1)``, as in MONAI; it
+      warns when the intensities leave it (one host sync), since raw intensities
+      (0-255, CT numbers) would be clamped onto one bin: pass their ``range``.
     * MI is MONAI's ``sum p log((p + smooth_nr) / (p_x p_y + smooth_dr) + smooth_dr)``;
       with ``smooth_nr = smooth_dr = 0`` it is the exact MI (``0 log 0 = 0``,
       logs clamped at the dtype's ``tiny``, finite gradients).
@@ -316,9 +317,9 @@ class MutualInformationLoss(nn.Module):
         x, y = (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in (pred, target))
         ranges: Sequence[Optional[Range]] = self.range if self.range is not None else (None, None)
         if self.kernel_type == "gaussian":
-            # MONAI's (0, 1), unless the intensities leave it: then their own range (one host sync),
-            # so raw intensities are binned whole instead of clamped onto one bin.
-            ranges = [r if r is not None else self._unit_or_data_range(t) for r, t in zip(ranges, (x, y))]
+            if self.range is None and not torch.compiler.is_compiling():
+                self._warn_outside_unit_range(x, y)
+            ranges = [r if r is not None else (0.0, 1.0) for r in ranges]
             hist = monai_gaussian_joint(x, y, self.num_bins, self.sigma_ratio, ranges, self.mode, self.group)
         else:
             if self.range is None and self.group is not None:
@@ -335,10 +336,16 @@ class MutualInformationLoss(nn.Module):
             return -mi.sum()
         return -mi
 
-    def _unit_or_data_range(self, t: Tensor) -> Range:
-        """MONAI's Gaussian range, (0, 1), when the intensities lie in it; their own range otherwise."""
-        lo, hi = self._data_range(t, self.group)
-        return (0.0, 1.0) if 0.0 <= lo and hi <= 1.0 else (lo, hi)
+    def _warn_outside_unit_range(self, *images: Tensor) -> None:
+        """MONAI's Gaussian layout clamps intensities onto (0, 1): say so when they leave it (one host sync)."""
+        for name, image in zip(("pred", "target"), images):
+            lo, hi = self._data_range(image, self.group)
+            if lo < -0.01 or hi > 1.01:
+                warnings.warn(
+                    f"MutualInformationLoss: {name}'s intensities span [{lo:.4g}, {hi:.4g}], but range=None bins (0, 1) as "
+                    "MONAI does, clamping the rest onto the end bins; pass range=(lo, hi) for raw intensities",
+                    UserWarning, stacklevel=3,
+                )
 
     @staticmethod
     def _data_range(t: Tensor, group: Optional["ProcessGroup"]) -> Range:
