@@ -928,6 +928,101 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> soft_histogram_backward(Tensor grad, 
   return backward_impl<float>(grad, x, weight, p, needs);
 }
 
+// ---------------------------------------------------------------------------- hard counts op
+// Exact counts: each sample's cell by torch.histc's arithmetic in the input's dtype (equal-width
+// axes under the "histc" rule: truncate (x - lo) * B / (hi - lo), each operation rounded as torch
+// rounds it) or by numpy's comparison with the edges (e_k <= x < e_{k+1}, the last bin closed;
+// float64 compares exactly what the promoted dtype compares). Unweighted counts sum in int64,
+// weights in float64; per chunk, added in chunk order.
+template <typename scalar_t>
+int64_t histc_bin(scalar_t x, scalar_t lo, scalar_t hi, scalar_t bins, int64_t B, bool& ok) {
+  ok = x >= lo && x <= hi;  // false for NaN
+  scalar_t pos = (x - lo) * bins;
+  pos = pos / (hi - lo);
+  if (pos != pos) pos = 0;  // nan_to_num
+  pos = std::min(std::max(pos, scalar_t(0)), bins);
+  return std::min(int64_t(pos), B - 1);
+}
+
+template <typename scalar_t>
+Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const double* e, const std::vector<int64_t>& bins,
+                 const std::vector<double>& ranges, bool histc_rule) {
+  const int64_t rows = x.size(0), n = x.size(1), D = x.size(2);
+  std::vector<int64_t> strides(D, 1), offsets(D, 0);
+  int64_t cells = 1, edge_total = 0;
+  for (int64_t d = D - 1; d >= 0; --d) strides[d] = cells, cells *= bins[d];
+  for (int64_t d = 0; d < D; ++d) offsets[d] = edge_total, edge_total += bins[d] + 1;
+  int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((n + 65535) / 65536, 64 / std::max<int64_t>(rows, 1)));
+  chunks = std::min<int64_t>(chunks, std::max<int64_t>(1, (int64_t(32) << 20) / std::max<int64_t>(8 * rows * cells, 1)));
+  const int64_t units = rows * chunks;
+  const bool weighted = weight.has_value();
+  std::vector<int64_t> counts(weighted ? 0 : units * cells, 0);
+  std::vector<double> sums(weighted ? units * cells : 0, 0.0);
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const double* wp = weighted ? weight->const_data_ptr<double>() : nullptr;
+  torch::stable::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t row = u / chunks, k = u % chunks;
+      const int64_t begin = row * n + k * n / chunks, end = row * n + (k + 1) * n / chunks;
+      for (int64_t i = begin; i < end; ++i) {
+        int64_t cell = 0;
+        bool inside = true;
+        for (int64_t d = 0; d < D && inside; ++d) {
+          const scalar_t v = xp[i * D + d];
+          int64_t pos;
+          if (histc_rule) {
+            const scalar_t lo = scalar_t(ranges[2 * d]), hi = scalar_t(ranges[2 * d + 1]);
+            pos = histc_bin<scalar_t>(v, lo, hi, scalar_t(bins[d]), bins[d], inside);
+          } else {
+            const double* ed = e + offsets[d];
+            const double dv = double(v);
+            inside = dv >= ed[0] && dv <= ed[bins[d]];
+            pos = std::min<int64_t>(int64_t(std::upper_bound(ed, ed + bins[d] + 1, dv) - ed) - 1, bins[d] - 1);
+          }
+          cell += std::max<int64_t>(pos, 0) * strides[d];
+        }
+        if (!inside) continue;
+        if (weighted) sums[u * cells + cell] += wp[i];
+        else counts[u * cells + cell] += 1;
+      }
+    }
+  });
+  std::vector<int64_t> sizes{rows};
+  for (int64_t b : bins) sizes.push_back(b);
+  Tensor out = torch::stable::new_empty(x, sizes, ScalarType::Double);
+  double* op = out.mutable_data_ptr<double>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cells; ++c) {
+      if (weighted) {
+        double s = 0.0;
+        for (int64_t k = 0; k < chunks; ++k) s += sums[(r * chunks + k) * cells + c];
+        op[r * cells + c] = s;
+      } else {
+        int64_t s = 0;
+        for (int64_t k = 0; k < chunks; ++k) s += counts[(r * chunks + k) * cells + c];
+        op[r * cells + c] = double(s);
+      }
+    }
+  return out;
+}
+
+Tensor hard_histogram(Tensor x, std::optional<Tensor> weight, Tensor edges, std::vector<int64_t> bins, std::vector<double> ranges,
+                      bool histc_rule) {
+  STD_TORCH_CHECK(x.dim() == 3 && x.is_contiguous() && edges.is_contiguous(), "softhist: x must be contiguous (rows, n, D)");
+  STD_TORCH_CHECK(int64_t(bins.size()) == x.size(2) && int64_t(ranges.size()) == 2 * x.size(2), "softhist: one entry per axis expected");
+  STD_TORCH_CHECK(edges.scalar_type() == ScalarType::Double, "softhist: edges must be float64");
+  int64_t total = 0;
+  for (int64_t b : bins) total += b + 1;
+  STD_TORCH_CHECK(edges.numel() == total, "softhist: edges do not match the bins");
+  if (weight)
+    STD_TORCH_CHECK(weight->scalar_type() == ScalarType::Double && weight->is_contiguous() && weight->numel() == x.size(0) * x.size(1),
+                    "softhist: weight must be contiguous float64 (rows, n)");
+  const double* e = edges.const_data_ptr<double>();
+  if (x.scalar_type() == ScalarType::Double) return hard_impl<double>(x, weight, e, bins, ranges, histc_rule);
+  STD_TORCH_CHECK(x.scalar_type() == ScalarType::Float, "softhist: x must be float32 or float64");
+  return hard_impl<float>(x, weight, e, bins, ranges, histc_rule);
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY(softhist, m) {
@@ -935,11 +1030,13 @@ STABLE_TORCH_LIBRARY(softhist, m) {
   m.def(
       "soft_histogram_backward(Tensor grad, Tensor x, Tensor? weight, Tensor edges, Tensor tables, int[] axis_ints, "
       "float[] axis_floats, int[] needs) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("hard_histogram(Tensor x, Tensor? weight, Tensor edges, int[] bins, float[] ranges, bool histc_rule) -> Tensor");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(softhist, CPU, m) {
   m.impl("soft_histogram", TORCH_BOX(&soft_histogram));
   m.impl("soft_histogram_backward", TORCH_BOX(&soft_histogram_backward));
+  m.impl("hard_histogram", TORCH_BOX(&hard_histogram));
 }
 
 // `import softhist._C` loads this library (and so registers the ops); the module itself is empty.

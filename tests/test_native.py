@@ -18,6 +18,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 histogram_module = importlib.import_module("softhist.histogram")  # the module, not the function
+ENGINES = ("cpp", "torch")
 KERNEL_NAMES = sorted(KERNELS)
 
 
@@ -267,3 +268,19 @@ def test_hard_axis_inside_a_soft_histogram_matches_torch_engine(kernel):
                                     backend=backend)[0]
 
     assert_engines_agree(fn, xy, w, edges, h)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hard_counts_equal_the_torch_engine_and_torch_histc(dtype):
+    x = torch.cat([rand(50_000, lo=-0.1, hi=1.1), torch.linspace(0, 1, 1000, dtype=torch.float64)]).to(dtype)  # ties on edges
+    x[:7] = torch.tensor([math.nan, math.inf, -math.inf, 0.0, 1.0, -0.0, 0.5])
+    for backend in ENGINES:
+        got = softhist.histc(x, 37, 0, 1, mode="hard", backend=backend)
+        assert torch.equal(got, torch.histc(x, 37, 0, 1))
+    edges = torch.tensor([0.0, 0.1, 0.1 + 1e-9, 0.5, 1.0], dtype=dtype)
+    w = rand(x.numel(), dtype=dtype)
+    results = [softhist.histogram(x.view(3, -1), edges, weight=w.view(3, -1), mode="hard", dim=1, backend=b)[0] for b in ENGINES]
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-12)
+    xy = x[: 2 * 20_000].view(-1, 2)
+    joint = [softhist.histogramdd(xy, [5, edges], range=[(0, 1), None], mode="hard", backend=b)[0] for b in ENGINES]
+    assert torch.equal(joint[0], joint[1])

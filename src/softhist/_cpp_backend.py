@@ -44,11 +44,20 @@ EXACT_UNIFORM, EXACT_EDGES, TABLE, HARD = 0, 1, 2, 3
 
 _TABLE_MIN_SAMPLES = 4096  # below this the exact windows cost about as much as reading the table
 _TABLE_MAX_Q = 8192
-_TABLE_MAX_REACH = 15  # windows of up to 31 bins (32 stored)
+_TABLE_MAX_REACH = 63  # windows of up to 127 bins (128 stored): wide kernels still read a few rows
 _MASS_TOLERANCE = 2.0**-24  # interpolation error of the masses, per unit of weight
 _GRADIENT_TOLERANCE = 2.0**-21  # of their derivatives, relative to the largest
 
-hard_histogram = _torch_backend.hard_histogram  # exact counts are at torch.histc speed already
+def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
+    """Exact counts ``(rows, *bins)`` in float64, as :func:`._torch_backend.hard_histogram` counts them
+    (torch.histc's arithmetic in the input's dtype, or numpy's comparison with the edges)."""
+    if x.dtype not in (torch.float32, torch.float64):  # half precision: torch's own rounding
+        return _torch_backend.hard_histogram(x, weight, edges, binning)
+    histc_rule = binning.hard_rule == "histc"
+    ranges = [v for axis in binning.axes for v in (axis.uniform if histc_rule else (0.0, 0.0))]
+    flat_edges = torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])
+    w = None if weight is None else weight.detach().to(torch.float64).contiguous()
+    return torch.ops.softhist.hard_histogram(x.contiguous(), w, flat_edges, [a.bins for a in binning.axes], ranges, histc_rule)
 
 
 def unavailable_reason() -> Optional[str]:

@@ -330,14 +330,19 @@ def _hard_slots(x: Tensor, edges: Sequence[Tensor], binning: Binning) -> Tensor:
 @torch.library.custom_op("softhist::hard", mutates_args=())
 def hard(
     x: Tensor, weight: Optional[Tensor], edges: List[Tensor], uniform: List[bool], lo: List[float], hi: List[float], hard_rule: str,
+    backend: str,
 ) -> Tensor:
-    """Exact counts (or weight sums) ``(rows, *bins)`` in float64 of ``x: (rows, n, D)``."""
+    """Exact counts (or weight sums) ``(rows, *bins)`` in float64 of ``x: (rows, n, D)``, on ``backend``'s engine."""
     binning = _binning(None, edges, ",".join(["gaussian"] * len(edges)), [True] * len(edges), uniform, lo, hi, hard_rule, "hard")
+    if backend == "cpp":
+        from . import _cpp_backend
+
+        return _cpp_backend.hard_histogram(x, weight, edges, binning)
     return _torch_backend.hard_histogram(x, weight, edges, binning)
 
 
 @hard.register_fake
-def _(x, weight, edges, uniform, lo, hi, hard_rule):
+def _(x, weight, edges, uniform, lo, hi, hard_rule, backend):
     return _empty(x, x.shape[0], *(e.shape[0] - 1 for e in edges), dtype=torch.float64)
 
 
@@ -364,8 +369,8 @@ def _hard_setup(ctx, inputs, output) -> None:
 
 def _hard_grad(ctx, grad: Tensor):
     x, *edges = ctx.saved_tensors
-    grad_w = hard_backward(grad, x, edges, *ctx.params) if ctx.needs_input_grad[1] else None
-    return None, None if grad_w is None else grad_w.to(ctx.weight_dtype), [None] * len(edges), None, None, None, None
+    grad_w = hard_backward(grad, x, edges, *ctx.params[:4]) if ctx.needs_input_grad[1] else None
+    return None, None if grad_w is None else grad_w.to(ctx.weight_dtype), [None] * len(edges), None, None, None, None, None
 
 
 def _hard_backward_setup(ctx, inputs, output) -> None:
@@ -376,7 +381,7 @@ def _hard_backward_setup(ctx, inputs, output) -> None:
 
 def _hard_backward_grad(ctx, cotangent: Tensor):  # linear in grad: its adjoint is the histogram itself
     x, *edges = ctx.saved_tensors
-    return hard(x, cotangent, edges, *ctx.params), None, [None] * len(edges), None, None, None, None
+    return hard(x, cotangent, edges, *ctx.params, "torch"), None, [None] * len(edges), None, None, None, None
 
 
 hard.register_autograd(_hard_grad, setup_context=_hard_setup)
@@ -457,7 +462,7 @@ class HardHistogram(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, *edges = ctx.saved_tensors
-        grad_w = hard_backward(grad, x, edges, *ctx.params).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
+        grad_w = hard_backward(grad, x, edges, *ctx.params[:4]).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
         return None, grad_w, None, *(None for _ in edges)
 
     @staticmethod

@@ -486,7 +486,7 @@ def _bin(
     if mode == "hard":
         if not x.is_floating_point():
             x = x.to(torch.float64)
-        hist = _ops.hard_histogram(x, weight, (uniform, lo, hi, hard_rule), edges)
+        hist = _ops.hard_histogram(x, weight, (uniform, lo, hi, hard_rule, engine.NAME), edges)
     else:
         # Half the mean bin width: a number for equal-width bins, a tensor (no host sync) for edges.
         defaults = [0.5 * (u[1] - u[0]) / (e.shape[0] - 1) if u is not None else (e[-1] - e[0]).detach() / (2 * (e.shape[0] - 1))
