@@ -25,6 +25,16 @@ def native_build():
         print("softhist: torch is not importable at build time, building without the native CPU kernels "
               "(install torch first, then `pip install --no-build-isolation .`)")
         return {}
+    class OptionalBuildExtension(BuildExtension):
+        """A failed build (no compiler, unsupported platform) installs softhist without its kernels."""
+
+        def build_extensions(self):
+            try:
+                super().build_extensions()
+            except Exception as error:  # noqa: BLE001 - any failure: the torch engine still works
+                print(f"softhist: the native CPU kernels could not be built ({type(error).__name__}: {error}); "
+                      "softhist is installed without them and runs on its torch engine")
+
     extension = CppExtension(
         "softhist._C",
         ["csrc/softhist_cpu.cpp"],
@@ -34,7 +44,7 @@ def native_build():
     )
     return {
         "ext_modules": [extension],
-        "cmdclass": {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
+        "cmdclass": {"build_ext": OptionalBuildExtension.with_options(no_python_abi_suffix=True)},
         "options": {"bdist_wheel": {"py_limited_api": "cp39"}},
     }
 

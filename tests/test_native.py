@@ -248,7 +248,7 @@ def test_missing_kernels_fall_back_once_with_the_reason(monkeypatch):
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "no _C" in messages[0] and "torch engine" in messages[0]
     assert first.shape == (4,)
-    assert softhist.backends()["cpp"].endswith("(ImportError: no _C)")
+    assert "(ImportError: no _C)" in softhist.backends()["cpp"]
 
 
 def test_ops_are_registered_torch_ops():

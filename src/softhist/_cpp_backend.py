@@ -17,6 +17,7 @@ float64 and are bit-identical across runs and thread counts.
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 from typing import List, Optional, Sequence, Tuple
 
@@ -33,10 +34,9 @@ __all__ = ["hard_histogram", "soft_histogram", "unavailable_reason"]
 NAME = "cpp"  # the backend= value that selects this engine
 
 try:
-    from . import _C  # noqa: F401  (loading the library registers torch.ops.softhist.*)
-
+    importlib.import_module(f"{__package__}._C")  # loading the library registers torch.ops.softhist.*
     _LOAD_ERROR: Optional[str] = None
-except (ImportError, OSError) as error:  # not built (no compiler), or built for another torch
+except (ImportError, OSError) as error:  # not built (no compiler, isolated build), or for an older torch
     _LOAD_ERROR = f"{type(error).__name__}: {error}"
 
 KERNEL_IDS = {"gaussian": 0, "logistic": 1, "box": 2, "triangular": 3, "epanechnikov": 4, "bspline": 5, "bspline2": 6}
@@ -64,7 +64,10 @@ def unavailable_reason() -> Optional[str]:
     """Why the native kernels cannot run, or None when they can."""
     if _LOAD_ERROR is None:
         return None
-    return f"softhist's native CPU kernels are not built or do not load ({_LOAD_ERROR})"
+    return (
+        f"softhist's native CPU kernels are not built or do not load ({_LOAD_ERROR}); "
+        "to build them, reinstall with `pip install --no-build-isolation .` where a C++ compiler is present"
+    )
 
 
 # --------------------------------------------------------------------------- tables
