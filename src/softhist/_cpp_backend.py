@@ -1,7 +1,7 @@
 """Native CPU backend: the fused C++ kernels of ``csrc/softhist_cpu.cpp`` (``torch.ops.softhist``).
 
-Same contract as :mod:`._torch_backend` (``x: (rows, n, D)`` -> ``(rows, *bins)``, one
-autograd.Function for every backend). This module plans each call and the kernels run it:
+Same contract as :mod:`._torch_backend` (an :class:`._torch_backend.Engine`: ``x: (rows, n, D)``
+-> ``(rows, *bins)``; the ops of :mod:`._ops` carry its autograd). This module plans each call and the kernels run it:
 
 * per axis, a strategy: ``HARD`` for an axis binned hard inside a soft histogram; ``TABLE`` (equal-width bins, float32 or narrower input, a kernel with a
   continuous density, enough samples): masses read from a sub-bin table of exact values and
@@ -26,10 +26,10 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from . import _torch_backend
-from ._torch_backend import Binning, Engine, Kernel, SoftHistogramFunction, _window, accumulation_dtype
+from ._torch_backend import Binning, Engine, Kernel, _window, accumulation_dtype
 from .kernels import KERNELS
 
-__all__ = ["hard_histogram", "soft_histogram", "unavailable_reason"]
+__all__ = ["CPP_ENGINE", "unavailable_reason"]
 
 NAME = "cpp"  # the backend= value that selects this engine
 
@@ -192,9 +192,5 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
     )
 
 
-CPP_ENGINE = Engine(_forward, _backward)
+CPP_ENGINE = Engine(_forward, _backward, hard_histogram)
 
-
-def soft_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], bandwidth: Tensor, binning: Binning) -> Tensor:
-    """``(rows, n, D)`` -> ``(rows, *bins)`` in the accumulation dtype, differentiable in every tensor."""
-    return SoftHistogramFunction.apply(x, weight, bandwidth, binning, CPP_ENGINE, *edges)

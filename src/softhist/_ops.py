@@ -108,9 +108,8 @@ def soft(
     acc = accumulation_dtype(x.dtype)
     binning = _binning(bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, "straight_through" if straight_through else "soft", acc)
     edges = [e.to(acc) for e in edges]  # the engines compare and compute in the accumulation dtype
-    if straight_through:
-        return _torch_backend.hard_histogram(x, weight, edges, binning).to(acc)
-    return _engine(backend).forward(x, weight, edges, binning)
+    engine = _engine(backend)
+    return engine.hard(x, weight, edges, binning).to(acc) if straight_through else engine.forward(x, weight, edges, binning)
 
 
 @soft.register_fake
@@ -149,14 +148,10 @@ def _(grad, x, weight, bandwidth, edges, kernels, hard_axes, uniform, lo, hi, ha
     )
 
 
-_SOFT_ARGS = ("x", "weight", "bandwidth", "edges", "kernels", "hard_axes", "uniform", "lo", "hi", "hard_rule", "straight_through", "backend")
-
-
 def _soft_setup(ctx, inputs, output) -> None:
     x, weight, bandwidth, edges, *params = inputs
     ctx.save_for_backward(x, weight, bandwidth, *edges)
     ctx.params = params  # kernels, hard_axes, uniform, lo, hi, hard_rule, straight_through, backend
-    ctx.edge_count = len(edges)
 
 
 def _soft_grad(ctx, grad: Tensor):
@@ -207,18 +202,14 @@ class _JumpingDensity(torch.autograd.Function):
 soft.register_autograd(_soft_grad, setup_context=_soft_setup)
 
 
-def _soft_backward_setup(ctx, inputs, output) -> None:
-    ctx.inputs = inputs
-
-
 def _soft_backward_grad(ctx, *cotangents):
     raise RuntimeError(
         "softhist: the fused backward pass was differentiated; call backward with create_graph=True "
-        "(second derivatives run through differentiable_histogram)"
+        "(second derivatives run through differentiable_vjp)"
     )
 
 
-soft_backward.register_autograd(_soft_backward_grad, setup_context=_soft_backward_setup)
+soft_backward.register_autograd(_soft_backward_grad)
 
 
 # --------------------------------------------------------------------------- the differentiable formula
@@ -312,6 +303,12 @@ def differentiable_vjp(grad: Tensor, x: Tensor, weight: Optional[Tensor], bandwi
 # --------------------------------------------------------------------------- hard
 
 
+def _hard_binning(edges: Sequence[Tensor], uniform: Sequence[bool], lo: Sequence[float], hi: Sequence[float], hard_rule: str) -> Binning:
+    """The engines' description of exact counts (every axis hard; kernels and bandwidths unused)."""
+    dims = len(edges)
+    return _binning(None, edges, ",".join(["gaussian"] * dims), [True] * dims, uniform, lo, hi, hard_rule, "hard")
+
+
 def _hard_slots(x: Tensor, edges: Sequence[Tensor], binning: Binning) -> Tensor:
     """Each sample's cell in the flat ``(rows * cells)`` histogram, or -1 outside the range."""
     rows, n, dims = x.shape
@@ -333,12 +330,7 @@ def hard(
     backend: str,
 ) -> Tensor:
     """Exact counts (or weight sums) ``(rows, *bins)`` in float64 of ``x: (rows, n, D)``, on ``backend``'s engine."""
-    binning = _binning(None, edges, ",".join(["gaussian"] * len(edges)), [True] * len(edges), uniform, lo, hi, hard_rule, "hard")
-    if backend == "cpp":
-        from . import _cpp_backend
-
-        return _cpp_backend.hard_histogram(x, weight, edges, binning)
-    return _torch_backend.hard_histogram(x, weight, edges, binning)
+    return _engine(backend).hard(x, weight, edges, _hard_binning(edges, uniform, lo, hi, hard_rule))
 
 
 @hard.register_fake
@@ -349,8 +341,7 @@ def _(x, weight, edges, uniform, lo, hi, hard_rule, backend):
 @torch.library.custom_op("softhist::hard_backward", mutates_args=())
 def hard_backward(grad: Tensor, x: Tensor, edges: List[Tensor], uniform: List[bool], lo: List[float], hi: List[float], hard_rule: str) -> Tensor:
     """``(rows, n)``: the gradient at each sample's cell (zero outside the range): ``hard``'s weight gradient."""
-    binning = _binning(None, edges, ",".join(["gaussian"] * len(edges)), [True] * len(edges), uniform, lo, hi, hard_rule, "hard")
-    slot = _hard_slots(x, edges, binning)
+    slot = _hard_slots(x, edges, _hard_binning(edges, uniform, lo, hi, hard_rule))
     values = grad.reshape(-1).index_select(0, slot.clamp(min=0))
     return torch.where(slot >= 0, values, 0.0).view(x.shape[:2]).contiguous()
 
@@ -455,15 +446,12 @@ class HardHistogram(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, weight, params, *edges = inputs
-        ctx.save_for_backward(x, *edges)
-        ctx.params = params
-        ctx.weight_dtype = None if weight is None else weight.dtype
+        _hard_setup(ctx, (x, weight, edges, *params), output)
 
     @staticmethod
     def backward(ctx, grad):
-        x, *edges = ctx.saved_tensors
-        grad_w = hard_backward(grad, x, edges, *ctx.params[:4]).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
-        return None, grad_w, None, *(None for _ in edges)
+        _, grad_w, edges_grads, *_ = _hard_grad(ctx, grad)
+        return None, grad_w, None, *edges_grads
 
     @staticmethod
     def jvp(ctx, x_t, weight_t, _, *edges_t):

@@ -632,16 +632,18 @@ def _table_backward(
 
 @dataclass(frozen=True)
 class Engine:
-    """A backend's soft histogram, as two functions the one autograd.Function calls.
+    """A backend's histograms, as the functions the ops in :mod:`._ops` call.
 
     ``forward(x, weight, edges, binning) -> (rows, *bins)`` in the accumulation dtype, and
     ``backward(grad, x, weight, edges, binning, needs) -> (grad_x, grad_w, grad_h, grad_edges)``
     where ``needs = (x, weight, bandwidth, per-axis edges)`` says which gradients to compute;
     ``grad_h`` has shape ``(D,)`` and ``grad_edges`` holds one entry (or None) per axis.
+    ``hard(x, weight, edges, binning) -> (rows, *bins)``: exact counts in float64.
     """
 
     forward: Callable[..., Tensor]
     backward: Callable[..., Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], List[Optional[Tensor]]]]
+    hard: Callable[..., Tensor] = hard_histogram
 
 
 def _soft_forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
@@ -664,44 +666,3 @@ def _soft_backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Seq
 
 
 TORCH_ENGINE = Engine(_soft_forward, _soft_backward)
-
-
-class SoftHistogramFunction(torch.autograd.Function):
-    """``x: (rows, n, D)`` -> ``(rows, *bins)`` soft (or straight-through) histograms, for every backend.
-
-    Arguments: ``x``, ``weight (rows, n)`` or None, ``bandwidth (D,)``, the
-    :class:`Binning`, the backend's :class:`Engine`, then one edges tensor per axis.
-    Saves only its inputs; backward recomputes the kernel at each sample's window.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, binning: Binning, engine: Engine, *edges: Tensor):
-        ctx.save_for_backward(x, weight, bandwidth, *edges)
-        ctx.binning, ctx.engine = binning, engine
-        if binning.mode == "straight_through":
-            return hard_histogram(x, weight, edges, binning).to(accumulation_dtype(x.dtype))
-        return engine.forward(x, weight, edges, binning)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        x, weight, bandwidth, *edges = ctx.saved_tensors
-        needs = (*ctx.needs_input_grad[:3], tuple(ctx.needs_input_grad[5:]))
-        grad_x, grad_w, grad_h, grad_e = ctx.engine.backward(grad, x, weight, edges, ctx.binning, needs)
-        return (
-            None if grad_x is None else grad_x.view(x.shape).to(x.dtype),
-            None if grad_w is None else grad_w.view(weight.shape).to(weight.dtype),
-            None if grad_h is None else grad_h.to(bandwidth.dtype),
-            None,
-            None,
-            *(None if g is None else g.to(e.dtype) for g, e in zip(grad_e, edges)),
-        )
-
-
-def soft_histogram(
-    x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], bandwidth: Tensor, binning: Binning
-) -> Tensor:
-    """``(rows, n, D)`` -> ``(rows, *bins)`` in the accumulation dtype, differentiable in every tensor.
-
-    ``bandwidth`` has shape ``(D,)``.
-    """
-    return SoftHistogramFunction.apply(x, weight, bandwidth, binning, TORCH_ENGINE, *edges)

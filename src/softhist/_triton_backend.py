@@ -41,17 +41,15 @@ from torch import Tensor
 from ._torch_backend import (
     Binning,
     Engine,
-    SoftHistogramFunction,
     _plan_table,
     _Table,
     _window,
     accumulation_dtype,
-    hard_histogram,
     table_histogram,
     table_stride,
 )
 
-__all__ = ["hard_histogram", "soft_histogram", "unavailable_reason"]
+__all__ = ["TRITON_ENGINE", "unavailable_reason"]
 
 NAME = "triton"  # the backend= value that selects this engine
 
@@ -713,9 +711,3 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
 
 TRITON_ENGINE = Engine(_forward, _backward)
 
-
-def soft_histogram(
-    x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], bandwidth: Tensor, binning: Binning
-) -> Tensor:
-    """``(rows, n, D)`` -> ``(rows, *bins)`` in the accumulation dtype, differentiable in every tensor."""
-    return SoftHistogramFunction.apply(x, weight, bandwidth, binning, TRITON_ENGINE, *edges)
