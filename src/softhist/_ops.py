@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from . import _torch_backend
-from ._torch_backend import Axis, Binning, _edge_bins, _histc_bins, _strides, accumulation_dtype
+from ._torch_backend import Axis, Binning, accumulation_dtype, hard_bins, hard_cells
 from .kernels import get_kernel
 
 __all__ = ["differentiable_histogram", "hard", "hard_histogram", "soft", "soft_histogram"]
@@ -230,8 +230,7 @@ def _windows(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequ
         e = e.to(acc)
         column = torch.where(finite, flat[:, d], e.detach()[0])
         if hard:
-            rule = binning.hard_rule == "histc" and axis.uniform is not None
-            pos, valid = _histc_bins(column.detach(), axis) if rule else _edge_bins(column.detach(), e.detach())
+            pos, valid = hard_bins(column.detach(), e.detach(), axis, binning.hard_rule)
             first, width = pos, 1
             axes.append((valid.to(acc).unsqueeze(1), None, None, None))
         else:
@@ -312,16 +311,9 @@ def _hard_binning(edges: Sequence[Tensor], uniform: Sequence[bool], lo: Sequence
 def _hard_slots(x: Tensor, edges: Sequence[Tensor], binning: Binning) -> Tensor:
     """Each sample's cell in the flat ``(rows * cells)`` histogram, or -1 outside the range."""
     rows, n, dims = x.shape
-    strides = _strides(binning.shape)
-    cells = math.prod(binning.shape)
-    flat = x.reshape(-1, dims)
-    slot = torch.arange(rows, device=x.device).repeat_interleave(n) * cells
-    inside = torch.ones(flat.shape[0], dtype=torch.bool, device=x.device)
-    for d, axis in enumerate(binning.axes):
-        pos, valid = _histc_bins(flat[:, d], axis) if binning.hard_rule == "histc" else _edge_bins(flat[:, d], edges[d])
-        slot = slot + pos * strides[d]
-        inside &= valid
-    return torch.where(inside, slot, -1)
+    cell, inside = hard_cells(x.reshape(-1, dims), edges, binning)
+    row = torch.arange(rows, device=x.device).repeat_interleave(n) * math.prod(binning.shape)
+    return torch.where(inside, row + cell, -1)
 
 
 @torch.library.custom_op("softhist::hard", mutates_args=())

@@ -164,13 +164,31 @@ def _edge_bins(x: Tensor, edges: Tensor) -> Tuple[Tensor, Tensor]:
     return pos, valid
 
 
+def hard_bins(x: Tensor, edges: Tensor, axis: Axis, hard_rule: str) -> Tuple[Tensor, Tensor]:
+    """Each sample's bin along one axis and whether it lies in the range, by the call's hard rule
+    (torch.histc's arithmetic needs equal-width bins; other axes compare with the edges)."""
+    if hard_rule == "histc" and axis.uniform is not None:
+        return _histc_bins(x, axis)
+    return _edge_bins(x, edges)
+
+
+def hard_cells(x: Tensor, edges: Sequence[Tensor], binning: Binning) -> Tuple[Tensor, Tensor]:
+    """``x: (m, D)`` -> each sample's cell in a row-major ``binning.shape`` histogram, and whether it lies in it."""
+    strides = _strides(binning.shape)
+    cell, inside = 0, True
+    for d, axis in enumerate(binning.axes):
+        pos, valid = hard_bins(x[:, d], edges[d], axis, binning.hard_rule)
+        cell = cell + pos * strides[d]
+        inside = inside & valid
+    return cell, inside
+
+
 def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
     """Exact counts, ``(rows, *bins)`` in float64: integer counting, so exact past 2**24.
 
     Differentiable with respect to ``weight`` (each count is linear in it).
     """
     rows, n, dims = x.shape
-    strides = _strides(binning.shape)
     cells = math.prod(binning.shape)
     overflow = rows * cells  # a dump slot for samples outside the range
     counts = torch.zeros(overflow + 1, dtype=torch.int64, device=x.device)
@@ -180,16 +198,9 @@ def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor],
         flat_w = weight.reshape(-1).to(torch.float64)
         sums = torch.zeros(overflow + 1, dtype=torch.float64, device=x.device)
     for start, end in _chunks(flat_x.shape[0], _CHUNK_ELEMENTS):
-        xc = flat_x[start:end]
-        cell = _row_offsets(start, end, n, cells, x.device) if rows > 1 else 0
-        inside = True
-        for d, axis in enumerate(binning.axes):
-            if binning.hard_rule == "histc":
-                pos, valid = _histc_bins(xc[:, d], axis)
-            else:
-                pos, valid = _edge_bins(xc[:, d], edges[d])
-            cell = cell + pos * strides[d]
-            inside = inside & valid
+        cell, inside = hard_cells(flat_x[start:end], edges, binning)
+        if rows > 1:
+            cell = cell + _row_offsets(start, end, n, cells, x.device)
         slot = torch.where(inside, cell, overflow)
         if sums is None:
             counts += torch.bincount(slot, minlength=overflow + 1)
@@ -318,10 +329,7 @@ class _WindowPlan:
         for d, (axis, edges, width, kernel) in enumerate(zip(self.binning.axes, self.edges, self.widths, self.kernels)):
             column = torch.where(finite, columns[d], self.park[d])
             if kernel is None:  # hard axis: the indicator of the sample's bin
-                if self.binning.hard_rule == "histc" and axis.uniform is not None:
-                    pos, valid = _histc_bins(column, axis)
-                else:
-                    pos, valid = _edge_bins(column, edges)
+                pos, valid = hard_bins(column, edges, axis, self.binning.hard_rule)
                 first, z, mass = pos.add_(width), None, valid.to(self.acc).unsqueeze(1)
             else:
                 first, z = _window_positions(column, edges, axis, kernel, width)
