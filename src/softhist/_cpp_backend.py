@@ -26,7 +26,7 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from . import _torch_backend
-from ._torch_backend import Binning, Engine, Kernel, _window, accumulation_dtype
+from ._torch_backend import Binning, Engine, Kernel, _window, accumulation_dtype, table_points
 from .kernels import KERNELS
 
 __all__ = ["CPP_ENGINE", "unavailable_reason"]
@@ -45,8 +45,6 @@ EXACT_UNIFORM, EXACT_EDGES, TABLE, HARD = 0, 1, 2, 3
 _TABLE_MIN_SAMPLES = 4096  # below this the exact windows cost about as much as reading the table
 _TABLE_MAX_Q = 8192
 _TABLE_MAX_REACH = 63  # windows of up to 127 bins (128 stored): wide kernels still read a few rows
-_MASS_TOLERANCE = 2.0**-24  # interpolation error of the masses, per unit of weight
-_GRADIENT_TOLERANCE = 2.0**-21  # of their derivatives, relative to the largest
 
 def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
     """Exact counts ``(rows, *bins)`` in float64, as :func:`._torch_backend.hard_histogram` counts them
@@ -78,18 +76,12 @@ def _table_size(kernel: Kernel, bandwidth_bins: float) -> Optional[Tuple[int, in
     """``(Q, J)`` of the sub-bin table for a bandwidth of ``bandwidth_bins`` bin widths, or None
     when it would be too large (very narrow or very wide kernels take the exact windows).
 
-    Linear interpolation between ``Q`` points errs by at most ``(1/Q)^2 / 8 * max|m''|``. In bin
-    units a mass ``m = F((o+1-f)/hb) - F((o-f)/hb)`` has ``|m''| <= 2 max|f'| / hb^2`` and its
-    derivatives ``|m'''| <= 2 max|f''| / hb^3``; ``Q`` is the power of two that keeps both errors
-    within their tolerances. A sample reaches ``J = ceil(T * hb)`` bins on each side.
+    ``Q`` is the power of two at or above :func:`._torch_backend.table_points`, the torch engine's
+    bound, so ``(u - floor u) * Q`` is exact; a sample reaches ``J = ceil(T * hb)`` bins on each side.
     """
     if not math.isfinite(kernel.pdf_slope):
         return None
-    r = 1.0 / bandwidth_bins
-    q = r * math.sqrt(kernel.pdf_slope / (4.0 * _MASS_TOLERANCE))
-    if math.isfinite(kernel.pdf_curvature):
-        peak = float(kernel.pdf(torch.zeros((), dtype=torch.float64)))
-        q = max(q, r * math.sqrt(kernel.pdf_curvature / (4.0 * _GRADIENT_TOLERANCE * peak)))
+    q = table_points(kernel, bandwidth_bins)
     size = 1 << max(4, math.ceil(math.log2(max(q, 1.0))))
     reach = math.ceil(kernel.support * bandwidth_bins)
     if size > _TABLE_MAX_Q or reach > _TABLE_MAX_REACH:

@@ -473,6 +473,25 @@ class _Table:
         return 2 * self.reach + 1
 
 
+@functools.lru_cache(maxsize=None)
+def table_points(kernel: Kernel, bandwidth_bins: float) -> float:
+    """Sub-positions per bin that a table of exact bin masses (and of their derivatives) needs for
+    linear interpolation to err by at most ``2**-24`` per unit of weight (``2**-21`` of the peak
+    for the derivatives), at a bandwidth of ``bandwidth_bins`` bin widths.
+
+    Linear interpolation errs by at most ``(1/Q)^2 / 8`` times the second derivative. In bin
+    units, with ``r = 1/hb``, a mass ``F((o+1-f)/hb) - F((o-f)/hb)`` has a second derivative of at
+    most ``2 r^2 max|f'|``, and its derivative one of at most ``2 r^3 max|f''|`` (counted only where
+    ``f'`` is continuous).
+    """
+    r = 1.0 / bandwidth_bins
+    q = r * math.sqrt(kernel.pdf_slope / (4.0 * _TABLE_TOLERANCE))
+    if math.isfinite(kernel.pdf_curvature):
+        peak = float(kernel.pdf(torch.zeros((), dtype=torch.float64)))
+        q = max(q, r * math.sqrt(kernel.pdf_curvature / (4.0 * _GRADIENT_TOLERANCE * peak)))
+    return q
+
+
 def _plan_table(x: Tensor, binning: Binning) -> Optional[_Table]:
     """The sub-bin grid for this call, or None when the window strategy must run."""
     if len(binning.axes) != 1 or binning.hard_axes[0] or x.dtype == torch.float64 or x.numel() == 0:
@@ -484,12 +503,7 @@ def _plan_table(x: Tensor, binning: Binning) -> Optional[_Table]:
     if axis.uniform is None:
         return None
     ratio = 1.0 / (axis.scale * axis.bandwidth)  # bin width in kernel std units
-    # Linear interpolation error <= (1/Q)^2/8 * max|c''|, with |c''| <= 2 r^2 max|f'|.
-    q = max(16, math.ceil(ratio * math.sqrt(kernel.pdf_slope / (4.0 * _TABLE_TOLERANCE))))
-    if math.isfinite(kernel.pdf_curvature):
-        # The gradient tables' error is bounded the same way by max|f''|, relative to the peak density.
-        peak = float(kernel.pdf(torch.zeros((), dtype=torch.float64)))
-        q = max(q, math.ceil(ratio * math.sqrt(kernel.pdf_curvature / (4.0 * _GRADIENT_TOLERANCE * peak))))
+    q = max(16, math.ceil(table_points(kernel, axis.scale * axis.bandwidth)))
     reach = math.ceil(kernel.support / ratio) + 1
     # Grid points cost about a quarter of a window element each while the grids stay in cache,
     # and about two once they do not (measured on CPU: 8M points for 1M samples into 4096 bins

@@ -20,6 +20,8 @@ from .histogram import Dim, Mode, _check_group, histogram
 from .kernels import KernelName, get_kernel
 from .losses import _finite_range, _mutual_information_from_joint, mutual_information
 from .registration import (
+    _check_range,
+    _check_range_arg,
     local_mutual_information,
     mattes_mutual_information,
     monai_bspline_joint,
@@ -42,17 +44,6 @@ def _check_bins(bins: object, name: str, least: int = 1) -> int:
     if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < least:
         raise ValueError(f"{name} must be an integer >= {least}, got {bins!r}")
     return int(bins)
-
-
-def _check_range(range_: object, name: str = "range") -> Range:
-    if not isinstance(range_, (tuple, list)) or len(range_) != 2:
-        raise ValueError(f"{name} must be a (min, max) pair, got {range_!r}")
-    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in range_):
-        raise TypeError(f"{name} must hold two real numbers, got {range_!r}")
-    lo, hi = float(range_[0]), float(range_[1])
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"{name} must be finite with min < max, got {range_!r}")
-    return lo, hi
 
 
 def _check_positive(value: object, name: str) -> float:
@@ -374,10 +365,6 @@ def _check_reduction(reduction: object) -> str:
     return reduction  # type: ignore[return-value]
 
 
-def _optional_range(value: object, name: str) -> Optional[Range]:
-    return None if value is None else _check_range(value, name)
-
-
 class MattesMutualInformationLoss(nn.Module):
     """ITK's Mattes mutual information metric as a loss: ``-MI``, the value ITK returns.
 
@@ -420,8 +407,8 @@ class MattesMutualInformationLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.num_bins = _check_bins(num_bins, "num_bins", 5)
-        self.moving_range = _optional_range(moving_range, "moving_range")
-        self.fixed_range = _optional_range(fixed_range, "fixed_range")
+        self.moving_range = _check_range_arg(moving_range, "moving_range")
+        self.fixed_range = _check_range_arg(fixed_range, "fixed_range")
         self.reduction = _check_reduction(reduction)
 
     def forward(

@@ -52,17 +52,21 @@ def _check_images(a: Tensor, b: Tensor, names: Tuple[str, str]) -> None:
         raise ValueError(f"{names[0]} must have shape (B, C, *spatial), got {tuple(a.shape)}")
 
 
-def _check_range_arg(value: object, name: str) -> Optional[Range]:
-    if value is None:
-        return None
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f"{name} must be a (min, max) pair or None, got {value!r}")
-    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
-        raise TypeError(f"{name} must hold two real numbers, got {value!r}")
-    lo, hi = float(value[0]), float(value[1])
+def _check_range(range_: object, name: str = "range") -> Range:
+    """A finite ``(min, max)`` pair with ``min < max``, as floats."""
+    if not isinstance(range_, (tuple, list)) or len(range_) != 2:
+        raise ValueError(f"{name} must be a (min, max) pair, got {range_!r}")
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in range_):
+        raise TypeError(f"{name} must hold two real numbers, got {range_!r}")
+    lo, hi = float(range_[0]), float(range_[1])
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"{name} must be finite with min < max, got {value!r}")
+        raise ValueError(f"{name} must be finite with min < max, got {range_!r}")
     return lo, hi
+
+
+def _check_range_arg(value: object, name: str) -> Optional[Range]:
+    """None (the data's range), or a range as :func:`_check_range` takes it."""
+    return None if value is None else _check_range(value, name)
 
 
 def _mask(mask: Optional[Tensor], image: Tensor, name: str) -> Tensor:
