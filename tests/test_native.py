@@ -282,3 +282,19 @@ def test_hard_counts_equal_the_torch_engine_and_torch_histc(dtype):
     xy = x[: 2 * 20_000].view(-1, 2)
     joint = [softhist.histogramdd(xy, [5, edges], range=[(0, 1), None], mode="hard", backend=b)[0] for b in ENGINES]
     assert torch.equal(joint[0], joint[1])
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic", "bspline", "bspline2"])
+def test_gradient_tables_for_many_samples_per_bin_stay_within_2e_6(kernel):
+    """Few bins and many samples: the one-axis backward goes through per-grid-point gradient tables."""
+    x64 = rand(2, 200_000, dtype=torch.float32).double()  # over 4 samples per grid point (16 + 6 bins x 2049)
+    w64 = rand(2, 200_000, lo=0.5, hi=1.5, dtype=torch.float32).double()
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        x, w = x64.to(dtype).requires_grad_(), w64.to(dtype).requires_grad_()
+        h = torch.tensor(1 / 32, dtype=dtype, requires_grad=True)
+        hist = softhist.histc(x, 16, 0, 1, weight=w, bandwidth=h, kernel=kernel, dim=1)
+        projection = torch.randn(hist.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        results.append([hist.detach(), *torch.autograd.grad((hist.double() * projection).sum(), [x, w, h])])
+    for got, want in zip(*results):
+        assert relative_error(got, want.double()) < 2e-6
