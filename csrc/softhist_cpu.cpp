@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 // x86-64 builds carry AVX-512, AVX2 and baseline versions of the hot loops; the loader picks one.
@@ -265,7 +266,7 @@ enum Kind : int64_t { EXACT_UNIFORM = 0, EXACT_EDGES = 1, TABLE = 2, HARD = 3 };
 constexpr int64_t INTS_PER_AXIS = 6;    // kind, kernel, bins, width, q, reach
 constexpr int64_t FLOATS_PER_AXIS = 4;  // lo, scale, bandwidth, support
 constexpr int64_t BLOCK = 256;          // samples whose windows are computed together
-constexpr int64_t LANES = 4;            // interleaved partial histograms of one-axis forwards
+constexpr int64_t LANES = 1;            // interleaved partial histograms of one-axis forwards
 
 struct Axis {
   int64_t kind, kernel, bins;
@@ -310,7 +311,8 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
     a.edges = e + edges_used;
     edges_used += a.bins + 1;
     if (a.kind == TABLE) {
-      STD_TORCH_CHECK(a.q >= 1 && a.width == 2 * a.reach + 1, "softhist: bad table plan");
+      STD_TORCH_CHECK(a.q >= 1 && (a.q & (a.q - 1)) == 0 && a.width == 2 * a.reach + 1, "softhist: bad table plan");
+      STD_TORCH_CHECK((a.bins + 2 * a.reach) * a.q < (int64_t(1) << 31), "softhist: table grid past 2^31 points");
       a.cells = (a.width + 7) / 8 * 8;
       a.pad = 2 * a.reach;
       a.extent = a.bins + 2 * a.pad + (a.cells - a.width);
@@ -374,6 +376,32 @@ void load_coordinates(const scalar_t* xs, int64_t D, int64_t m, double* out) {
   for (int64_t i = 0; i < m; ++i) out[i] = double(xs[i * D]);
 }
 
+// A sample's position on a table axis's grid of Q points per bin, counted from the stored first
+// bin: g = ((x - lo) * scale + J) * Q. Its integer part k holds both the stored first bin of the
+// window (k / Q: the bin J below the sample's, stored 2J further) and the table row (k mod Q);
+// the fraction g - k interpolates between rows. Q is a power of two, so the split is a shift and
+// a mask, and a block's positions are one vectorized pass. Samples out of reach (or NaN) are
+// parked at g = 0, a real row, so later passes need no branch.
+struct TableGrid {
+  double lo, scale, J, Q, top;  // top = (B + 2J) Q < 2^31 (make_plan)
+  int shift;
+  int32_t mask;
+  explicit TableGrid(const Axis& a)
+      : lo(a.lo), scale(a.scale), J(double(a.reach)), Q(double(a.q)), top((double(a.bins) + 2.0 * J) * Q),
+        shift(__builtin_ctzll(uint64_t(a.q))), mask(int32_t(a.q - 1)) {}
+  // Whether x reaches a bin; its window's stored first bin, table row and interpolation weight.
+  bool locate(double x, int32_t& bin, int32_t& q, float& t) const {
+    const double g = ((x - lo) * scale + J) * Q;
+    const bool ok = (g >= 0.0) & (g < top);  // false for NaN
+    const double parked = ok ? g : 0.0, whole = std::floor(parked);  // floor, not a cast: GCC vectorizes it
+    const int32_t k = int32_t(whole);
+    bin = k >> shift;
+    q = k & mask;
+    t = float(parked - whole);
+    return ok;
+  }
+};
+
 // Windows of m samples with coordinates xs along one axis; clears valid[i] for samples too far
 // from the range (or NaN) to put mass in any bin.
 SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisWindows& w, uint8_t* valid, Wants want) {
@@ -381,20 +409,11 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
   int32_t* __restrict first = w.first.data();
   const double B = double(a.bins), lo = a.lo, scale = a.scale;
   if (a.kind == TABLE) {
+    const TableGrid grid(a);
     int32_t* __restrict q = w.q.data();
     float* __restrict t = w.t.data();
-    const double J = double(a.reach), Q = double(a.q), last = double(a.q - 1);
 #pragma omp simd
-    for (int64_t i = 0; i < m; ++i) {
-      double u = (xs[i] - lo) * scale;
-      bool ok = u >= -J && u < B + J;  // false for NaN
-      u = ok ? u : 0.0;
-      double base = std::floor(u), g = (u - base) * Q, qi = std::min(std::floor(g), last);
-      first[i] = int32_t(base + J);  // bin base - J, stored 2J further
-      q[i] = int32_t(qi);
-      t[i] = float(g - qi);
-      valid[i] = valid[i] & uint8_t(ok);
-    }
+    for (int64_t i = 0; i < m; ++i) valid[i] &= uint8_t(grid.locate(xs[i], first[i], q[i], t[i]));
     if (want.mass) lerp_rows(a.mass, a.cells, q, t, m, 1.0, w.mass.data());
     if (want.x) lerp_rows(a.du, a.cells, q, t, m, scale, w.dx.data());
     if (want.h) lerp_rows(a.dhb, a.cells, q, t, m, scale, w.dh.data());
@@ -494,45 +513,77 @@ SOFTHIST_HOT void scatter_2d(double* hist, int64_t stride0, const AxisWindows& w
   }
 }
 
-// One axis on a table (the common 1-D case), in one pass per sample: position, interpolated
-// masses, accumulation, skipping the window buffers.
-template <int W8>
-inline void table_row_add(double* h, const float* row, int64_t w8, float t, double w) {
-  const int64_t n = W8 ? W8 : w8;
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) h[j] += w * double(row[j] + t * row[n + j]);
-}
+// ------------------------------------------------------------------ one table axis (1-D)
+// The common case, kept free of the general window buffers: float32 samples (tables serve
+// float32 and narrower), one vectorized pass for a block's positions, then per-sample rows.
+struct TableBlock {
+  int32_t bin[BLOCK], q[BLOCK];
+  float t[BLOCK];
+  double w[BLOCK];  // the sample's weight, 0 where it reaches no bin
+  uint8_t valid[BLOCK];
+};
 
-SOFTHIST_HOT void table_1d_forward(const Axis& a, const double* xs, const double* wt, int64_t m, double* hist, int64_t lane_size) {
-  const double J = double(a.reach), B = double(a.bins), Q = double(a.q);
-  const int64_t w8 = a.cells;
+SOFTHIST_HOT void table_positions(const Axis& a, const float* xs, const float* wt, int64_t m, TableBlock& b) {
+  const TableGrid grid(a);
+  int32_t* __restrict bin = b.bin;
+  int32_t* __restrict q = b.q;
+  float* __restrict t = b.t;
+  double* __restrict w = b.w;
+  uint8_t* __restrict valid = b.valid;
+#pragma omp simd
   for (int64_t i = 0; i < m; ++i) {
-    double u = (xs[i] - a.lo) * a.scale;
-    if (!(u >= -J && u < B + J)) continue;  // NaN, or too far to reach a bin
-    double base = std::floor(u), g = (u - base) * Q;
-    int64_t qi = std::min(int64_t(g), a.q - 1);
-    const float* row = a.mass + qi * 2 * w8;
-    double* h = hist + (i % LANES) * lane_size + int64_t(base) + a.reach;  // bin base - J, stored 2J further
-    const float t = float(g - double(qi));
-    if (w8 == 8) table_row_add<8>(h, row, w8, t, wt[i]);
-    else table_row_add<0>(h, row, w8, t, wt[i]);
+    const double wi = wt ? double(wt[i]) : 1.0;
+    const bool ok = grid.locate(double(xs[i]), bin[i], q[i], t[i]);
+    w[i] = ok ? wi : 0.0;
+    valid[i] = uint8_t(ok);
   }
 }
 
-// Its backward: per sample, the dot of the cells' gradients with an interpolated row (dL/dx,
-// dL/dw, dL/dh), in float64. Two sweeps: eight partial sums per sample into P, then their sums;
-// short dependency chains let many samples be in flight.
-SOFTHIST_HOT void table_1d_dots(const Axis& a, const AxisWindows& w, const float* tab, const double* g, int64_t m, double* P, double* out) {
-  const int64_t w8 = a.cells;
+inline void store8(double* p, v8d v) { std::memcpy(p, &v, sizeof v); }
+
+// Forward: each sample adds w * (row + t * step) into its window.
+SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m, double* hist) {
+  const int64_t w8 = a.cells, row_size = 2 * w8;
   for (int64_t i = 0; i < m; ++i) {
-    const double* G = g + w.first[i];
-    const float* row = tab + int64_t(w.q[i]) * 2 * w8;
-    const double t = w.t[i];
+    const float* row = a.mass + b.q[i] * row_size;
+    double* h = hist + b.bin[i];
+    const double t = b.t[i], w = b.w[i];
+    for (int64_t j = 0; j < w8; j += 8) store8(h + j, load8(h + j) + w * (load8(row + j) + t * load8(row + w8 + j)));
+  }
+}
+
+// Backward: per sample, the dot of the cells' gradients with an interpolated row, in float64.
+// Two sweeps: eight partial sums per sample into P (short dependency chains let many samples be
+// in flight), then their sums times the sample's factor (0 where it reaches no bin).
+SOFTHIST_HOT void table_1d_dots(const Axis& a, const TableBlock& b, const float* tab, const double* g, int64_t m, double* P) {
+  const int64_t w8 = a.cells, row_size = 2 * w8;
+  for (int64_t i = 0; i < m; ++i) {
+    const double* G = g + b.bin[i];
+    const float* row = tab + b.q[i] * row_size;
+    const double t = b.t[i];
     v8d acc = load8(G) * (load8(row) + t * load8(row + w8));
     for (int64_t j = 8; j < w8; j += 8) acc += load8(G + j) * (load8(row + j) + t * load8(row + w8 + j));
-    std::memcpy(P + 8 * i, &acc, sizeof acc);
+    store8(P + 8 * i, acc);
   }
-  for (int64_t i = 0; i < m; ++i) out[i] = sum8(load8(P + 8 * i));
+}
+
+// dL/dx = w scale (du row . G), dL/dw = (mass row . G), dL/dh += w scale (dhb row . G).
+SOFTHIST_HOT void table_1d_backward(const Axis& a, const TableBlock& b, const double* g, int64_t m, bool need_w, bool need_h, double* P,
+                                    float* gx, float* gw, double* gh) {
+  if (gx) {
+    table_1d_dots(a, b, a.du, g, m, P);
+    for (int64_t i = 0; i < m; ++i) gx[i] = b.valid[i] ? float(sum8(load8(P + 8 * i)) * (b.w[i] * a.scale)) : 0.0f;
+  }
+  if (need_w) {
+    table_1d_dots(a, b, a.mass, g, m, P);
+    for (int64_t i = 0; i < m; ++i) gw[i] = b.valid[i] ? float(sum8(load8(P + 8 * i))) : 0.0f;
+  }
+  if (need_h) {
+    table_1d_dots(a, b, a.dhb, g, m, P);
+    double s = 0.0;
+    for (int64_t i = 0; i < m; ++i) s += b.valid[i] ? sum8(load8(P + 8 * i)) * (b.w[i] * a.scale) : 0.0;
+    *gh += s;
+  }
 }
 
 // With many samples per bin, the backward of a one-axis table is cheaper through gradient tables:
@@ -554,22 +605,17 @@ SOFTHIST_HOT void gradient_table(const Axis& a, const float* tab, const double* 
   });
 }
 
-SOFTHIST_HOT void gtable_1d_backward(const Axis& a, const double* xs, const double* wt, int64_t m, const double* gvx, const double* gvw,
-                                     const double* gvh, double* gx, double* gw, double* gh) {
-  const double J = double(a.reach), B = double(a.bins), Q = double(a.q);
+SOFTHIST_HOT void gtable_1d_backward(const Axis& a, const TableBlock& b, int64_t m, const double* gvx, const double* gvw,
+                                     const double* gvh, float* gx, float* gw, double* gh) {
   const int64_t stride = a.q + 1;
   double sum_h = 0.0;
   for (int64_t i = 0; i < m; ++i) {
-    double u = (xs[i] - a.lo) * a.scale;
-    const bool ok = u >= -J && u < B + J;
-    u = ok ? u : 0.0;
-    double base = std::floor(u), g_pos = (u - base) * Q;
-    int64_t qi = std::min(int64_t(g_pos), a.q - 1);
-    const double t = g_pos - double(qi), w = ok ? wt[i] : 0.0;
-    const int64_t k = (int64_t(base) + a.reach) * stride + qi;
-    if (gvx) gx[i] = w * a.scale * (gvx[k] + t * (gvx[k + 1] - gvx[k]));
-    if (gvw) gw[i] = ok ? gvw[k] + t * (gvw[k + 1] - gvw[k]) : 0.0;
-    if (gvh) sum_h += w * a.scale * (gvh[k] + t * (gvh[k + 1] - gvh[k]));
+    const int64_t k = int64_t(b.bin[i]) * stride + b.q[i];
+    const double t = b.t[i], w = b.w[i] * a.scale;
+    const bool ok = b.valid[i];
+    if (gvx) gx[i] = ok ? float(w * (gvx[k] + t * (gvx[k + 1] - gvx[k]))) : 0.0f;
+    if (gvw) gw[i] = ok ? float(gvw[k] + t * (gvw[k + 1] - gvw[k])) : 0.0f;
+    if (gvh) sum_h += ok ? w * (gvh[k] + t * (gvh[k + 1] - gvh[k])) : 0.0;
   }
   *gh += sum_h;
 }
@@ -639,6 +685,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
     for (const Axis& a : p.axes) ws.emplace_back(a);
     std::vector<uint8_t> valid(BLOCK);
     std::vector<double> wt(BLOCK), coords(BLOCK), vals(offsets.size() + 1);
+    std::unique_ptr<TableBlock> tb(new TableBlock);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = u / chunks, k = u % chunks;
       double* hist = partial.get() + u * size;
@@ -646,12 +693,14 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
       const int64_t begin = row * p.n + k * p.n / chunks, end = row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += BLOCK) {
         const int64_t m = std::min(BLOCK, end - a);
-        block_weights(wp ? wp + a : nullptr, m, wt.data());
-        if (D == 1 && p.axes[0].kind == TABLE) {
-          load_coordinates(xp + a, 1, m, coords.data());
-          table_1d_forward(p.axes[0], coords.data(), wt.data(), m, hist, p.stored);
-          continue;
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (D == 1 && p.axes[0].kind == TABLE) {
+            table_positions(p.axes[0], xp + a, wp ? wp + a : nullptr, m, *tb);
+            table_1d_forward(p.axes[0], *tb, m, hist);
+            continue;
+          }
         }
+        block_weights(wp ? wp + a : nullptr, m, wt.data());
         std::fill(valid.begin(), valid.begin() + m, uint8_t(1));
         for (int64_t d = 0; d < D; ++d) {
           load_coordinates(xp + a * D + d, D, m, coords.data());
@@ -906,7 +955,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     for (const Axis& a : p.axes) ws.emplace_back(a), dA.emplace_back(widest + 1, 0.0);
     std::vector<uint8_t> valid(BLOCK);
     std::vector<double> wt(BLOCK), coords(BLOCK), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(BLOCK * D), block_gw(BLOCK);
-    std::vector<double> dots(8 * BLOCK), block_gh(BLOCK);
+    std::vector<double> dots(8 * BLOCK);
+    std::unique_ptr<TableBlock> tb(new TableBlock);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = u / chunks, k = u % chunks;
       double* gh = partial.data() + u * per_unit;
@@ -914,36 +964,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
       const int64_t begin = row * p.n + k * p.n / chunks, end = row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += BLOCK) {
         const int64_t m = std::min(BLOCK, end - a);
-        block_weights(wp ? wp + a : nullptr, m, wt.data());
-        if (gtable) {
-          load_coordinates(xp + a, 1, m, coords.data());
-          const double* gv = gvs.data() + 3 * row * gv_size;
-          gtable_1d_backward(a0, coords.data(), wt.data(), m, need.x ? gv : nullptr, need.w ? gv + gv_size : nullptr,
-                             need.h ? gv + 2 * gv_size : nullptr, block_gx.data(), block_gw.data(), gh);
-        } else if (D == 1 && a0.kind == TABLE) {
-          std::fill(valid.begin(), valid.begin() + m, uint8_t(1));
-          load_coordinates(xp + a, 1, m, coords.data());
-          axis_windows(a0, coords.data(), m, ws[0], valid.data(), {false, false, false, false});
-          double* out = block_gx.data();
-          if (need.x) table_1d_dots(a0, ws[0], a0.du, grow, m, dots.data(), out);
-          if (need.w) table_1d_dots(a0, ws[0], a0.mass, grow, m, dots.data(), block_gw.data());
-          for (int64_t i = 0; i < m; ++i) {
-            const double scale = valid[i] ? wt[i] * a0.scale : 0.0;
-            block_gx[i] *= scale;
-            block_gw[i] = valid[i] ? block_gw[i] : 0.0;
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (D == 1 && a0.kind == TABLE) {  // writes its float32 gradients itself
+            table_positions(a0, xp + a, wp ? wp + a : nullptr, m, *tb);
+            float* gx_block = gx ? gx + a : nullptr;
+            float* gw_block = gw ? gw + a : nullptr;
+            if (gtable) {
+              const double* gv = gvs.data() + 3 * row * gv_size;
+              gtable_1d_backward(a0, *tb, m, gx ? gv : nullptr, gw ? gv + gv_size : nullptr, need.h ? gv + 2 * gv_size : nullptr,
+                                 gx_block, gw_block, gh);
+            } else {
+              table_1d_backward(a0, *tb, grow, m, gw != nullptr, need.h, dots.data(), gx_block, gw_block, gh);
+            }
+            continue;
           }
-          if (need.h) {
-            table_1d_dots(a0, ws[0], a0.dhb, grow, m, dots.data(), block_gh.data());
-            for (int64_t i = 0; i < m; ++i) gh[0] += valid[i] ? block_gh[i] * wt[i] * a0.scale : 0.0;
-          }
-        } else {
-          std::fill(valid.begin(), valid.begin() + m, uint8_t(1));
-          for (int64_t d = 0; d < D; ++d) {
-            load_coordinates(xp + a * D + d, D, m, coords.data());
-            axis_windows(p.axes[d], coords.data(), m, ws[d], valid.data(), {masses, need.x, need.h, bool(need.edges[d])});
-          }
-          backward_block(p, grow, ws, wt.data(), valid.data(), m, need, block_gx.data(), block_gw.data(), gh, gh + D, dA, prefix);
         }
+        block_weights(wp ? wp + a : nullptr, m, wt.data());
+        std::fill(valid.begin(), valid.begin() + m, uint8_t(1));
+        for (int64_t d = 0; d < D; ++d) {
+          load_coordinates(xp + a * D + d, D, m, coords.data());
+          axis_windows(p.axes[d], coords.data(), m, ws[d], valid.data(), {masses, need.x, need.h, bool(need.edges[d])});
+        }
+        backward_block(p, grow, ws, wt.data(), valid.data(), m, need, block_gx.data(), block_gw.data(), gh, gh + D, dA, prefix);
         if (gx) for (int64_t i = 0; i < m * D; ++i) gx[a * D + i] = scalar_t(block_gx[i]);
         if (gw) for (int64_t i = 0; i < m; ++i) gw[a + i] = scalar_t(block_gw[i]);
       }

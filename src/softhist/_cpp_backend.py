@@ -132,7 +132,8 @@ def _plan(x: Tensor, edges: Sequence[Tensor], binning: Binning, smooth_gradients
             bandwidth_bins = axis.bandwidth * scale
             table = _table_size(kernel, bandwidth_bins)
             smooth = math.isfinite(kernel.pdf_curvature) or not smooth_gradients
-            if table is not None and smooth and x.dtype != torch.float64 and samples >= _TABLE_MIN_SAMPLES:
+            grid_fits = table is not None and (axis.bins + 2 * table[1]) * table[0] < 2**31  # int32 grid positions
+            if grid_fits and smooth and x.dtype != torch.float64 and samples >= _TABLE_MIN_SAMPLES:
                 kind, (size, reach) = TABLE, table
                 width = 2 * reach + 1
                 tables.append(_table(kernel, bandwidth_bins, size, reach).reshape(-1))
