@@ -266,7 +266,7 @@ enum Kind : int64_t { EXACT_UNIFORM = 0, EXACT_EDGES = 1, TABLE = 2, HARD = 3 };
 constexpr int64_t INTS_PER_AXIS = 6;    // kind, kernel, bins, width, q, reach
 constexpr int64_t FLOATS_PER_AXIS = 4;  // lo, scale, bandwidth, support
 constexpr int64_t BLOCK = 256;          // samples whose windows are computed together
-constexpr int64_t LANES = 1;            // interleaved partial histograms of one-axis forwards
+constexpr int64_t LANES = 4;            // interleaved partial histograms of one-axis forwards (a power of 2)
 
 struct Axis {
   int64_t kind, kernel, bins;
@@ -485,11 +485,11 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
 }
 
 // ----------------------------------------------------------------------------- the scatters
-SOFTHIST_HOT void scatter_1d(double* hist, int64_t lane_size, const AxisWindows& w0, int64_t c0, const double* wt, const uint8_t* valid,
-                             int64_t m) {
+SOFTHIST_HOT void scatter_1d(double* hist, int64_t lanes, int64_t lane_size, const AxisWindows& w0, int64_t c0, const double* wt,
+                             const uint8_t* valid, int64_t m) {
   for (int64_t i = 0; i < m; ++i) {
     if (!valid[i]) continue;
-    double* h = hist + (i % LANES) * lane_size + w0.first[i];
+    double* h = hist + (i & (lanes - 1)) * lane_size + w0.first[i];
     const double* a = w0.mass.data() + i * c0;
     const double wi = wt[i];
 #pragma omp simd
@@ -542,11 +542,11 @@ SOFTHIST_HOT void table_positions(const Axis& a, const float* xs, const float* w
 inline void store8(double* p, v8d v) { std::memcpy(p, &v, sizeof v); }
 
 // Forward: each sample adds w * (row + t * step) into its window.
-SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m, double* hist) {
+SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m, double* hist, int64_t lanes, int64_t lane_size) {
   const int64_t w8 = a.cells, row_size = 2 * w8;
   for (int64_t i = 0; i < m; ++i) {
     const float* row = a.mass + b.q[i] * row_size;
-    double* h = hist + b.bin[i];
+    double* h = hist + (i & (lanes - 1)) * lane_size + b.bin[i];
     const double t = b.t[i], w = b.w[i];
     for (int64_t j = 0; j < w8; j += 8) store8(h + j, load8(h + j) + w * (load8(row + j) + t * load8(row + w8 + j)));
   }
@@ -672,9 +672,10 @@ void block_weights(const scalar_t* w, int64_t m, double* out) {
 // ------------------------------------------------------------------------------- forward op
 template <typename scalar_t>
 Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const Plan& p) {
-  // One-axis histograms keep LANES interleaved copies per chunk (sample i adds into copy i % LANES):
-  // consecutive samples then rarely update overlapping cells, whose stores stall the next loads.
-  const int64_t D = p.dims, lanes = D == 1 ? LANES : 1, size = lanes * p.stored;
+  // One-axis histograms of few bins keep LANES interleaved copies per chunk (sample i adds into
+  // copy i % LANES): consecutive samples then rarely update overlapping cells, whose stores stall
+  // the next loads. Past L1-sized copies the extra traffic costs more than the stalls.
+  const int64_t D = p.dims, lanes = D == 1 && LANES * p.stored <= 4096 ? LANES : 1, size = lanes * p.stored;
   const int64_t chunks = chunks_per_row(p, size), units = p.rows * chunks;
   std::unique_ptr<double[]> partial(new double[units * size]);  // each unit zeroes its own
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -696,7 +697,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (D == 1 && p.axes[0].kind == TABLE) {
             table_positions(p.axes[0], xp + a, wp ? wp + a : nullptr, m, *tb);
-            table_1d_forward(p.axes[0], *tb, m, hist);
+            table_1d_forward(p.axes[0], *tb, m, hist, lanes, p.stored);
             continue;
           }
         }
@@ -706,7 +707,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
           load_coordinates(xp + a * D + d, D, m, coords.data());
           axis_windows(p.axes[d], coords.data(), m, ws[d], valid.data(), {true, false, false, false});
         }
-        if (D == 1) scatter_1d(hist, p.stored, ws[0], p.axes[0].cells, wt.data(), valid.data(), m);
+        if (D == 1) scatter_1d(hist, lanes, p.stored, ws[0], p.axes[0].cells, wt.data(), valid.data(), m);
         else if (D == 2) scatter_2d(hist, p.strides[0], ws[0], p.axes[0].cells, ws[1], p.axes[1].cells, wt.data(), valid.data(), m);
         else scatter_nd(hist, p, ws, offsets, wt.data(), valid.data(), m, vals);
       }
