@@ -1034,6 +1034,15 @@ int64_t histc_bin(scalar_t x, scalar_t lo, scalar_t hi, scalar_t bins, int64_t B
   return std::min(int64_t(pos), B - 1);
 }
 
+// numpy's rule for v in [e_0, e_B]: the last k with e_k <= v, the last bin closed. A guess from
+// equal widths, checked against the edges, is right for equal-width bins (and near them); other
+// edges fall back to binary search.
+inline int64_t edge_bin(const double* e, int64_t B, double inv_width, double v) {
+  const int64_t k = int64_t(std::min(std::max((v - e[0]) * inv_width, 0.0), double(B - 1)));
+  if (e[k] <= v && (k == B - 1 || v < e[k + 1])) return k;
+  return std::min<int64_t>(int64_t(std::upper_bound(e, e + B + 1, v) - e) - 1, B - 1);
+}
+
 template <typename scalar_t>
 Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const double* e, const std::vector<int64_t>& bins,
                  const std::vector<double>& ranges, bool histc_rule) {
@@ -1051,29 +1060,43 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const double* wp = weighted ? weight->const_data_ptr<double>() : nullptr;
   torch::stable::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+    int64_t cell[BLOCK];
+    uint8_t inside[BLOCK];
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = u / chunks, k = u % chunks;
       const int64_t begin = row * n + k * n / chunks, end = row * n + (k + 1) * n / chunks;
-      for (int64_t i = begin; i < end; ++i) {
-        int64_t cell = 0;
-        bool inside = true;
-        for (int64_t d = 0; d < D && inside; ++d) {
-          const scalar_t v = xp[i * D + d];
-          int64_t pos;
+      for (int64_t a = begin; a < end; a += BLOCK) {
+        const int64_t m = std::min(BLOCK, end - a);
+        std::fill(cell, cell + m, int64_t(0));
+        std::fill(inside, inside + m, uint8_t(1));
+        for (int64_t d = 0; d < D; ++d) {  // each axis over the block: a loop per rule, no per-sample switch
+          const scalar_t* xs = xp + a * D + d;
+          const int64_t B = bins[d], stride = strides[d];
           if (histc_rule) {
-            const scalar_t lo = scalar_t(ranges[2 * d]), hi = scalar_t(ranges[2 * d + 1]);
-            pos = histc_bin<scalar_t>(v, lo, hi, scalar_t(bins[d]), bins[d], inside);
+            const scalar_t lo = scalar_t(ranges[2 * d]), hi = scalar_t(ranges[2 * d + 1]), fb = scalar_t(B);
+            for (int64_t i = 0; i < m; ++i) {
+              bool ok;
+              cell[i] += histc_bin<scalar_t>(xs[i * D], lo, hi, fb, B, ok) * stride;
+              inside[i] &= uint8_t(ok);
+            }
           } else {
             const double* ed = e + offsets[d];
-            const double dv = double(v);
-            inside = dv >= ed[0] && dv <= ed[bins[d]];
-            pos = std::min<int64_t>(int64_t(std::upper_bound(ed, ed + bins[d] + 1, dv) - ed) - 1, bins[d] - 1);
+            const double inv_width = double(B) / (ed[B] - ed[0]);
+            for (int64_t i = 0; i < m; ++i) {
+              const double v = double(xs[i * D]);
+              const bool ok = v >= ed[0] && v <= ed[B];  // false for NaN
+              cell[i] += ok ? edge_bin(ed, B, inv_width, v) * stride : 0;
+              inside[i] &= uint8_t(ok);
+            }
           }
-          cell += std::max<int64_t>(pos, 0) * strides[d];
         }
-        if (!inside) continue;
-        if (weighted) sums[u * cells + cell] += wp[i];
-        else counts[u * cells + cell] += 1;
+        if (weighted) {
+          double* sum = sums.data() + u * cells;
+          for (int64_t i = 0; i < m; ++i) sum[cell[i]] += inside[i] ? wp[a + i] : 0.0;
+        } else {
+          int64_t* count = counts.data() + u * cells;
+          for (int64_t i = 0; i < m; ++i) count[cell[i]] += inside[i];
+        }
       }
     }
   });

@@ -284,6 +284,21 @@ def test_hard_counts_equal_the_torch_engine_and_torch_histc(dtype):
     assert torch.equal(joint[0], joint[1])
 
 
+@pytest.mark.parametrize("spacing", ["equal", "log"])
+def test_hard_counts_against_edges_equal_numpy_at_and_beside_every_edge(spacing):
+    """numpy's edge rule: a guess from equal widths, checked against the edges (or binary search)."""
+    np = pytest.importorskip("numpy")
+    edges = torch.linspace(-1.0, 3.0, 41, dtype=torch.float64) if spacing == "equal" else torch.logspace(-3, 0.5, 41, dtype=torch.float64)
+    beside = torch.cat([edges, torch.nextafter(edges, edges + 1), torch.nextafter(edges, edges - 1)])
+    x = torch.cat([beside, rand(20_000, lo=-1.5, hi=3.5)])
+    xy = torch.stack([x, x.flip(0)], 1)
+    want_1d = np.histogram(x.numpy(), edges.numpy())[0]
+    want_2d = np.histogramdd(xy.numpy(), [edges.numpy()] * 2)[0]
+    for backend in ENGINES:
+        assert np.array_equal(softhist.histogram(x, edges, mode="hard", backend=backend)[0].numpy(), want_1d)
+        assert np.array_equal(softhist.histogramdd(xy, [edges, edges], mode="hard", backend=backend)[0].numpy(), want_2d)
+
+
 @pytest.mark.parametrize("kernel", ["gaussian", "logistic", "bspline", "bspline2"])
 def test_gradient_tables_for_many_samples_per_bin_stay_within_2e_6(kernel):
     """Few bins and many samples: the one-axis backward goes through per-grid-point gradient tables."""
