@@ -1081,7 +1081,7 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
             }
           } else {
             const double* ed = e + offsets[d];
-            const double inv_width = double(B) / (ed[B] - ed[0]);
+            const double inv = double(B) / (ed[B] - ed[0]), inv_width = std::isfinite(inv) ? inv : 0.0;  // equal edges: search
             for (int64_t i = 0; i < m; ++i) {
               const double v = double(xs[i * D]);
               const bool ok = v >= ed[0] && v <= ed[B];  // false for NaN

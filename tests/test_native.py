@@ -284,11 +284,15 @@ def test_hard_counts_equal_the_torch_engine_and_torch_histc(dtype):
     assert torch.equal(joint[0], joint[1])
 
 
-@pytest.mark.parametrize("spacing", ["equal", "log"])
+@pytest.mark.parametrize("spacing", ["equal", "log", "all equal"])
 def test_hard_counts_against_edges_equal_numpy_at_and_beside_every_edge(spacing):
     """numpy's edge rule: a guess from equal widths, checked against the edges (or binary search)."""
     np = pytest.importorskip("numpy")
-    edges = torch.linspace(-1.0, 3.0, 41, dtype=torch.float64) if spacing == "equal" else torch.logspace(-3, 0.5, 41, dtype=torch.float64)
+    edges = {
+        "equal": torch.linspace(-1.0, 3.0, 41, dtype=torch.float64),
+        "log": torch.logspace(-3, 0.5, 41, dtype=torch.float64),
+        "all equal": torch.full((4,), 0.5, dtype=torch.float64),  # hard mode accepts equal neighbours, as numpy does
+    }[spacing]
     beside = torch.cat([edges, torch.nextafter(edges, edges + 1), torch.nextafter(edges, edges - 1)])
     x = torch.cat([beside, rand(20_000, lo=-1.5, hi=3.5)])
     xy = torch.stack([x, x.flip(0)], 1)
