@@ -45,6 +45,7 @@ EXACT_UNIFORM, EXACT_EDGES, TABLE, HARD = 0, 1, 2, 3
 _TABLE_MIN_SAMPLES = 4096  # below this the exact windows cost about as much as reading the table
 _TABLE_MAX_Q = 8192
 _TABLE_MAX_REACH = 63  # windows of up to 127 bins (128 stored): wide kernels still read a few rows
+_NO_TABLES = torch.zeros(0, dtype=torch.float32)
 
 def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
     """Exact counts ``(rows, *bins)`` in float64, as :func:`._torch_backend.hard_histogram` counts them
@@ -146,7 +147,7 @@ def _plan(x: Tensor, edges: Sequence[Tensor], binning: Binning, smooth_gradients
         ints += [kind, KERNEL_IDS[kernel.name], axis.bins, width, size, reach]
         floats += [lo, scale, axis.bandwidth, kernel.support]
     flat_edges = torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])
-    flat_tables = torch.cat(tables) if tables else torch.zeros(0, dtype=torch.float32)
+    flat_tables = tables[0] if len(tables) == 1 else torch.cat(tables) if tables else _NO_TABLES  # one: the cached table, no copy
     return ints, floats, flat_edges, flat_tables
 
 
