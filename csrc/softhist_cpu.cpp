@@ -473,13 +473,14 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
     double* __restrict dh = w.dh.data();
     eval_pdf(a.kernel, z, f, m * K);
     const double inv_h = 1.0 / a.h;
-    for (int64_t i = 0; i < m; ++i) {
+    for (int64_t i = 0; want.x && i < m; ++i) {
+      const double* fi = f + i * K;
+      for (int64_t p = 0; p + 1 < K; ++p) dx[i * C + p] = -(fi[p + 1] - fi[p]) * inv_h;
+    }
+    for (int64_t i = 0; want.h && i < m; ++i) {
       const double* zi = z + i * K;
       const double* fi = f + i * K;
-      for (int64_t p = 0; p + 1 < K; ++p) {
-        dx[i * C + p] = -(fi[p + 1] - fi[p]) * inv_h;
-        dh[i * C + p] = -(zi[p + 1] * fi[p + 1] - zi[p] * fi[p]) * inv_h;
-      }
+      for (int64_t p = 0; p + 1 < K; ++p) dh[i * C + p] = -(zi[p + 1] * fi[p + 1] - zi[p] * fi[p]) * inv_h;
     }
   }
 }
