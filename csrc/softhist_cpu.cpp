@@ -243,6 +243,8 @@ inline v8d load8(const double* p) {
   return v;
 }
 
+inline void store8(double* p, v8d v) { std::memcpy(p, &v, sizeof v); }
+
 inline double sum8(v8d v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 
 inline v8d load8(const float* p) {
@@ -505,6 +507,11 @@ SOFTHIST_HOT void scatter_2d(double* hist, int64_t stride0, const AxisWindows& w
     const double* a0 = w0.mass.data() + i * c0;
     const double* a1 = w1.mass.data() + i * c1;
     double* h = hist + w0.first[i] * stride0 + w1.first[i];
+    if (c1 == 8) {  // the common table window: one vector per row
+      const v8d b = load8(a1);
+      for (int64_t j = 0; j < c0; ++j) store8(h + j * stride0, load8(h + j * stride0) + (wt[i] * a0[j]) * b);
+      continue;
+    }
     for (int64_t j = 0; j < c0; ++j) {
       const double c = wt[i] * a0[j];
       double* hr = h + j * stride0;
@@ -539,8 +546,6 @@ SOFTHIST_HOT void table_positions(const Axis& a, const float* xs, const float* w
     valid[i] = uint8_t(ok);
   }
 }
-
-inline void store8(double* p, v8d v) { std::memcpy(p, &v, sizeof v); }
 
 // Forward: each sample adds w * (row + t * step) into its window.
 SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m, double* hist, int64_t lanes, int64_t lane_size) {
