@@ -203,17 +203,6 @@ SOFTHIST_HOT void eval_pdf(int64_t kernel, const double* z, double* out, int64_t
   }
 }
 
-// Table rows: out[i, :] = factor * (tab[q_i, 0, :] + t_i * tab[q_i, 1, :]) for a (Q, 2, W8) float table.
-SOFTHIST_HOT void lerp_rows(const float* tab, int64_t w8, const int32_t* q, const float* t, int64_t m, double factor, double* out) {
-  for (int64_t i = 0; i < m; ++i) {
-    const float* row = tab + int64_t(q[i]) * 2 * w8;
-    const float ti = t[i];
-    double* o = out + i * w8;
-#pragma omp simd
-    for (int64_t j = 0; j < w8; ++j) o[j] = factor * double(row[j] + ti * row[w8 + j]);
-  }
-}
-
 // Dot products with eight partial sums and a fixed tree at the end: they vectorize, and the
 // per-sample reductions stay short (a plain running sum is a chain of n dependent adds).
 inline double tree8(const double* acc) {
@@ -251,6 +240,24 @@ inline v8d load8(const float* p) {
   v8f v;
   std::memcpy(&v, p, sizeof v);
   return __builtin_convertvector(v, v8d);
+}
+
+// Table rows: out[i, :] = factor * (tab[q_i, 0, :] + t_i * tab[q_i, 1, :]) for a (Q, 2, W8) float table.
+SOFTHIST_HOT void lerp_rows(const float* tab, int64_t w8, const int32_t* q, const float* t, int64_t m, double factor, double* out) {
+  if (w8 == 8) {  // the common window: one vector per row
+    for (int64_t i = 0; i < m; ++i) {
+      const float* row = tab + int64_t(q[i]) * 16;
+      store8(out + i * 8, factor * (load8(row) + double(t[i]) * load8(row + 8)));
+    }
+    return;
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    const float* row = tab + int64_t(q[i]) * 2 * w8;
+    const double ti = t[i];
+    double* o = out + i * w8;
+#pragma omp simd
+    for (int64_t j = 0; j < w8; ++j) o[j] = factor * (double(row[j]) + ti * double(row[w8 + j]));
+  }
 }
 
 // sum_j g[j] * (row[j] + t * row[w8 + j]) for a table row of w8 (a multiple of 8) columns.
