@@ -317,3 +317,12 @@ def test_gradient_tables_for_many_samples_per_bin_stay_within_2e_6(kernel):
         results.append([hist.detach(), *torch.autograd.grad((hist.double() * projection).sum(), [x, w, h])])
     for got, want in zip(*results):
         assert relative_error(got, want.double()) < 2e-6
+
+
+def test_table_grid_past_int32_takes_the_exact_windows():
+    """(bins + 2J) * Q grid points past 2**31 would overflow the table path's int32 positions."""
+    bins = 1_100_000  # x 2,048 sub-positions at half a bin of bandwidth: past 2**31
+    x = rand(5000, lo=0.0, hi=1.0, dtype=torch.float32)
+    got = softhist.histc(x, bins, 0, 1, backend="cpp")
+    want = softhist.histc(x.double(), bins, 0, 1, backend="torch")  # bins of 1e-6: float32 differences of x would not do
+    assert relative_error(got, want) < 2e-6
