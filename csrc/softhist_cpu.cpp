@@ -1066,10 +1066,12 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
   for (int64_t d = 0; d < D; ++d) offsets[d] = edge_total, edge_total += bins[d] + 1;
   int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((n + 65535) / 65536, 64 / std::max<int64_t>(rows, 1)));
   chunks = std::min<int64_t>(chunks, std::max<int64_t>(1, (int64_t(32) << 20) / std::max<int64_t>(8 * rows * cells, 1)));
-  const int64_t units = rows * chunks;
+  // LANES interleaved copies while they fit in L1 (as the soft forward): runs of samples in one
+  // cell (sorted or constant data) then do not wait on each other's increments.
+  const int64_t units = rows * chunks, lanes = LANES * cells <= 4096 ? LANES : 1, size = lanes * cells;
   const bool weighted = weight.has_value();
-  std::vector<int64_t> counts(weighted ? 0 : units * cells, 0);
-  std::vector<double> sums(weighted ? units * cells : 0, 0.0);
+  std::vector<int64_t> counts(weighted ? 0 : units * size, 0);
+  std::vector<double> sums(weighted ? units * size : 0, 0.0);
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const double* wp = weighted ? weight->const_data_ptr<double>() : nullptr;
   torch::stable::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
@@ -1104,11 +1106,11 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
           }
         }
         if (weighted) {
-          double* sum = sums.data() + u * cells;
-          for (int64_t i = 0; i < m; ++i) sum[cell[i]] += inside[i] ? wp[a + i] : 0.0;
+          double* sum = sums.data() + u * size;
+          for (int64_t i = 0; i < m; ++i) sum[(i & (lanes - 1)) * cells + cell[i]] += inside[i] ? wp[a + i] : 0.0;
         } else {
-          int64_t* count = counts.data() + u * cells;
-          for (int64_t i = 0; i < m; ++i) count[cell[i]] += inside[i];
+          int64_t* count = counts.data() + u * size;
+          for (int64_t i = 0; i < m; ++i) count[(i & (lanes - 1)) * cells + cell[i]] += inside[i];
         }
       }
     }
@@ -1121,11 +1123,11 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
     for (int64_t c = 0; c < cells; ++c) {
       if (weighted) {
         double s = 0.0;
-        for (int64_t k = 0; k < chunks; ++k) s += sums[(r * chunks + k) * cells + c];
+        for (int64_t k = 0; k < chunks * lanes; ++k) s += sums[(r * chunks * lanes + k) * cells + c];
         op[r * cells + c] = s;
       } else {
         int64_t s = 0;
-        for (int64_t k = 0; k < chunks; ++k) s += counts[(r * chunks + k) * cells + c];
+        for (int64_t k = 0; k < chunks * lanes; ++k) s += counts[(r * chunks * lanes + k) * cells + c];
         op[r * cells + c] = double(s);
       }
     }
