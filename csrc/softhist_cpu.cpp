@@ -385,6 +385,25 @@ void load_coordinates(const scalar_t* xs, int64_t D, int64_t m, double* out) {
   for (int64_t i = 0; i < m; ++i) out[i] = double(xs[i * D]);
 }
 
+// The last k in [-1, B] with e_k <= v (upper_bound - 1) for non-decreasing edges e_0..e_B, v
+// finite. A guess from equal widths, checked against the edges, answers for equal-width bins
+// and near them without a search; other edges fall back to binary search.
+struct EdgeSearch {
+  const double* e;
+  int64_t B;
+  double inv_width;  // 0 where the span cannot be inverted: every guess is checked anyway
+  EdgeSearch(const double* edges, int64_t bins) : e(edges), B(bins) {
+    const double inv = double(bins) / (edges[bins] - edges[0]);
+    inv_width = std::isfinite(inv) ? inv : 0.0;
+  }
+  int64_t last_at_or_below(double v) const {
+    const double g = (v - e[0]) * inv_width;
+    const int64_t k = int64_t(std::floor(g >= -1.0 ? std::min(g, double(B)) : -1.0));  // NaN: -1
+    if ((k < 0 || e[k] <= v) && (k == B || v < e[k + 1])) return k;
+    return int64_t(std::upper_bound(e, e + B + 1, v) - e) - 1;
+  }
+};
+
 // A sample's position on a table axis's grid of Q points per bin, counted from the stored first
 // bin: g = ((x - lo) * scale + J) * Q. Its integer part k holds both the stored first bin of the
 // window (k / Q: the bin J below the sample's, stored 2J further) and the table row (k mod Q);
@@ -430,11 +449,11 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
   }
   if (a.kind == HARD) {  // the indicator of the sample's bin, e_k <= x < e_{k+1} (the last bin closed)
     const double* e = a.edges;
+    const EdgeSearch search(e, a.bins);
     for (int64_t i = 0; i < m; ++i) {
       const double v = xs[i];
-      const bool ok = v >= e[0] && v <= e[a.bins];
-      const int64_t k = int64_t(std::upper_bound(e, e + a.bins + 1, v) - e) - 1;
-      first[i] = int32_t(ok ? std::min(k, a.bins - 1) : 0);
+      const bool ok = v >= e[0] && v <= e[a.bins];  // false for NaN
+      first[i] = int32_t(ok ? std::min(search.last_at_or_below(v), a.bins - 1) : 0);
       w.mass[i] = 1.0, w.dx[i] = 0.0, w.dh[i] = 0.0;
       valid[i] &= uint8_t(ok);
     }
@@ -456,11 +475,12 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
   } else {
     const double* e = a.edges;
     const double reach = a.support * a.h, inv_h = 1.0 / a.h;
+    const EdgeSearch search(e, a.bins);
     for (int64_t i = 0; i < m; ++i) {
       double v = xs[i];
       bool ok = v > e[0] - reach && v < e[a.bins] + reach;
       v = ok ? v : e[0];
-      int64_t s = int64_t(std::upper_bound(e, e + a.bins + 1, v - reach) - e) - 1;
+      int64_t s = search.last_at_or_below(v - reach);
       s = std::min(std::max<int64_t>(s, 0), a.bins + 1 - K);
       first[i] = int32_t(s);
       for (int64_t p = 0; p < K; ++p) z[i * K + p] = (e[s + p] - v) * inv_h;
@@ -1047,15 +1067,6 @@ int64_t histc_bin(scalar_t x, scalar_t lo, scalar_t hi, scalar_t bins, int64_t B
   return std::min(int64_t(pos), B - 1);
 }
 
-// numpy's rule for v in [e_0, e_B]: the last k with e_k <= v, the last bin closed. A guess from
-// equal widths, checked against the edges, is right for equal-width bins (and near them); other
-// edges fall back to binary search.
-inline int64_t edge_bin(const double* e, int64_t B, double inv_width, double v) {
-  const int64_t k = int64_t(std::min(std::max((v - e[0]) * inv_width, 0.0), double(B - 1)));
-  if (e[k] <= v && (k == B - 1 || v < e[k + 1])) return k;
-  return std::min<int64_t>(int64_t(std::upper_bound(e, e + B + 1, v) - e) - 1, B - 1);
-}
-
 template <typename scalar_t>
 Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const double* e, const std::vector<int64_t>& bins,
                  const std::vector<double>& ranges, bool histc_rule) {
@@ -1096,11 +1107,11 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
             }
           } else {
             const double* ed = e + offsets[d];
-            const double inv = double(B) / (ed[B] - ed[0]), inv_width = std::isfinite(inv) ? inv : 0.0;  // equal edges: search
-            for (int64_t i = 0; i < m; ++i) {
+            const EdgeSearch search(ed, B);
+            for (int64_t i = 0; i < m; ++i) {  // numpy's rule: e_k <= v < e_{k+1}, the last bin closed
               const double v = double(xs[i * D]);
               const bool ok = v >= ed[0] && v <= ed[B];  // false for NaN
-              cell[i] += ok ? edge_bin(ed, B, inv_width, v) * stride : 0;
+              cell[i] += ok ? std::min(search.last_at_or_below(v), B - 1) * stride : 0;
               inside[i] &= uint8_t(ok);
             }
           }
