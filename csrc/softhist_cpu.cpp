@@ -242,32 +242,23 @@ inline v8d load8(const float* p) {
   return __builtin_convertvector(v, v8d);
 }
 
-// Table rows: out[i, :] = factor * (tab[q_i, 0, :] + t_i * tab[q_i, 1, :]) for a (Q, 2, W8) float table.
-SOFTHIST_HOT void lerp_rows(const float* tab, int64_t w8, const int32_t* q, const float* t, int64_t m, double factor, double* out) {
-  if (w8 == 8) {  // the common window: one vector per row
-    for (int64_t i = 0; i < m; ++i) {
-      const float* row = tab + int64_t(q[i]) * 16;
-      store8(out + i * 8, factor * (load8(row) + double(t[i]) * load8(row + 8)));
-    }
-    return;
-  }
-  for (int64_t i = 0; i < m; ++i) {
-    const float* row = tab + int64_t(q[i]) * 2 * w8;
-    const double ti = t[i];
-    double* o = out + i * w8;
-#pragma omp simd
-    for (int64_t j = 0; j < w8; ++j) o[j] = factor * (double(row[j]) + ti * double(row[w8 + j]));
-  }
+// Table rows are (value, step) pairs of w8 floats each (w8 a multiple of 8), interpolated in
+// float64: eight columns from j of the row at t are row[j..] + t * row[w8 + j..].
+inline v8d lerp8(const float* row, int64_t w8, int64_t j, double t) { return load8(row + j) + t * load8(row + w8 + j); }
+
+// Eight partial sums of sum_j G[j] * (the row at t)[j].
+inline v8d row_dot8(const double* G, const float* row, int64_t w8, double t) {
+  v8d acc = load8(G) * lerp8(row, w8, 0, t);
+  for (int64_t j = 8; j < w8; j += 8) acc += load8(G + j) * lerp8(row, w8, j, t);
+  return acc;
 }
 
-// sum_j g[j] * (row[j] + t * row[w8 + j]) for a table row of w8 (a multiple of 8) columns.
-inline double lerp_dot(const double* g, const float* row, int64_t w8, float t) {
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int64_t j = 0; j < w8; j += 8) {
-#pragma omp simd
-    for (int k = 0; k < 8; ++k) acc[k] += g[j + k] * double(row[j + k] + t * row[w8 + j + k]);
+// out[i, :] = factor * (row q_i at t_i) for a (Q, 2, w8) float table.
+SOFTHIST_HOT void lerp_rows(const float* tab, int64_t w8, const int32_t* q, const float* t, int64_t m, double factor, double* out) {
+  for (int64_t i = 0; i < m; ++i) {
+    const float* row = tab + int64_t(q[i]) * 2 * w8;
+    for (int64_t j = 0; j < w8; j += 8) store8(out + i * w8 + j, factor * lerp8(row, w8, j, t[i]));
   }
-  return tree8(acc);
 }
 
 // --------------------------------------------------------------------------------- the plan
@@ -276,6 +267,11 @@ constexpr int64_t INTS_PER_AXIS = 6;    // kind, kernel, bins, width, q, reach
 constexpr int64_t FLOATS_PER_AXIS = 4;  // lo, scale, bandwidth, support
 constexpr int64_t BLOCK = 256;          // samples whose windows are computed together
 constexpr int64_t LANES = 4;            // interleaved partial histograms of one-axis forwards (a power of 2)
+
+// Lanes for a histogram of `cells` 8-byte cells: LANES interleaved copies while they fit in L1
+// (sample i adds into copy i % LANES, so consecutive samples rarely update the same cell, whose
+// store would stall the next load), one copy past that, where the extra traffic costs more.
+inline int64_t lanes_for(int64_t cells) { return LANES * cells <= 4096 ? LANES : 1; }
 
 struct Axis {
   int64_t kind, kernel, bins;
@@ -580,8 +576,7 @@ SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m
   for (int64_t i = 0; i < m; ++i) {
     const float* row = a.mass + b.q[i] * row_size;
     double* h = hist + (i & (lanes - 1)) * lane_size + b.bin[i];
-    const double t = b.t[i], w = b.w[i];
-    for (int64_t j = 0; j < w8; j += 8) store8(h + j, load8(h + j) + w * (load8(row + j) + t * load8(row + w8 + j)));
+    for (int64_t j = 0; j < w8; j += 8) store8(h + j, load8(h + j) + b.w[i] * lerp8(row, w8, j, b.t[i]));
   }
 }
 
@@ -590,14 +585,7 @@ SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m
 // in flight), then their sums times the sample's factor (0 where it reaches no bin).
 SOFTHIST_HOT void table_1d_dots(const Axis& a, const TableBlock& b, const float* tab, const double* g, int64_t m, double* P) {
   const int64_t w8 = a.cells, row_size = 2 * w8;
-  for (int64_t i = 0; i < m; ++i) {
-    const double* G = g + b.bin[i];
-    const float* row = tab + b.q[i] * row_size;
-    const double t = b.t[i];
-    v8d acc = load8(G) * (load8(row) + t * load8(row + w8));
-    for (int64_t j = 8; j < w8; j += 8) acc += load8(G + j) * (load8(row + j) + t * load8(row + w8 + j));
-    store8(P + 8 * i, acc);
-  }
+  for (int64_t i = 0; i < m; ++i) store8(P + 8 * i, row_dot8(g + b.bin[i], tab + b.q[i] * row_size, w8, b.t[i]));
 }
 
 // dL/dx = w scale (du row . G), dL/dw = (mass row . G), dL/dh += w scale (dhb row . G).
@@ -626,13 +614,9 @@ SOFTHIST_HOT void table_1d_backward(const Axis& a, const TableBlock& b, const do
 SOFTHIST_HOT void gradient_table(const Axis& a, const float* tab, const double* g, double* gv) {
   const int64_t w8 = a.cells, Q = a.q, span = a.bins + 2 * a.reach;
   torch::stable::parallel_for(0, span, 16, [&](int64_t n0, int64_t n1) {
-    std::vector<double> row(w8);
     for (int64_t n = n0; n < n1; ++n) {
-      const double* G = g + n;
-      for (int64_t q = 0; q <= Q; ++q) {
-        const float* r = tab + std::min(q, Q - 1) * 2 * w8;
-        const float t = q == Q ? 1.0f : 0.0f;
-        gv[n * (Q + 1) + q] = lerp_dot(G, r, w8, t);
+      for (int64_t q = 0; q <= Q; ++q) {  // q = Q: the last row at t = 1
+        gv[n * (Q + 1) + q] = sum8(row_dot8(g + n, tab + std::min(q, Q - 1) * 2 * w8, w8, q == Q ? 1.0 : 0.0));
       }
     }
   });
@@ -705,10 +689,7 @@ void block_weights(const scalar_t* w, int64_t m, double* out) {
 // ------------------------------------------------------------------------------- forward op
 template <typename scalar_t>
 Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const Plan& p) {
-  // One-axis histograms of few bins keep LANES interleaved copies per chunk (sample i adds into
-  // copy i % LANES): consecutive samples then rarely update overlapping cells, whose stores stall
-  // the next loads. Past L1-sized copies the extra traffic costs more than the stalls.
-  const int64_t D = p.dims, lanes = D == 1 && LANES * p.stored <= 4096 ? LANES : 1, size = lanes * p.stored;
+  const int64_t D = p.dims, lanes = D == 1 ? lanes_for(p.stored) : 1, size = lanes * p.stored;  // 2-D: no gain measured
   const int64_t chunks = chunks_per_row(p, size), units = p.rows * chunks;
   std::unique_ptr<double[]> partial(new double[units * size]);  // each unit zeroes its own
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -1077,9 +1058,7 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
   for (int64_t d = 0; d < D; ++d) offsets[d] = edge_total, edge_total += bins[d] + 1;
   int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((n + 65535) / 65536, 64 / std::max<int64_t>(rows, 1)));
   chunks = std::min<int64_t>(chunks, std::max<int64_t>(1, (int64_t(32) << 20) / std::max<int64_t>(8 * rows * cells, 1)));
-  // LANES interleaved copies while they fit in L1 (as the soft forward): runs of samples in one
-  // cell (sorted or constant data) then do not wait on each other's increments.
-  const int64_t units = rows * chunks, lanes = LANES * cells <= 4096 ? LANES : 1, size = lanes * cells;
+  const int64_t units = rows * chunks, lanes = lanes_for(cells), size = lanes * cells;  // sorted or constant data
   const bool weighted = weight.has_value();
   std::vector<int64_t> counts(weighted ? 0 : units * size, 0);
   std::vector<double> sums(weighted ? units * size : 0, 0.0);
