@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import softhist
+from softhist import _plan
 from softhist.kernels import KERNELS
 
 triton = pytest.importorskip("triton")
@@ -257,7 +258,7 @@ def test_table_strategy_forward(weighted):
     x = rand(2, 40_000, dtype=torch.float32)
     x[0, ::97] = float("nan")
     w = rand(2, 40_000, dtype=torch.float32, lo=0, hi=2) if weighted else None
-    binning = _torch_backend.Binning(KERNELS["gaussian"], "soft", (_torch_backend.Axis(8, 0.5 / 8, (0.0, 1.0)),))
+    binning = _plan.Binning(KERNELS["gaussian"], "soft", (_plan.Axis(8, 0.5 / 8, (0.0, 1.0)),))
     assert _torch_backend._plan_table(x.view(2, -1, 1), binning) is not None
     outs = [softhist.histc(x, 8, 0, 1, weight=w, dim=1, backend=b) for b in ("torch", "triton")]
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-6, atol=0)

@@ -6,7 +6,7 @@ import torch
 from torch.autograd import gradcheck
 
 import softhist
-from softhist import _torch_backend, reference
+from softhist import _plan, _torch_backend, reference
 from softhist.kernels import KERNELS
 
 KERNEL_NAMES = sorted(KERNELS)
@@ -55,7 +55,7 @@ def test_float32_table_gradients_equal_reference(kernel):
     x = (torch.rand(n) * 1.2 - 0.1).requires_grad_()
     w = torch.rand(n, requires_grad=True)
     h = torch.tensor(0.5 / bins, requires_grad=True)
-    binning = _torch_backend.Binning(KERNELS[kernel], "soft", (_torch_backend.Axis(bins, h.item(), (0.0, 1.0)),))
+    binning = _plan.Binning(KERNELS[kernel], "soft", (_plan.Axis(bins, h.item(), (0.0, 1.0)),))
     assert _torch_backend._plan_table(x.detach().view(1, -1, 1), binning) is not None
     g = torch.randn(bins)
     ours = torch.autograd.grad(softhist.histc(x, bins, 0, 1, kernel=kernel, bandwidth=h, weight=w), (x, w, h), g)

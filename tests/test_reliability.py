@@ -11,7 +11,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import softhist
-from softhist import _torch_backend, reference
+from softhist import _plan, _torch_backend, reference
 from softhist.kernels import KERNELS
 
 F64 = torch.float64
@@ -30,10 +30,10 @@ def largest_allocation(fn) -> int:
 @pytest.mark.parametrize("kernel", sorted(KERNELS))
 @pytest.mark.parametrize("bandwidth", [0.01, 1.0, 100.0, 1e30])
 def test_window_never_holds_more_than_every_edge(kernel, bandwidth):
-    axis = _torch_backend.Axis(64, bandwidth, (0.0, 1.0))
-    assert _torch_backend._window(axis, KERNELS[kernel], None) <= 65
+    axis = _plan.Axis(64, bandwidth, (0.0, 1.0))
+    assert _plan.window_edges(axis, KERNELS[kernel], None) <= 65
     edges = torch.linspace(0, 1, 65, dtype=F64) ** 2
-    assert _torch_backend._window(_torch_backend.Axis(64, bandwidth), KERNELS[kernel], edges) <= 65
+    assert _plan.window_edges(_plan.Axis(64, bandwidth), KERNELS[kernel], edges) <= 65
 
 
 @pytest.mark.parametrize("kernel", ["gaussian", "box", "bspline"])
@@ -68,8 +68,8 @@ def test_wide_bandwidth_costs_no_more_than_the_dense_formula():
 
 
 def _binning(dims, bins, bandwidth):
-    axes = tuple(_torch_backend.Axis(bins, bandwidth, (0.0, 1.0)) for _ in range(dims))
-    return _torch_backend.Binning(KERNELS["gaussian"], "soft", axes)
+    axes = tuple(_plan.Axis(bins, bandwidth, (0.0, 1.0)) for _ in range(dims))
+    return _plan.Binning(KERNELS["gaussian"], "soft", axes)
 
 
 def cdf_evaluations(monkeypatch, kernel: str, fn) -> int:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import softhist
-from softhist import _torch_backend, reference
+from softhist import _plan, _torch_backend, reference
 from softhist.kernels import KERNELS
 
 from conftest import reference_rows
@@ -43,7 +43,7 @@ def test_float32_table_strategy_equals_reference(kernel, bandwidth_in_bins):
     x = torch.rand(n) * 1.2 - 0.1
     w = torch.rand(n)
     bandwidth = bandwidth_in_bins / bins
-    binning = _torch_backend.Binning(KERNELS[kernel], "soft", (_torch_backend.Axis(bins, bandwidth, (0.0, 1.0)),))
+    binning = _plan.Binning(KERNELS[kernel], "soft", (_plan.Axis(bins, bandwidth, (0.0, 1.0)),))
     assert _torch_backend._plan_table(x.view(1, -1, 1), binning) is not None  # this size takes the table path
     ours = softhist.histc(x, bins, 0, 1, kernel=kernel, bandwidth=bandwidth, weight=w)
     expected = reference.soft_histogram(x.double(), torch.linspace(0, 1, bins + 1, dtype=torch.float64), bandwidth, kernel, w.double())

@@ -26,7 +26,8 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from . import _torch_backend
-from ._torch_backend import Binning, Engine, Kernel, _window, accumulation_dtype, table_points
+from ._plan import Binning, Engine, accumulation_dtype, table_points, window_edges
+from .kernels import Kernel
 from .kernels import KERNELS
 
 __all__ = ["CPP_ENGINE", "unavailable_reason"]
@@ -77,7 +78,7 @@ def _table_size(kernel: Kernel, bandwidth_bins: float) -> Optional[Tuple[int, in
     """``(Q, J)`` of the sub-bin table for a bandwidth of ``bandwidth_bins`` bin widths, or None
     when it would be too large (very narrow or very wide kernels take the exact windows).
 
-    ``Q`` is the power of two at or above :func:`._torch_backend.table_points`, the torch engine's
+    ``Q`` is the power of two at or above :func:`._plan.table_points`, the torch engine's
     bound, so ``(u - floor u) * Q`` is exact; a sample reaches ``J = ceil(T * hb)`` bins on each side.
     """
     if not math.isfinite(kernel.pdf_slope):
@@ -141,7 +142,7 @@ def _plan(x: Tensor, edges: Sequence[Tensor], binning: Binning, smooth_gradients
             else:
                 width = math.ceil(2.0 * kernel.support * bandwidth_bins) + 2
         else:
-            width = _window(axis, kernel, e)
+            width = window_edges(axis, kernel, e)
         if kind in (EXACT_UNIFORM, EXACT_EDGES):
             width = max(2, min(width, axis.bins + 1))  # never wider than the axis: cost <= dense
         ints += [kind, KERNEL_IDS[kernel.name], axis.bins, width, size, reach]

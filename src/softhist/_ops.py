@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 from . import _torch_backend
-from ._torch_backend import Axis, Binning, accumulation_dtype, hard_bins, hard_cells
+from ._plan import Axis, Binning, accumulation_dtype, window_edges
+from ._torch_backend import hard_bins, hard_cells
 from .kernels import get_kernel
 
 __all__ = ["differentiable_histogram", "hard", "hard_histogram", "soft", "soft_histogram"]
@@ -234,7 +235,7 @@ def _windows(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequ
             first, width = pos, 1
             axes.append((valid.to(acc).unsqueeze(1), None, None, None))
         else:
-            count = max(2, min(_torch_backend._window(axis, kernel, e.detach()), axis.bins + 1))
+            count = max(2, min(window_edges(axis, kernel, e.detach()), axis.bins + 1))
             reach = kernel.support * axis.bandwidth
             first = torch.searchsorted(e.detach(), (column.detach() - reach).contiguous(), right=True) - 1
             first = first.clamp(0, axis.bins + 1 - count)

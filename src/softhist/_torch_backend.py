@@ -28,12 +28,13 @@ import itertools
 import math
 import string
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
+from ._plan import Axis, Binning, Engine, accumulation_dtype, table_points, window_edges
 from .kernels import Kernel
 
 NAME = "torch"  # the backend= value that selects this engine
@@ -47,73 +48,6 @@ _SUM_DTYPE = torch.float64
 _TABLE_MAX_Q = 8192
 _TABLE_MAX_POINTS = 1 << 23  # two float64 grids of 64 MiB
 _TABLE_CACHED_POINTS = 1 << 21  # two float64 grids of 16 MiB: about what stays in cache
-_TABLE_TOLERANCE = 2.0**-24
-_GRADIENT_TOLERANCE = 2.0**-21
-
-
-@dataclass(frozen=True)
-class Axis:
-    """One histogram axis: its bin count, bandwidth (as a float, to size windows) and,
-    when its edges split ``(lo, hi)`` evenly, that range."""
-
-    bins: int
-    bandwidth: float
-    uniform: Optional[Tuple[float, float]] = None
-
-    @property
-    def scale(self) -> float:
-        """Bins per data unit (uniform axes)."""
-        lo, hi = self.uniform
-        return self.bins / (hi - lo)
-
-
-@dataclass(frozen=True)
-class Binning:
-    """Everything about a call that is not a tensor.
-
-    ``kernels`` holds one kernel per axis (a single :class:`Kernel` is taken for
-    every axis). ``mode`` is the call's: ``"soft"``, ``"straight_through"`` or
-    ``"hard"``. ``hard_axes`` marks, per axis, an axis binned hard inside a soft or
-    straight-through histogram: its factor is the indicator of the sample's bin
-    (by ``hard_rule``, against the edges the engine receives) and that axis's
-    coordinate, edges and bandwidth get no gradient; its kernel is not used.
-    ``hard_rule`` picks how hard counts assign samples: ``"histc"`` (torch.histc's
-    arithmetic) or ``"edges"`` (compare with the edges, as numpy does).
-    """
-
-    kernels: Tuple[Kernel, ...]
-    mode: str
-    axes: Tuple[Axis, ...]
-    hard_rule: str = "edges"
-    hard_axes: Tuple[bool, ...] = ()
-
-    def __post_init__(self) -> None:
-        dims = len(self.axes)
-        if isinstance(self.kernels, Kernel):
-            object.__setattr__(self, "kernels", (self.kernels,) * dims)
-        if not self.hard_axes:
-            object.__setattr__(self, "hard_axes", (False,) * dims)
-        if len(self.kernels) != dims or len(self.hard_axes) != dims:
-            raise ValueError(
-                f"Binning needs one kernel and one hard flag per axis ({dims}), "
-                f"got {len(self.kernels)} and {len(self.hard_axes)}"
-            )
-
-    @property
-    def shape(self) -> Tuple[int, ...]:
-        return tuple(axis.bins for axis in self.axes)
-
-    @property
-    def kernel(self) -> Kernel:
-        """The kernel of a call whose axes all share one (1-D calls, the table strategy)."""
-        if any(k != self.kernels[0] for k in self.kernels[1:]):
-            raise ValueError(f"the axes use different kernels: {[k.name for k in self.kernels]}")
-        return self.kernels[0]
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; everything narrower accumulates in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _chunks(total: int, size: int) -> Iterator[Tuple[int, int]]:
@@ -213,25 +147,6 @@ def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor],
 # --------------------------------------------------------------------------- window strategy
 
 
-def _window(axis: Axis, kernel: Optional[Kernel], edges: Optional[Tensor]) -> int:
-    """Edges per sample window along one axis: enough to cover the support ``[x - T*h, x + T*h]``,
-    and never more than the ``B + 1`` edges of the axis, so a sample costs at most what the dense
-    formula costs (a window of every edge, starting at the first, is exact for any sample); two
-    (one bin) for a hard axis (``kernel=None``).
-
-    For non-uniform edges this reads the edges once (a host sync).
-    """
-    if kernel is None:  # a hard axis: the sample's own bin
-        return 2
-    reach = 2.0 * kernel.support * axis.bandwidth
-    if axis.uniform is not None:
-        span = reach * axis.scale
-        return axis.bins + 1 if span >= axis.bins else min(math.ceil(span) + 2, axis.bins + 1)
-    e = edges.detach().to(torch.float64)
-    most = int((torch.searchsorted(e, e + reach, right=True) - torch.arange(e.numel(), device=e.device)).max())
-    return min(most + 4, axis.bins + 1)
-
-
 def _window_positions(xc: Tensor, edges: Tensor, axis: Axis, kernel: Kernel, width: int) -> Tuple[Tensor, Tensor]:
     """First slot ``(m,)`` of each sample's window along one axis, and ``z = (e - x) / h`` at its ``K`` edges.
 
@@ -294,7 +209,7 @@ class _WindowPlan:
         self.acc = accumulation_dtype(x.dtype)
         self.edges = [e.detach().to(self.acc) for e in edges]
         self.kernels = [None if hard else k for k, hard in zip(binning.kernels, binning.hard_axes)]
-        self.widths = [_window(a, k, e) for a, k, e in zip(binning.axes, self.kernels, self.edges)]
+        self.widths = [window_edges(a, k, e) for a, k, e in zip(binning.axes, self.kernels, self.edges)]
         self.window_shape = [k - 1 for k in self.widths]
         self.window_cells = math.prod(self.window_shape)
         self.sizes = [a.bins + 2 * k for a, k in zip(binning.axes, self.widths)]  # extended histogram
@@ -473,25 +388,6 @@ class _Table:
         return 2 * self.reach + 1
 
 
-@functools.lru_cache(maxsize=None)
-def table_points(kernel: Kernel, bandwidth_bins: float) -> float:
-    """Sub-positions per bin that a table of exact bin masses (and of their derivatives) needs for
-    linear interpolation to err by at most ``2**-24`` per unit of weight (``2**-21`` of the peak
-    for the derivatives), at a bandwidth of ``bandwidth_bins`` bin widths.
-
-    Linear interpolation errs by at most ``(1/Q)^2 / 8`` times the second derivative. In bin
-    units, with ``r = 1/hb``, a mass ``F((o+1-f)/hb) - F((o-f)/hb)`` has a second derivative of at
-    most ``2 r^2 max|f'|``, and its derivative one of at most ``2 r^3 max|f''|`` (counted only where
-    ``f'`` is continuous).
-    """
-    r = 1.0 / bandwidth_bins
-    q = r * math.sqrt(kernel.pdf_slope / (4.0 * _TABLE_TOLERANCE))
-    if math.isfinite(kernel.pdf_curvature):
-        peak = float(kernel.pdf(torch.zeros((), dtype=torch.float64)))
-        q = max(q, r * math.sqrt(kernel.pdf_curvature / (4.0 * _GRADIENT_TOLERANCE * peak)))
-    return q
-
-
 def _plan_table(x: Tensor, binning: Binning) -> Optional[_Table]:
     """The sub-bin grid for this call, or None when the window strategy must run."""
     if len(binning.axes) != 1 or binning.hard_axes[0] or x.dtype == torch.float64 or x.numel() == 0:
@@ -512,7 +408,7 @@ def _plan_table(x: Tensor, binning: Binning) -> Optional[_Table]:
     points = x.shape[0] * (axis.bins + 2 * reach) * q
     point_cost = 0.25 if points <= _TABLE_CACHED_POINTS else 2.0
     masses = x.shape[0] * (axis.bins + 2 * reach) * (2 * reach + 1)  # the matmul's output: wide kernels make it huge
-    if q > _TABLE_MAX_Q or max(points, masses) > _TABLE_MAX_POINTS or point_cost * points > _window(axis, kernel, None) * x.numel():
+    if q > _TABLE_MAX_Q or max(points, masses) > _TABLE_MAX_POINTS or point_cost * points > window_edges(axis, kernel, None) * x.numel():
         return None
     return _Table(q=q, reach=reach, pad=reach, scale=axis.scale, lo=axis.uniform[0])
 
@@ -652,22 +548,6 @@ def _table_backward(
 # --------------------------------------------------------------------------- autograd
 
 
-@dataclass(frozen=True)
-class Engine:
-    """A backend's histograms, as the functions the ops in :mod:`._ops` call.
-
-    ``forward(x, weight, edges, binning) -> (rows, *bins)`` in the accumulation dtype, and
-    ``backward(grad, x, weight, edges, binning, needs) -> (grad_x, grad_w, grad_h, grad_edges)``
-    where ``needs = (x, weight, bandwidth, per-axis edges)`` says which gradients to compute;
-    ``grad_h`` has shape ``(D,)`` and ``grad_edges`` holds one entry (or None) per axis.
-    ``hard(x, weight, edges, binning) -> (rows, *bins)``: exact counts in float64.
-    """
-
-    forward: Callable[..., Tensor]
-    backward: Callable[..., Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], List[Optional[Tensor]]]]
-    hard: Callable[..., Tensor] = hard_histogram
-
-
 def _soft_forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
     table = _plan_table(x, binning)
     if table is not None:
@@ -687,4 +567,4 @@ def _soft_backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Seq
     return grad_x, grad_w, None if grad_h is None else grad_h.view(1), [None]
 
 
-TORCH_ENGINE = Engine(_soft_forward, _soft_backward)
+TORCH_ENGINE = Engine(_soft_forward, _soft_backward, hard_histogram)

@@ -2,7 +2,7 @@
 
 Same contract as :mod:`._torch_backend` (``x: (rows, n, D)`` -> ``(rows, *bins)``) and
 the same windows: along axis ``d`` a sample touches the ``K_d - 1`` bins of its window
-(``K_d`` from :func:`._torch_backend._window`) and puts ``w * prod_d (F(z_hi) - F(z_lo))``
+(``K_d`` from :func:`._plan.window_edges`) and puts ``w * prod_d (F(z_hi) - F(z_lo))``
 into each of its ``prod_d (K_d - 1)`` cells. A program walks consecutive blocks of
 samples; a block is a ``[BLOCK, CELLS]`` tile, one sample per row and one window cell per
 column, so the kernel's CDF is evaluated only inside each sample's support.
@@ -38,16 +38,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._torch_backend import (
-    Binning,
-    Engine,
-    _plan_table,
-    _Table,
-    _window,
-    accumulation_dtype,
-    table_histogram,
-    table_stride,
-)
+from ._plan import Binning, Engine, accumulation_dtype, window_edges
+from ._torch_backend import _plan_table, _Table, hard_histogram, table_histogram, table_stride
 
 __all__ = ["TRITON_ENGINE", "unavailable_reason"]
 
@@ -546,7 +538,7 @@ class _Launch:
         acc = accumulation_dtype(x.dtype)
         edges = [e.detach().to(acc) for e in edges]
         kernels = [None if hard else k for k, hard in zip(binning.kernels, binning.hard_axes)]
-        windows = [_window(axis, k, e) - 1 for axis, k, e in zip(binning.axes, kernels, edges)]  # bins per window
+        windows = [window_edges(axis, k, e) - 1 for axis, k, e in zip(binning.axes, kernels, edges)]  # bins per window
         shape = binning.shape
         offsets = tuple(sum(e.numel() for e in edges[:d]) for d in range(dims))
         firsts = tuple(None if axis.uniform is not None else float(e[0]) for axis, e in zip(binning.axes, edges))
@@ -709,5 +701,5 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
     return grad_x, grad_w, grad_h, grad_e_list
 
 
-TRITON_ENGINE = Engine(_forward, _backward)
+TRITON_ENGINE = Engine(_forward, _backward, hard_histogram)
 

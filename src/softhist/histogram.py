@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import _cpp_backend, _ops, _torch_backend
-from ._torch_backend import Axis, Binning, accumulation_dtype
+from ._plan import accumulation_dtype
 from .kernels import KernelName, get_kernel
 
 if TYPE_CHECKING:
