@@ -225,12 +225,12 @@ def test_deterministic_mode_is_exact_to_fixed_point_and_repeatable():
 
 def test_auto_picks_triton_only_on_cuda():
     from softhist import _cpp_backend, _torch_backend, _triton_backend
-    from softhist.histogram import _select_backend
+    from softhist._ops import select_backend
 
     x = torch.zeros(3, device=DEVICE)
     on_cpu = _cpp_backend if softhist.backends()["cpp"] is None else _torch_backend  # the native kernels, where built
-    assert _select_backend(x, "auto") is (_triton_backend if DEVICE == "cuda" else on_cpu)
-    assert _select_backend(x, "triton") is _triton_backend
+    assert select_backend(x.device, "auto") is (_triton_backend if DEVICE == "cuda" else on_cpu)
+    assert select_backend(x.device, "triton") is _triton_backend
 
 
 def test_wide_windows_span_several_tiles():

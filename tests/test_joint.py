@@ -177,7 +177,7 @@ def test_soft_density_integrates_to_one():
         (lambda: softhist.histogramdd(torch.rand(5, 2), [3, torch.tensor([0.0, 0.0])]), ValueError, r"bins\[1\] must be strictly increasing"),
         (lambda: softhist.histogramdd(torch.rand(5, 2), [3, torch.tensor([0.0, 1.0])], range=[None, (0, 1)]), ValueError, r"range\[1\] must be None when bins\[1\] is an edges tensor"),
         (lambda: softhist.histogramdd(torch.rand(5, 0), 3), ValueError, r"at least one axis \(D >= 1\).*got shape \(5, 0\)"),
-        (lambda: softhist.histogramdd(torch.rand(5), 3), ValueError, r"input must have shape \(..., N, D\), got shape \(5,\)"),
+        (lambda: softhist.histogramdd(torch.tensor(0.5), 3), ValueError, r"input must have shape \(..., N, D\), got shape \(\)"),
         (lambda: softhist.histogramdd(torch.rand(5, 2), [3, 0]), ValueError, r"bins\[1\] must be a positive integer, got 0"),
         (lambda: softhist.histogramdd(torch.rand(5, 2), 3, weight=torch.rand(5, 2)), ValueError, r"weight must have the same shape as the input without its last dim, \(5,\)"),
         (lambda: softhist.histogramdd(torch.rand(5, 2), 3, bandwidth=[0.1]), ValueError, r"bandwidth must have one value per axis \(2\), got 1"),

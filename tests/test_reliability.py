@@ -135,7 +135,7 @@ def test_half_precision_hard_counts_are_exact_float32(dtype):
     assert zeros.grad.dtype == dtype
     dd, _ = softhist.histogramdd(torch.zeros(70_000, 2, dtype=dtype), 2, range=[(-1, 1), (-1, 1)], mode="hard")
     assert dd.dtype == torch.float32 and dd[1, 1].item() == 70_000
-    assert softhist.histc(torch.zeros(10, dtype=dtype), 4, -1, 1).dtype == dtype  # soft keeps the input's dtype
+    assert softhist.histc(torch.zeros(10, dtype=dtype), 4, -1, 1).dtype == torch.float32  # soft too
 
 
 # --------------------------------------------------------------------------- 4. tiny values
@@ -164,10 +164,19 @@ def test_soft_binning_beyond_the_dtype_says_so(call):
         call()
 
 
-def test_tiny_but_normal_bandwidths_still_work():
+def test_tiny_bandwidths_work_down_to_the_resolution_of_the_positions():
     x = torch.rand(50, dtype=F64)
-    hist = softhist.histc(x, 4, 0, 1, bandwidth=1e-300)
+    hist = softhist.histc(x, 4, 0, 1, bandwidth=1e-12)
     torch.testing.assert_close(hist, softhist.histc(x, 4, 0, 1, mode="hard"))
+    # A sample on an edge keeps half its mass in each bin, as long as the bandwidth resolves the
+    # rounding of its position; below that the bandwidth is refused, not silently rounded to 0 or 1.
+    for dtype, h in ((F64, 1e-13), (torch.float32, 1e-5)):
+        edge = torch.tensor([0.1, 0.7], dtype=dtype)
+        hist = softhist.histc(edge, 6, 0.1, 0.7, bandwidth=h, kernel="triangular")
+        assert abs(hist[0].item() - 0.5) < 0.1 and abs(hist[-1].item() - 0.5) < 0.1, hist
+    for dtype, h in ((F64, 1e-300), (F64, 1e-17), (torch.float32, 1e-9)):
+        with pytest.raises(ValueError, match="below the resolution"):
+            softhist.histc(torch.rand(5, dtype=dtype), 4, 0, 1, bandwidth=h)
 
 
 # --------------------------------------------------------------------------- 5. numpy's semantics
@@ -313,7 +322,7 @@ def test_api_parity_with_torch_and_numpy():
         (lambda: softhist.histc(torch.rand(3, 10), 4, 0, 1, dim=1.0), TypeError, r"dim must be an int or a sequence of ints, got 1.0"),
         (lambda: softhist.histogram(torch.rand(10), 4, density="yes"), TypeError, r"density must be a bool, got 'yes'"),
         (lambda: softhist.histogramdd(torch.rand(10, 2), 4, density="no"), TypeError, r"density must be a bool, got 'no'"),
-        (lambda: softhist.histc(torch.rand(10), 10**30), ValueError, r"bins must be a positive integer of at most 2\*\*40, got 10{30}"),
+        (lambda: softhist.histc(torch.rand(10), 10**30), ValueError, r"bins must be a positive integer of at most 2\*\*30 - 256 \(what the engines index\), got 10{30}"),
         (lambda: softhist.histc(torch.rand(10), 4, 0, 1, weight=torch.rand(10, device="meta")), ValueError,
          r"weight must be on the input's device \(cpu\), got device meta"),
         (lambda: softhist.histc(torch.rand(10), 4, torch.tensor([0.0, 1.0]), 1), TypeError, r"histc range \(min\) must be a real number"),

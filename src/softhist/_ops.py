@@ -1,13 +1,20 @@
-"""softhist's engines as PyTorch operators: ``torch.ops.softhist.{soft, soft_backward, hard, hard_backward}``.
+"""softhist's engines as PyTorch operators, and the one place that picks an engine.
 
-Every histogram the public functions compute goes through one of these ``torch.library`` custom
-ops. Each has a fake (meta) kernel, so ``torch.compile``, ``torch.export`` and meta tensors see
-shapes without running an engine; registered autograd; and a vmap rule, so ``torch.func.grad``,
-``vmap`` and ``jacrev`` work. Whatever an engine reads on the host (the bandwidth's value to size
-windows, non-uniform edges) it reads inside the op, where it breaks no graph.
+Every histogram the public functions compute runs :func:`run_soft` or :func:`run_hard` on a
+:class:`._plan.Binning`, the call's description. This module owns:
+
+* **dispatch**: :func:`select_backend` is the one place that maps ``backend=`` and the device to an
+  engine (native C++ on CPU, Triton on CUDA, torch anywhere);
+* **the ops** ``torch.ops.softhist.{soft, soft_backward, hard, hard_backward}``: ``torch.library``
+  custom ops with fake (meta) kernels, registered autograd and vmap rules, so ``torch.compile``,
+  ``torch.export``, meta tensors and ``torch.func`` see one op per histogram. They take the
+  description as its text (:attr:`._plan.Binning.spec`), by name;
+* **the eager path**: with no transform, compile or forward-mode AD active, the public functions
+  call the engine through one plain ``autograd.Function`` and skip the ops' dispatch layers, which
+  cost more than the engine on small inputs. Both paths run the same :func:`run_soft`.
 
 * ``soft``: soft and straight-through histograms, ``x: (rows, n, D)`` -> ``(rows, *bins)`` in the
-  accumulation dtype, on the engine the call selected (``"cpp"``, ``"triton"`` or ``"torch"``).
+  accumulation dtype.
 * ``soft_backward``: its first derivatives, by the same engine's fused backward pass.
 * ``hard``: exact counts in float64, differentiable in the weights; ``hard_backward``: that gradient.
 
@@ -15,78 +22,170 @@ Double backward: when a backward pass itself builds a graph (``create_graph=True
 ``torch.func`` transforms), the first derivatives are computed instead by :func:`differentiable_vjp`,
 the engines' VJP in plain torch ops that autograd differentiates again (``O(N x window)``
 memory), so second derivatives are exact for every kernel whose density is continuous. The box
-kernel's density jumps: it has no second derivative, and asking for one raises.
+kernel's density jumps: it has no second derivative, and asking for one raises. Forward-mode AD
+(``torch.autograd.forward_ad``, ``torch.func.jvp``, ``jacfwd``) runs :func:`histogram_jvp`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, List, Optional, Sequence, Tuple
+import warnings
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 from torch import Tensor
 
-from . import _torch_backend
-from ._plan import Axis, Binning, accumulation_dtype, window_edges
+from . import _checks, _cpp_backend, _torch_backend
+from ._plan import Binning, Engine, accumulation_dtype, binning_from_spec, window_edges
 from ._torch_backend import hard_bins, hard_cells
 from .kernels import get_kernel
 
-__all__ = ["differentiable_histogram", "hard", "hard_histogram", "soft", "soft_histogram"]
+__all__ = ["backends", "differentiable_histogram", "hard", "run_hard", "run_soft", "select_backend", "soft"]
 
 
-def _engine(backend: str):
-    if backend == "cpp":
-        from . import _cpp_backend
+# --------------------------------------------------------------------------- dispatch
 
-        return _cpp_backend.CPP_ENGINE
-    if backend == "triton":
+
+def select_backend(device: torch.device, backend: str):
+    """The one place that decides which engine runs, as its module (``NAME``, ``*_ENGINE``).
+
+    ``"auto"`` takes the native C++ kernels for CPU tensors and the fused Triton kernels for
+    CUDA tensors, where they are available, and the torch engine otherwise (saying once why,
+    when the native kernels are missing). ``"cpp"`` and ``"triton"`` never fall back: they
+    raise if their kernels cannot run on ``device``.
+    """
+    if backend == "torch":
+        return _torch_backend
+    on_cpu = device.type == "cpu"
+    if backend == "cpp" or (backend == "auto" and on_cpu):
+        reason = _cpp_backend.unavailable_reason()
+        if reason is None and on_cpu:
+            return _cpp_backend
+        if backend == "auto":
+            _say_once(f"{reason}; CPU histograms run on the slower torch engine (see the README's \"Installing\")")
+            return _torch_backend
+        raise ValueError(
+            f"backend='cpp' cannot run here: {reason or f'the input is on {device}, the native kernels take CPU tensors'}; "
+            "use backend='auto' or 'torch'"
+        )
+    if backend == "auto" and device.type != "cuda":
+        return _torch_backend
+    reason = triton_unavailable_reason(device)
+    if reason is None:
         from . import _triton_backend
 
-        return _triton_backend.TRITON_ENGINE
-    return _torch_backend.TORCH_ENGINE
+        return _triton_backend
+    if backend == "auto":
+        return _torch_backend
+    raise ValueError(f"backend='triton' cannot run here: {reason}; use backend='auto' or 'torch'")
 
 
-def _binning(
-    bandwidth: Optional[Tensor], edges: Sequence[Tensor], kernels: str, hard_axes: Sequence[bool],
-    uniform: Sequence[bool], lo: Sequence[float], hi: Sequence[float], hard_rule: str, mode: str,
-    acc: torch.dtype = torch.float64,
-) -> Binning:
-    """The engines' description of a call, from the ops' arguments. Reads the bandwidth's values
-    (a host sync, inside the op) and checks them, with the edges, as the public functions do."""
-    values = [0.0] * len(edges) if bandwidth is None else bandwidth.detach().double().tolist()
-    for d, (value, hard) in enumerate(zip(values, hard_axes)):
-        if bandwidth is not None and not hard and not (math.isfinite(value) and value > 0):
-            name = "bandwidth" if len(values) == 1 else f"bandwidth[{d}]"
-            raise ValueError(f"{name} must be positive and finite, got {value}")
-    for d, (e, flat) in enumerate(zip(edges, uniform)):
-        if not flat and mode != "hard" and e.device.type != "meta":  # hard counts take numpy's edges
-            e = e.detach()
-            # The public functions check the edges as given; under torch.compile they leave it to this
-            # (edges rounded to float32 may tie, which only empties a bin).
-            if not bool(torch.isfinite(e).all()) or not bool((e[1:] >= e[:-1]).all()):
-                name = "bins" if len(edges) == 1 else f"bins[{d}]"
-                raise ValueError(f"{name} must be finite and increasing, got {e.tolist() if e.numel() <= 8 else e}")
-    axes = tuple(Axis(e.numel() - 1, h, (a, b) if flat else None) for e, h, flat, a, b in zip(edges, values, uniform, lo, hi))
-    if mode != "hard" and bandwidth is not None:
-        for axis, e, hard in zip(axes, edges, hard_axes):
-            if not hard and e.device.type != "meta":
-                lo_, hi_ = axis.uniform if axis.uniform is not None else (float(e[0]), float(e[-1]))
-                _check_scales((hi_ - lo_) / axis.bins, axis.bandwidth, acc)
-    return Binning(tuple(get_kernel(k) for k in kernels.split(",")), mode, axes, hard_rule, tuple(hard_axes))
+_ENGINE_NAMES = {"torch": "TORCH_ENGINE", "cpp": "CPP_ENGINE", "triton": "TRITON_ENGINE"}
 
 
-def _check_scales(width: float, bandwidth: float, acc: torch.dtype) -> None:
-    """Soft binning divides by the bandwidth and by the bin width in ``acc``: both must be normal
-    numbers there, and their ratio must fit (a subnormal range or bandwidth would give inf or NaN)."""
-    info = torch.finfo(acc)
-    fits = lambda v: info.tiny <= v <= info.max / 1024  # noqa: E731
-    if not (fits(width) and fits(bandwidth) and fits(width / bandwidth) and fits(bandwidth / width)):
-        raise ValueError(
-            f"bandwidth={bandwidth!r} with bins {width!r} wide is out of {acc}'s range for soft binning "
-            f"(each and their ratio must lie in [{info.tiny:.3g}, {info.max / 1024:.3g}]); "
-            "rescale the data, pass float64 input, or use mode='hard'"
-        )
+def _engine(x: Tensor, backend: str) -> Engine:
+    module = select_backend(x.device, backend)
+    return getattr(module, _ENGINE_NAMES[module.NAME])
+
+
+def triton_unavailable_reason(device: Optional[torch.device]) -> Optional[str]:
+    try:
+        from . import _triton_backend
+    except ImportError as error:
+        return f"it needs the triton package ({error}); install it with `pip install softhist[triton]`"
+    return None if device is None else _triton_backend.unavailable_reason(torch.empty(0, device=device))
+
+
+_SAID: set = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        warnings.warn(f"softhist: {message}", RuntimeWarning, stacklevel=5)
+
+
+def backends() -> Dict[str, Optional[str]]:
+    """Which engines can run in this process: ``{name: None}`` where one can, else why not.
+
+    Example:
+        >>> import softhist
+        >>> softhist.backends()["torch"] is None
+        True
+    """
+    return {
+        "torch": None,
+        "cpp": _cpp_backend.unavailable_reason(),
+        "triton": triton_unavailable_reason(None) or (None if torch.cuda.is_available() else "no CUDA device"),
+    }
+
+
+# --------------------------------------------------------------------------- running a call
+
+
+def resolve(binning: Binning, bandwidth: Optional[Tensor], edges: Sequence[Tensor], acc: torch.dtype) -> Binning:
+    """The call's description as the engines read it: bandwidths read from their tensor (a host
+    sync, inside the op), explicit edges' values checked, and every soft axis's scales checked."""
+    hard_call, dims = binning.mode == "hard", len(edges)
+    for d, (axis, e) in enumerate(zip(binning.axes, edges)):
+        if axis.uniform is None:  # explicit edges: their values, once per call
+            _checks.check_edge_values(e, "bins" if dims == 1 else f"bins[{d}]", hard_call)
+    if bandwidth is not None:
+        values = bandwidth.detach().double().tolist()
+        _checks.check_bandwidths(values, binning.hard_axes)
+        binning = binning.with_bandwidths(values)
+    for axis, e, hard in zip(binning.axes, edges, binning.hard_axes):
+        if not (hard_call or hard):
+            # Equal-width bins: the bandwidth must also resolve positions on the range. Explicit
+            # (often learned) edges are taken as they come.
+            lo, hi = axis.uniform if axis.uniform is not None else (float(e[0]), float(e[-1]))
+            magnitude = max(abs(lo), abs(hi)) if axis.uniform is not None else 0.0
+            _checks.check_scales((hi - lo) / axis.bins, axis.bandwidth, magnitude, acc)
+    return binning
+
+
+def run_soft(x: Tensor, weight: Optional[Tensor], bandwidth: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str) -> Tensor:
+    """Soft (or straight-through) histograms ``(rows, *bins)`` of ``x: (rows, n, D)`` in the accumulation dtype."""
+    acc = accumulation_dtype(x.dtype)
+    engine = _engine(x, backend)
+    binning = resolve(binning, bandwidth, edges, acc)
+    edges = [e.to(acc) for e in edges]  # the engines compare and compute in the accumulation dtype
+    if binning.mode == "straight_through":
+        return engine.hard(x, weight, edges, binning).to(acc)
+    return engine.forward(x, weight, edges, binning)
+
+
+def run_soft_backward(grad, x, weight, bandwidth, edges, binning, backend, needs):
+    """``(dL/dx, dL/dweight, dL/dbandwidth, [dL/dedges])`` of :func:`run_soft` by the engine's fused
+    backward pass; entries not in ``needs = (x, weight, bandwidth, *edges)`` are None."""
+    acc = accumulation_dtype(x.dtype)
+    engine = _engine(x, backend)
+    binning = resolve(binning, bandwidth, edges, acc)
+    need_x, need_w, need_h, *need_edges = needs
+    grad_x, grad_w, grad_h, grad_e = engine.backward(
+        grad.contiguous(), x, weight, [e.to(acc) for e in edges], binning, (need_x, need_w, need_h, tuple(need_edges))
+    )
+    return (
+        grad_x.reshape(x.shape).to(x.dtype) if need_x else None,
+        grad_w.reshape(weight.shape).to(weight.dtype) if need_w else None,
+        grad_h.reshape(bandwidth.shape).to(bandwidth.dtype) if need_h else None,
+        [g.to(e.dtype, copy=True) if need else None for g, e, need in zip(grad_e, edges, need_edges)],  # engines may slice one buffer
+    )
+
+
+def run_hard(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str) -> Tensor:
+    """Exact counts (or weight sums) ``(rows, *bins)`` in float64 of ``x: (rows, n, D)``."""
+    engine = _engine(x, backend)
+    return engine.hard(x, weight, edges, resolve(binning, None, edges, torch.float64))
+
+
+def _bandwidths(binning: Binning, bandwidth: Optional[Tensor], like: Tensor) -> Tensor:
+    """The bandwidths as a ``(D,)`` tensor for the plain-torch formulas (given, or the plan's numbers)."""
+    if bandwidth is not None:
+        return bandwidth
+    return torch.tensor([axis.bandwidth for axis in binning.axes], dtype=accumulation_dtype(like.dtype), device=like.device)
 
 
 def _empty(like: Tensor, *shape: int, dtype: Optional[torch.dtype] = None) -> Tensor:
@@ -97,84 +196,96 @@ def _empty(like: Tensor, *shape: int, dtype: Optional[torch.dtype] = None) -> Te
 
 
 @torch.library.custom_op("softhist::soft", mutates_args=())
-def soft(
-    x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: List[Tensor], kernels: str, hard_axes: List[bool],
-    uniform: List[bool], lo: List[float], hi: List[float], hard_rule: str, straight_through: bool, backend: str,
-) -> Tensor:
-    """Soft (or straight-through) histograms ``(rows, *bins)`` of ``x: (rows, n, D)``, on ``backend``'s engine.
-
-    ``kernels``: one kernel name per axis, comma-separated; ``uniform[d]``: axis ``d``'s edges split
-    ``(lo[d], hi[d])`` evenly.
-    """
-    acc = accumulation_dtype(x.dtype)
-    binning = _binning(bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, "straight_through" if straight_through else "soft", acc)
-    edges = [e.to(acc) for e in edges]  # the engines compare and compute in the accumulation dtype
-    engine = _engine(backend)
-    return engine.hard(x, weight, edges, binning).to(acc) if straight_through else engine.forward(x, weight, edges, binning)
+def soft(x: Tensor, weight: Optional[Tensor], bandwidth: Optional[Tensor], edges: List[Tensor], spec: str, backend: str) -> Tensor:
+    """Soft (or straight-through) histograms ``(rows, *bins)`` of ``x: (rows, n, D)``, as ``spec``
+    (:attr:`._plan.Binning.spec`) describes them, on ``backend``'s engine. ``bandwidth``: the
+    per-axis bandwidths ``(D,)`` when they are tensors, else None (the numbers are in ``spec``)."""
+    return run_soft(x, weight, bandwidth, edges, binning_from_spec(spec), backend)
 
 
 @soft.register_fake
-def _(x, weight, bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, straight_through, backend):
+def _(x, weight, bandwidth, edges, spec, backend):
     return _empty(x, x.shape[0], *(e.shape[0] - 1 for e in edges), dtype=accumulation_dtype(x.dtype))
 
 
 @torch.library.custom_op("softhist::soft_backward", mutates_args=())
 def soft_backward(
-    grad: Tensor, x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: List[Tensor], kernels: str,
-    hard_axes: List[bool], uniform: List[bool], lo: List[float], hi: List[float], hard_rule: str, backend: str,
-    needs: List[bool],
+    grad: Tensor, x: Tensor, weight: Optional[Tensor], bandwidth: Optional[Tensor], edges: List[Tensor], spec: str,
+    backend: str, needs: List[bool],
 ) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
     """``(dL/dx, dL/dweight, dL/dbandwidth, [dL/dedges])`` of ``soft``; entries not in ``needs`` are empty."""
-    acc = accumulation_dtype(x.dtype)
-    binning = _binning(bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, "soft", acc)
-    need_x, need_w, need_h, *need_edges = needs
-    engine_edges = [e.to(acc) for e in edges]
-    grad_x, grad_w, grad_h, grad_e = _engine(backend).backward(grad, x, weight, engine_edges, binning, (need_x, need_w, need_h, tuple(need_edges)))
+    grad_x, grad_w, grad_h, grad_e = run_soft_backward(grad, x, weight, bandwidth, edges, binning_from_spec(spec), backend, needs)
     return (
-        _empty(x, 0) if grad_x is None else grad_x.reshape(x.shape).to(x.dtype),
-        _empty(x, 0) if grad_w is None else grad_w.reshape(weight.shape).to(weight.dtype),
-        _empty(bandwidth, 0) if grad_h is None else grad_h.reshape(bandwidth.shape).to(bandwidth.dtype),
-        [_empty(e, 0) if g is None else g.to(e.dtype, copy=True) for g, e in zip(grad_e, edges)],  # engines may slice one buffer
+        _empty(x, 0) if grad_x is None else grad_x,
+        _empty(x, 0) if grad_w is None else grad_w,
+        _empty(x, 0) if grad_h is None else grad_h,
+        [_empty(e, 0) if g is None else g for g, e in zip(grad_e, edges)],
     )
 
 
 @soft_backward.register_fake
-def _(grad, x, weight, bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, backend, needs):
+def _(grad, x, weight, bandwidth, edges, spec, backend, needs):
     need_x, need_w, need_h, *need_edges = needs
     return (
         x.new_empty(x.shape if need_x else (0,)),
         x.new_empty(weight.shape if need_w else (0,)),
-        bandwidth.new_empty(bandwidth.shape if need_h else (0,)),
+        x.new_empty(bandwidth.shape if need_h else (0,), dtype=bandwidth.dtype if need_h else x.dtype),
         [e.new_empty(e.shape if need else (0,)) for e, need in zip(edges, need_edges)],
     )
 
 
+def _soft_needs(ctx, weight: Optional[Tensor], bandwidth: Optional[Tensor], edge_needs: Sequence[bool]) -> List[bool]:
+    need_x, need_w, need_h = ctx.needs_input_grad[:3]
+    return [bool(need_x), bool(need_w) and weight is not None, bool(need_h) and bandwidth is not None, *map(bool, edge_needs)]
+
+
+def _soft_grads(ctx, grad: Tensor, needs: List[bool]):
+    """The soft histogram's VJP for ``ctx`` (saved ``x, weight, bandwidth, *edges``; ``ctx.binning``,
+    ``ctx.backend``): the fused backward pass, or the differentiable formula when the caller
+    differentiates this backward (grad mode on)."""
+    x, weight, bandwidth, *edges = ctx.saved_tensors
+    binning = ctx.binning
+    if torch.is_grad_enabled():  # the caller differentiates this backward: the VJP in plain torch ops
+        binning = resolve(binning, bandwidth, edges, accumulation_dtype(x.dtype))
+        grad_x, grad_w, grad_h, grad_e = differentiable_vjp(grad, x, weight, _bandwidths(binning, bandwidth, x), edges, binning)
+        return (
+            grad_x.to(x.dtype) if needs[0] else None,
+            grad_w.to(weight.dtype) if needs[1] else None,
+            grad_h.to(bandwidth.dtype) if needs[2] else None,
+            [g.to(e.dtype) if need else None for g, e, need in zip(grad_e, edges, needs[3:])],
+        )
+    if ctx.eager:
+        return run_soft_backward(grad, x, weight, bandwidth, edges, binning, ctx.backend, needs)
+    grad_x, grad_w, grad_h, grad_e = soft_backward(grad.contiguous(), x, weight, bandwidth, edges, binning.spec, ctx.backend, needs)
+    grad_x, grad_w, grad_h = (g if need else None for g, need in zip((grad_x, grad_w, grad_h), needs))
+    return grad_x, grad_w, grad_h, [g if need else None for g, need in zip(grad_e, needs[3:])]
+
+
 def _soft_setup(ctx, inputs, output) -> None:
-    x, weight, bandwidth, edges, *params = inputs
+    x, weight, bandwidth, edges, spec, backend = inputs
     ctx.save_for_backward(x, weight, bandwidth, *edges)
-    ctx.params = params  # kernels, hard_axes, uniform, lo, hi, hard_rule, straight_through, backend
+    ctx.binning, ctx.backend, ctx.eager = binning_from_spec(spec), backend, False
 
 
 def _soft_grad(ctx, grad: Tensor):
-    x, weight, bandwidth, *edges = ctx.saved_tensors
-    kernels, hard_axes, uniform, lo, hi, hard_rule, _, backend = ctx.params
-    need_x, need_w, need_h, need_edges = ctx.needs_input_grad[:4]
-    need_edges = list(need_edges) if isinstance(need_edges, (list, tuple)) else [bool(need_edges)] * len(edges)
-    needs = [bool(need_x), bool(need_w) and weight is not None, bool(need_h), *map(bool, need_edges)]
-    if torch.is_grad_enabled():  # the caller differentiates this backward: the VJP in plain torch ops
-        binning = _binning(bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, "soft")
-        grad_x, grad_w, grad_h, grad_e = differentiable_vjp(grad, x, weight, bandwidth, edges, binning)
-        grad_x = grad_x.to(x.dtype) if needs[0] else None
-        grad_w = grad_w.to(weight.dtype) if needs[1] else None
-        grad_h = grad_h.to(bandwidth.dtype) if needs[2] else None
-        grad_e = [g.to(e.dtype) if need else None for g, e, need in zip(grad_e, edges, needs[3:])]
-    else:
-        grad_x, grad_w, grad_h, grad_e = soft_backward(
-            grad.contiguous(), x, weight, bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, backend, needs
-        )
-        grad_x, grad_w, grad_h = (g if need else None for g, need in zip((grad_x, grad_w, grad_h), needs))
-        grad_e = [g if need else None for g, need in zip(grad_e, needs[3:])]
-    return grad_x, grad_w, grad_h, grad_e, None, None, None, None, None, None, None, None
+    _, weight, bandwidth, *edges = ctx.saved_tensors
+    edge_needs = ctx.needs_input_grad[3]
+    edge_needs = list(edge_needs) if isinstance(edge_needs, (list, tuple)) else [bool(edge_needs)] * len(edges)
+    grad_x, grad_w, grad_h, grad_e = _soft_grads(ctx, grad, _soft_needs(ctx, weight, bandwidth, edge_needs))
+    return grad_x, grad_w, grad_h, grad_e, None, None
+
+
+soft.register_autograd(_soft_grad, setup_context=_soft_setup)
+
+
+def _soft_backward_grad(ctx, *cotangents):
+    raise RuntimeError(
+        "softhist: the fused backward pass was differentiated; call backward with create_graph=True "
+        "(second derivatives run through differentiable_vjp)"
+    )
+
+
+soft_backward.register_autograd(_soft_backward_grad)
 
 
 class _JumpingDensity(torch.autograd.Function):
@@ -198,19 +309,6 @@ class _JumpingDensity(torch.autograd.Function):
             "differentiate its histogram once, or use a kernel with a continuous density such as 'triangular', "
             "'epanechnikov', 'bspline' or 'gaussian'"
         )
-
-
-soft.register_autograd(_soft_grad, setup_context=_soft_setup)
-
-
-def _soft_backward_grad(ctx, *cotangents):
-    raise RuntimeError(
-        "softhist: the fused backward pass was differentiated; call backward with create_graph=True "
-        "(second derivatives run through differentiable_vjp)"
-    )
-
-
-soft_backward.register_autograd(_soft_backward_grad)
 
 
 # --------------------------------------------------------------------------- the differentiable formula
@@ -260,9 +358,43 @@ def differentiable_histogram(x: Tensor, weight: Optional[Tensor], bandwidth: Ten
     """``(rows, *bins)``: the soft histogram of ``x: (rows, n, D)`` in plain torch ops, which autograd
     and every ``torch.func`` transform differentiate to any order. ``O(N x window cells)`` memory."""
     w, index, axes = _windows(x, weight, bandwidth, edges, binning)
-    values = _outer([w.unsqueeze(1)] + [mass for mass, *_ in axes])
+    masses = _outer([mass for mass, *_ in axes])
+    values = torch.where(masses != 0, w.unsqueeze(1) * masses, 0.0)  # an infinite weight stays in its own cells
     hist = torch.zeros(x.shape[0] * math.prod(binning.shape), dtype=values.dtype, device=x.device)
     return hist.index_add(0, index.reshape(-1), values.reshape(-1)).view(x.shape[0], *binning.shape)
+
+
+def histogram_jvp(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequence[Tensor], binning: Binning, tangents) -> Tensor:
+    """``(rows, *bins)``: the soft histogram's forward-mode derivative along ``tangents = (x_t,
+    weight_t, bandwidth_t, [edges_t])`` (any of them None), in plain torch ops. A cell holds
+    ``w * prod_d a_d`` with ``a_d = F(z_hi) - F(z_lo)`` and ``z = (e - x) / h``, so its tangent is
+    ``w_t * prod_d a_d + w * sum_d (a_d)_t * prod_{e != d} a_e``, where
+    ``(a_d)_t = f(z_hi) z_hi_t - f(z_lo) z_lo_t`` and ``z_t = (e_t - x_t) / h - z h_t / h``."""
+    x_t, weight_t, bandwidth_t, edges_t = tangents
+    w, index, axes = _windows(x, weight, bandwidth, edges, binning)
+    acc = w.dtype
+    finite = torch.isfinite(x.reshape(-1, x.shape[-1])).all(1)
+    flat_x_t = None if x_t is None else x_t.reshape(-1, x.shape[-1]).to(acc)
+    masses = [mass for mass, *_ in axes]
+    cells = torch.zeros(w.shape[0], math.prod(m.shape[1] for m in masses), dtype=acc, device=x.device)
+    if weight_t is not None:
+        cells = cells + _outer([torch.where(finite, weight_t.reshape(-1).to(acc), 0.0).unsqueeze(1)] + masses)
+    for d, (mass, z, pdf, edge_index) in enumerate(axes):
+        if z is None:  # a hard axis: its factor does not move
+            continue
+        h = bandwidth[d].to(acc)
+        z_t = torch.zeros_like(z)
+        if edges_t is not None and edges_t[d] is not None:
+            z_t = z_t + edges_t[d].to(acc)[edge_index] / h
+        if flat_x_t is not None:
+            z_t = z_t - torch.where(finite, flat_x_t[:, d], 0.0).unsqueeze(1) / h
+        if bandwidth_t is not None:
+            z_t = z_t - z * (bandwidth_t[d].to(acc) / h)
+        cdf_t = pdf * z_t
+        factors = [w.unsqueeze(1)] + masses[:d] + [cdf_t[:, 1:] - cdf_t[:, :-1]] + masses[d + 1 :]
+        cells = cells + _outer(factors)
+    hist = torch.zeros(x.shape[0] * math.prod(binning.shape), dtype=acc, device=x.device)
+    return hist.index_add(0, index.reshape(-1), cells.reshape(-1)).view(x.shape[0], *binning.shape)
 
 
 def differentiable_vjp(grad: Tensor, x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequence[Tensor], binning: Binning):
@@ -303,12 +435,6 @@ def differentiable_vjp(grad: Tensor, x: Tensor, weight: Optional[Tensor], bandwi
 # --------------------------------------------------------------------------- hard
 
 
-def _hard_binning(edges: Sequence[Tensor], uniform: Sequence[bool], lo: Sequence[float], hi: Sequence[float], hard_rule: str) -> Binning:
-    """The engines' description of exact counts (every axis hard; kernels and bandwidths unused)."""
-    dims = len(edges)
-    return _binning(None, edges, ",".join(["gaussian"] * dims), [True] * dims, uniform, lo, hi, hard_rule, "hard")
-
-
 def _hard_slots(x: Tensor, edges: Sequence[Tensor], binning: Binning) -> Tensor:
     """Each sample's cell in the flat ``(rows * cells)`` histogram, or -1 outside the range."""
     rows, n, dims = x.shape
@@ -317,55 +443,57 @@ def _hard_slots(x: Tensor, edges: Sequence[Tensor], binning: Binning) -> Tensor:
     return torch.where(inside, row + cell, -1)
 
 
-@torch.library.custom_op("softhist::hard", mutates_args=())
-def hard(
-    x: Tensor, weight: Optional[Tensor], edges: List[Tensor], uniform: List[bool], lo: List[float], hi: List[float], hard_rule: str,
-    backend: str,
-) -> Tensor:
-    """Exact counts (or weight sums) ``(rows, *bins)`` in float64 of ``x: (rows, n, D)``, on ``backend``'s engine."""
-    return _engine(backend).hard(x, weight, edges, _hard_binning(edges, uniform, lo, hi, hard_rule))
-
-
-@hard.register_fake
-def _(x, weight, edges, uniform, lo, hi, hard_rule, backend):
-    return _empty(x, x.shape[0], *(e.shape[0] - 1 for e in edges), dtype=torch.float64)
-
-
-@torch.library.custom_op("softhist::hard_backward", mutates_args=())
-def hard_backward(grad: Tensor, x: Tensor, edges: List[Tensor], uniform: List[bool], lo: List[float], hi: List[float], hard_rule: str) -> Tensor:
-    """``(rows, n)``: the gradient at each sample's cell (zero outside the range): ``hard``'s weight gradient."""
-    slot = _hard_slots(x, edges, _hard_binning(edges, uniform, lo, hi, hard_rule))
+def _hard_weight_grad(grad: Tensor, x: Tensor, edges: Sequence[Tensor], binning: Binning) -> Tensor:
+    """``(rows, n)``: the gradient at each sample's cell (zero outside the range): the counts' weight gradient."""
+    slot = _hard_slots(x, edges, binning)
     values = grad.reshape(-1).index_select(0, slot.clamp(min=0))
     return torch.where(slot >= 0, values, 0.0).view(x.shape[:2]).contiguous()
 
 
+@torch.library.custom_op("softhist::hard", mutates_args=())
+def hard(x: Tensor, weight: Optional[Tensor], edges: List[Tensor], spec: str, backend: str) -> Tensor:
+    """Exact counts (or weight sums) ``(rows, *bins)`` in float64 of ``x: (rows, n, D)``, on ``backend``'s engine."""
+    return run_hard(x, weight, edges, binning_from_spec(spec), backend)
+
+
+@hard.register_fake
+def _(x, weight, edges, spec, backend):
+    return _empty(x, x.shape[0], *(e.shape[0] - 1 for e in edges), dtype=torch.float64)
+
+
+@torch.library.custom_op("softhist::hard_backward", mutates_args=())
+def hard_backward(grad: Tensor, x: Tensor, edges: List[Tensor], spec: str) -> Tensor:
+    """``(rows, n)``: ``hard``'s weight gradient."""
+    return _hard_weight_grad(grad, x, edges, binning_from_spec(spec))
+
+
 @hard_backward.register_fake
-def _(grad, x, edges, uniform, lo, hi, hard_rule):
+def _(grad, x, edges, spec):
     return grad.new_empty(x.shape[:2])
 
 
 def _hard_setup(ctx, inputs, output) -> None:
-    x, weight, edges, *params = inputs
+    x, weight, edges, spec, backend = inputs
     ctx.save_for_backward(x, *edges)
-    ctx.params = params
+    ctx.spec = spec
     ctx.weight_dtype = None if weight is None else weight.dtype
 
 
 def _hard_grad(ctx, grad: Tensor):
     x, *edges = ctx.saved_tensors
-    grad_w = hard_backward(grad, x, edges, *ctx.params[:4]) if ctx.needs_input_grad[1] else None
-    return None, None if grad_w is None else grad_w.to(ctx.weight_dtype), [None] * len(edges), None, None, None, None, None
+    grad_w = hard_backward(grad, x, edges, ctx.spec).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
+    return None, grad_w, [None] * len(edges), None, None
 
 
 def _hard_backward_setup(ctx, inputs, output) -> None:
-    grad, x, edges, *params = inputs
+    grad, x, edges, spec = inputs
     ctx.save_for_backward(x, *edges)
-    ctx.params = params
+    ctx.spec = spec
 
 
 def _hard_backward_grad(ctx, cotangent: Tensor):  # linear in grad: its adjoint is the histogram itself
     x, *edges = ctx.saved_tensors
-    return hard(x, cotangent, edges, *ctx.params, "torch"), None, [None] * len(edges), None, None, None, None
+    return hard(x, cotangent, edges, ctx.spec, "torch"), None, [None] * len(edges), None
 
 
 hard.register_autograd(_hard_grad, setup_context=_hard_setup)
@@ -375,56 +503,73 @@ hard_backward.register_autograd(_hard_backward_grad, setup_context=_hard_backwar
 # --------------------------------------------------------------------------- the functions the public API calls
 
 
+class _EagerSoft(torch.autograd.Function):
+    """The eager path of :func:`soft_histogram`: the engine called directly, one autograd node.
+    ``apply(x, weight, bandwidth, binning, backend, *edges)``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bandwidth, binning, backend, *edges):
+        ctx.save_for_backward(x, weight, bandwidth, *edges)
+        ctx.binning, ctx.backend, ctx.eager = binning, backend, True
+        return run_soft(x, weight, bandwidth, edges, binning, backend)
+
+    @staticmethod
+    def backward(ctx, grad):
+        _, weight, bandwidth, *edges = ctx.saved_tensors
+        grad_x, grad_w, grad_h, grad_e = _soft_grads(ctx, grad, _soft_needs(ctx, weight, bandwidth, ctx.needs_input_grad[5:]))
+        return grad_x, grad_w, grad_h, None, None, *grad_e
+
+
 class SoftHistogram(torch.autograd.Function):
     """``soft`` with autograd for every transform: backward (and double backward) as registered on
-    the op, forward-mode AD (``jvp``, ``torch.func.jacfwd``) through :func:`differentiable_histogram`,
-    and vmap rules generated from the ops'. (Ops with ``register_autograd`` alone do not yet run
-    under ``torch.func.grad`` in torch 2.13.)
+    the op, forward-mode AD (``torch.autograd.forward_ad``, ``torch.func.jvp``, ``jacfwd``) through
+    :func:`histogram_jvp`, and vmap rules generated from the ops'. (Ops with ``register_autograd``
+    alone do not yet run under ``torch.func.grad`` in torch 2.13.)
 
-    ``apply(x, weight, bandwidth, params, *edges)``; ``params`` holds ``soft``'s other arguments.
+    ``apply(x, weight, bandwidth, binning, backend, *edges)``.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, weight, bandwidth, params, *edges):
-        return soft(x, weight, bandwidth, list(edges), *params)
+    def forward(x, weight, bandwidth, binning, backend, *edges):
+        return soft(x, weight, bandwidth, list(edges), binning.spec, backend)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, bandwidth, params, *edges = inputs
-        _soft_setup(ctx, (x, weight, bandwidth, edges, *params), output)
+        x, weight, bandwidth, binning, backend, *edges = inputs
+        ctx.save_for_backward(x, weight, bandwidth, *edges)
         ctx.save_for_forward(x, weight, bandwidth, *edges)
-        ctx.edge_needs = ctx.needs_input_grad[4:]
+        ctx.binning, ctx.backend, ctx.eager = binning, backend, False
 
     @staticmethod
     def backward(ctx, grad):
-        ctx.needs_input_grad = (*ctx.needs_input_grad[:3], tuple(ctx.edge_needs))
-        grad_x, grad_w, grad_h, grad_e, *_ = _soft_grad(ctx, grad)
-        return grad_x, grad_w, grad_h, None, *grad_e
+        _, weight, bandwidth, *edges = ctx.saved_tensors
+        grad_x, grad_w, grad_h, grad_e = _soft_grads(ctx, grad, _soft_needs(ctx, weight, bandwidth, ctx.needs_input_grad[5:]))
+        return grad_x, grad_w, grad_h, None, None, *grad_e
 
     @staticmethod
-    def jvp(ctx, x_t, weight_t, bandwidth_t, _, *edges_t):
+    def jvp(ctx, x_t, weight_t, bandwidth_t, _binning, _backend, *edges_t):
         x, weight, bandwidth, *edges = ctx.saved_tensors
-        kernels, hard_axes, uniform, lo, hi, hard_rule, _, _ = ctx.params
-        binning = _binning(bandwidth, edges, kernels, hard_axes, uniform, lo, hi, hard_rule, "soft")
+        binning = resolve(ctx.binning, bandwidth, edges, accumulation_dtype(x.dtype))
+        tangents = (x_t, weight_t, bandwidth_t, list(edges_t))
+        return histogram_jvp(x, weight, _bandwidths(binning, bandwidth, x), edges, binning, tangents)
 
-        def fn(x, weight, bandwidth, *edges):
-            return differentiable_histogram(x, weight, bandwidth, edges, binning)
 
-        primals = (x, weight, bandwidth, *edges)
-        tangents = (x_t, weight_t, bandwidth_t, *edges_t)
-        keep = [i for i, (p, t) in enumerate(zip(primals, tangents)) if p is not None and t is not None]
-        if not keep:
-            return None
+class _EagerHard(torch.autograd.Function):
+    """The eager path of :func:`hard_histogram`: counts are linear in the weights."""
 
-        def restricted(*varying):
-            args = list(primals)
-            for i, v in zip(keep, varying):
-                args[i] = v
-            return fn(*args)
+    @staticmethod
+    def forward(ctx, x, weight, binning, backend, *edges):
+        ctx.save_for_backward(x, *edges)
+        ctx.binning, ctx.weight_dtype = binning, None if weight is None else weight.dtype
+        return run_hard(x, weight, edges, binning, backend)
 
-        return torch.func.jvp(restricted, tuple(primals[i] for i in keep), tuple(tangents[i] for i in keep))[1]
+    @staticmethod
+    def backward(ctx, grad):
+        x, *edges = ctx.saved_tensors
+        grad_w = _hard_weight_grad(grad, x, edges, ctx.binning).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
+        return None, grad_w, None, None, *([None] * len(edges))
 
 
 class HardHistogram(torch.autograd.Function):
@@ -433,40 +578,62 @@ class HardHistogram(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, weight, params, *edges):
-        return hard(x, weight, list(edges), *params)
+    def forward(x, weight, binning, backend, *edges):
+        return hard(x, weight, list(edges), binning.spec, backend)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, params, *edges = inputs
-        _hard_setup(ctx, (x, weight, edges, *params), output)
+        x, weight, binning, backend, *edges = inputs
+        _hard_setup(ctx, (x, weight, edges, binning.spec, backend), output)
+        ctx.backend = backend
 
     @staticmethod
     def backward(ctx, grad):
         _, grad_w, edges_grads, *_ = _hard_grad(ctx, grad)
-        return None, grad_w, None, *edges_grads
+        return None, grad_w, None, None, *edges_grads
 
     @staticmethod
-    def jvp(ctx, x_t, weight_t, _, *edges_t):
+    def jvp(ctx, x_t, weight_t, _binning, _backend, *edges_t):
         x, *edges = ctx.saved_tensors
-        return None if weight_t is None else hard(x, weight_t, edges, *ctx.params)
+        return None if weight_t is None else hard(x, weight_t, edges, ctx.spec, ctx.backend)
 
 
-def soft_histogram(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, params: tuple, edges: Sequence[Tensor]) -> Tensor:
-    """The public functions' entry to ``soft``. Under ``torch.compile`` the op itself, whose
-    registered autograd dynamo traces (dynamo does not trace a custom ``jvp``); in eager mode
-    :class:`SoftHistogram`, which every ``torch.func`` transform accepts."""
+def _eager(x: Tensor) -> bool:
+    """Whether a call can skip the ops: plain tensors, and no transform, compile or forward-mode AD active."""
+    return (
+        type(x) is Tensor
+        and x.device.type != "meta"
+        and forward_ad._current_level < 0
+        and not torch._C._are_functorch_transforms_active()
+        and not torch.jit.is_tracing()
+    )
+
+
+def soft_histogram(x: Tensor, weight: Optional[Tensor], bandwidth: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str) -> Tensor:
+    """The public functions' entry to soft and straight-through histograms. Eager calls run the
+    engine under one autograd node; under ``torch.compile`` the op itself, whose registered autograd
+    dynamo traces (dynamo does not trace a custom ``jvp``); under transforms :class:`SoftHistogram`."""
+    if backend != "auto":  # an engine asked for by name must run here, whatever path the call takes
+        select_backend(x.device, backend)
     if torch.compiler.is_compiling():
-        return soft(x, weight, bandwidth, list(edges), *params)
-    return SoftHistogram.apply(x, weight, bandwidth, params, *edges)
+        return soft(x, weight, bandwidth, list(edges), binning.spec, backend)
+    if _eager(x):
+        return _EagerSoft.apply(x, weight, bandwidth, binning, backend, *edges)
+    return SoftHistogram.apply(x, weight, bandwidth, binning, backend, *edges)
 
 
-def hard_histogram(x: Tensor, weight: Optional[Tensor], params: tuple, edges: Sequence[Tensor]) -> Tensor:
-    """The public functions' entry to ``hard`` (see :func:`soft_histogram`)."""
+def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str) -> Tensor:
+    """The public functions' entry to exact counts (see :func:`soft_histogram`)."""
     x = x.detach()  # counts are piecewise constant in the samples: no gradient, no graph
+    if backend != "auto":
+        select_backend(x.device, backend)
     if torch.compiler.is_compiling():
-        return hard(x, weight, list(edges), *params)
-    return HardHistogram.apply(x, weight, params, *edges)
+        return hard(x, weight, list(edges), binning.spec, backend)
+    if _eager(x):
+        if weight is None or not (weight.requires_grad and torch.is_grad_enabled()):
+            return run_hard(x, weight, edges, binning, backend)
+        return _EagerHard.apply(x, weight, binning, backend, *edges)
+    return HardHistogram.apply(x, weight, binning, backend, *edges)
 
 
 # --------------------------------------------------------------------------- vmap

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -21,6 +21,23 @@ from .kernels import Kernel
 # and relative to the peak for their derivatives.
 TABLE_TOLERANCE = 2.0**-24
 GRADIENT_TOLERANCE = 2.0**-21
+
+
+def host_cache(maxsize: int):
+    """``functools.lru_cache`` for eager calls; under ``torch.compile`` the function itself, which
+    dynamo traces (the cache's lock and tensors are not for a graph)."""
+
+    def wrap(fn):
+        cached = functools.lru_cache(maxsize=maxsize)(fn)
+
+        @functools.wraps(fn)
+        def call(*args):
+            return fn(*args) if torch.compiler.is_compiling() else cached(*args)
+
+        call.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+        return call
+
+    return wrap
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,48 @@ class Binning:
         if any(k != self.kernels[0] for k in self.kernels[1:]):
             raise ValueError(f"the axes use different kernels: {[k.name for k in self.kernels]}")
         return self.kernels[0]
+
+    def with_bandwidths(self, values: Sequence[float]) -> "Binning":
+        """The same call with the bandwidths an op read from its bandwidth tensor."""
+        axes = tuple(replace(axis, bandwidth=float(h)) for axis, h in zip(self.axes, values))
+        return replace(self, axes=axes)
+
+    @property
+    def spec(self) -> str:
+        """This description as text, the form the ``torch.library`` ops take it in (by name:
+        ``mode=soft;hard_rule=histc;axis=kernel:gaussian,bins:256,bandwidth:0.5,lo:0.0,hi:1.0,hard:0``).
+        :func:`binning_from_spec` reads it back; floats are written with ``repr``, which round-trips."""
+        parts = [f"mode={self.mode}", f"hard_rule={self.hard_rule}"]
+        for axis, kernel, hard in zip(self.axes, self.kernels, self.hard_axes):
+            fields = {"kernel": kernel.name, "bins": axis.bins, "bandwidth": repr(float(axis.bandwidth)), "hard": int(hard)}
+            if axis.uniform is not None:
+                fields.update(lo=repr(float(axis.uniform[0])), hi=repr(float(axis.uniform[1])))
+            parts.append("axis=" + ",".join(f"{k}:{v}" for k, v in fields.items()))
+        return ";".join(parts)
+
+
+@functools.lru_cache(maxsize=512)
+def binning_from_spec(spec: str) -> Binning:
+    """The :class:`Binning` that :attr:`Binning.spec` wrote."""
+    from .kernels import get_kernel
+
+    top, axes = {}, []
+    for part in spec.split(";"):
+        key, _, value = part.partition("=")
+        if key == "axis":
+            axes.append(dict(field.split(":", 1) for field in value.split(",")))
+        else:
+            top[key] = value
+    binning = Binning(
+        kernels=tuple(get_kernel(a["kernel"]) for a in axes),
+        mode=top["mode"],
+        axes=tuple(
+            Axis(int(a["bins"]), float(a["bandwidth"]), (float(a["lo"]), float(a["hi"])) if "lo" in a else None) for a in axes
+        ),
+        hard_rule=top["hard_rule"],
+        hard_axes=tuple(a["hard"] == "1" for a in axes),
+    )
+    return binning
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

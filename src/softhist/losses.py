@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Literal, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .histogram import AxisKernels, AxisModes, BackendName, Bandwidth, Mode, _all_reduce, _check_group, histogram, histogram2d
+from ._checks import check_group as _check_group
+from .histogram import AxisKernels, AxisModes, BackendName, Bandwidth, Mode, _all_reduce, histogram, histogram2d
 from .histogram import _finite_range as _data_range
 from .kernels import KernelName, get_kernel
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from .histogram import Dim, Mode, _check_group, histogram
+from ._checks import check_group as _check_group
+from .histogram import Dim, Mode, histogram
 from .kernels import KernelName, get_kernel
 from .losses import _finite_range, _mutual_information_from_joint, mutual_information
 from .registration import (
