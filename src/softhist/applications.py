@@ -350,23 +350,28 @@ def hl_gauss_probs(target: Tensor, min_value: float, max_value: float, num_bins:
     reach = kernel.support * sigma  # beyond it the CDF is exactly 0 or 1
     width = (hi - lo) / num_bins
     window = min(num_bins + 1, math.ceil(2.0 * reach / width) + 2)  # edges a target can tell apart
-    edges = torch.linspace(lo, hi, num_bins + 1, dtype=target.dtype, device=target.device)
     t = target.reshape(-1, 1)
     # First edge of each target's window, kept inside the edges (the window then still holds every
     # edge within reach of the target); from a clamped target so that inf and huge values index safely.
     start = torch.floor((t.clamp(lo - reach - width, hi + reach + width) - lo - reach) / width)
     start = start.clamp_(0, num_bins + 1 - window).long()
     index = start + torch.arange(window, device=t.device)  # (M, window)
-    cdf = kernel.cdf((edges[index] - t) / sigma)
+    # softhist's Gaussian CDF is 1/2 + erf(clamp(z, -T, T) / sqrt 2) / (2 erf(T / sqrt 2)); the
+    # constants cancel in the normalization below, so only the erf is evaluated.
+    edges = torch.linspace(lo, hi, num_bins + 1, dtype=t.dtype, device=t.device)
+    bound = kernel.support / math.sqrt(2.0)
+    offsets = edges.index_select(0, index.view(-1)).view_as(index).sub_(t)  # edge - target: the listing's order
+    cdf = torch.special.erf(offsets.mul_(1.0 / (math.sqrt(2.0) * sigma)).clamp_(-bound, bound))
     mass = cdf[:, 1:] - cdf[:, :-1]  # (M, window - 1)
     total = mass.sum(1, keepdim=True)
-    inside = total > 0
-    # No mass in the support: the target lies far below it (first bin) or far above it (last bin),
-    # and the window is then the first or the last edges.
-    lonely = torch.zeros_like(mass)
-    lonely[:, 0] = 1.0
-    lonely = torch.where(t > 0.5 * (lo + hi), lonely.flip(1), lonely)
-    mass = torch.where(inside, mass / torch.where(inside, total, torch.ones_like(total)), lonely)
+    empty = total == 0
+    mass = mass / (total + empty)
+    # No mass in the support: the target lies far below it (its window starts at the first edge;
+    # all to the first bin) or far above it (its window ends at the last edge; all to the last bin).
+    above = (t > 0.5 * (lo + hi)).squeeze(1)
+    empty = empty.squeeze(1)
+    mass[:, 0] += empty & ~above
+    mass[:, -1] += empty & above
     probs = torch.zeros(t.shape[0], num_bins, dtype=t.dtype, device=t.device)
     probs.scatter_(1, index[:, :-1], mass)
     return probs.reshape(*target.shape, num_bins)
