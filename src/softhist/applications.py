@@ -266,7 +266,9 @@ def calibration_error(
         lies outside ``[0, 1]``, which costs a host sync; apply it yourself. In hard mode,
         confidences outside ``[0, 1]`` are not counted, and the gradient reaches ``preds``
         only through the bins' confidence sums (bin membership is piecewise constant).
-        torchmetrics casts multiclass confidences to float32; here float64 stays float64.
+        torchmetrics casts multiclass confidences to float32; here float64 stays float64. The bins'
+        sums are float64 here and float32 in torchmetrics, whose value drifts from the exact one
+        by about ``2e-6`` at a million samples (this one stays within ``1e-8``).
 
     Example:
         >>> import torch, softhist
