@@ -1,6 +1,7 @@
 """softhist: differentiable histograms for PyTorch."""
 
-from . import nn, reference
+from . import applications, nn, reference
+from .applications import calibration_error, hellinger
 from .histogram import backends, histc, histogram, histogram2d, histogramdd
 from .kernels import KERNELS
 from .losses import entropy, histogram_matching_loss, js_divergence, kl_divergence, mutual_information, wasserstein
@@ -11,8 +12,11 @@ __version__ = "0.1.0"
 __all__ = [
     "KERNELS",
     "__version__",
+    "applications",
     "backends",
+    "calibration_error",
     "entropy",
+    "hellinger",
     "histc",
     "histogram",
     "histogram2d",

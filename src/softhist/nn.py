@@ -17,6 +17,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from ._checks import check_group as _check_group
+from .applications import histogram_loss, hl_gauss_probs
 from .histogram import Dim, Mode, histogram
 from .kernels import KernelName, get_kernel
 from .losses import _finite_range, _mutual_information_from_joint, mutual_information
@@ -33,7 +34,14 @@ from .registration import (
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
-__all__ = ["LocalMutualInformationLoss", "MattesMutualInformationLoss", "MutualInformationLoss", "SoftHistogram"]
+__all__ = [
+    "HLGaussLoss",
+    "HistogramLoss",
+    "LocalMutualInformationLoss",
+    "MattesMutualInformationLoss",
+    "MutualInformationLoss",
+    "SoftHistogram",
+]
 
 Range = Tuple[float, float]
 Reduction = Literal["mean", "sum", "none"]
@@ -492,3 +500,89 @@ class LocalMutualInformationLoss(nn.Module):
             f"patch_size={self.patch_size}, num_bins={self.num_bins}, range={self.range}, kernel={self.kernel!r}, "
             f"bandwidth={self.bandwidth}, normalized={self.normalized}, reduction={self.reduction!r}"
         )
+
+
+class HistogramLoss(nn.Module):
+    """Histogram Loss (Ustinova & Lempitsky, NeurIPS 2016) on the cosine similarities of embeddings.
+
+    Parity: ``pytorch_metric_learning.losses.HistogramLoss(n_bins=n_bins)`` (to float32
+    rounding, gradients included), in ``O(N^2 / 2)`` work and memory where it builds every
+    triplet. Module face of :func:`softhist.applications.histogram_loss`.
+
+    Args:
+        n_bins: number of node spacings on ``[-1, 1]``, ``>= 1``.
+
+    Shape:
+        ``forward(embeddings (N, D), labels (N,)) -> ()``.
+
+    Example:
+        >>> import torch, softhist
+        >>> loss_fn = softhist.nn.HistogramLoss(n_bins=50)
+        >>> emb = torch.randn(16, 8, requires_grad=True)
+        >>> loss_fn(emb, torch.arange(16) % 4).backward()
+        >>> emb.grad.shape
+        torch.Size([16, 8])
+    """
+
+    def __init__(self, n_bins: int = 100) -> None:
+        super().__init__()
+        self.n_bins = _check_bins(n_bins, "n_bins")
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return histogram_loss(embeddings, labels, self.n_bins)
+
+    def extra_repr(self) -> str:
+        return f"n_bins={self.n_bins}"
+
+
+class HLGaussLoss(nn.Module):
+    """Cross-entropy against the HL-Gauss target distribution: regression as classification.
+
+    Parity: ``HLGaussLoss`` of Farebrother et al. (ICML 2024, "Stop Regressing", listing 1):
+    the same interface and values, to ``2e-6`` in float32 for targets inside the support
+    (see :func:`softhist.applications.hl_gauss_probs`). A target outside
+    ``[min_value, max_value]`` gets a finite distribution summing to 1 (all its mass on the
+    nearest end bin once the Gaussian leaves the support), where the listing gives NaN.
+
+    Args:
+        min_value, max_value: the support, divided into ``num_bins`` equal bins.
+        num_bins: ``>= 1``.
+        sigma: the target Gaussian's std in target units (the paper: 0.75 bin widths).
+
+    Shape:
+        ``forward(logits (*, num_bins), target (*)) -> ()``, the mean cross-entropy;
+        ``transform_to_probs(target (*)) -> (*, num_bins)``;
+        ``transform_from_probs(probs (*, num_bins)) -> (*)``, the mean of the bin centers.
+
+    Example:
+        >>> import torch, softhist
+        >>> loss_fn = softhist.nn.HLGaussLoss(0.0, 10.0, num_bins=20, sigma=0.375)
+        >>> logits = torch.zeros(3, 20, requires_grad=True)
+        >>> loss_fn(logits, torch.tensor([1.0, 5.0, 9.0])).backward()
+        >>> loss_fn.transform_from_probs(loss_fn.transform_to_probs(torch.tensor([5.0])))
+        tensor([5.0000])
+    """
+
+    def __init__(self, min_value: float, max_value: float, num_bins: int, sigma: float) -> None:
+        super().__init__()
+        self.min_value = float(min_value)
+        self.max_value = float(max_value)
+        self.num_bins = _check_bins(num_bins, "num_bins")
+        self.sigma = _check_positive(sigma, "sigma")
+        if not (math.isfinite(self.min_value) and math.isfinite(self.max_value) and self.min_value < self.max_value):
+            raise ValueError(f"min_value must be below max_value, both finite, got {min_value!r} and {max_value!r}")
+        support = torch.linspace(self.min_value, self.max_value, self.num_bins + 1, dtype=torch.float32)
+        self.register_buffer("support", support, persistent=False)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return nnf.cross_entropy(logits, self.transform_to_probs(target).to(logits.dtype))
+
+    def transform_to_probs(self, target: Tensor) -> Tensor:
+        return hl_gauss_probs(target, self.min_value, self.max_value, self.num_bins, self.sigma)
+
+    def transform_from_probs(self, probs: Tensor) -> Tensor:
+        centers = (self.support[:-1] + self.support[1:]) / 2
+        return torch.sum(probs * centers.to(probs.dtype), dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"min_value={self.min_value}, max_value={self.max_value}, num_bins={self.num_bins}, sigma={self.sigma}"
