@@ -221,9 +221,14 @@ def monai_bspline_joint(
     return hist
 
 
-@torch.compiler.assume_constant_result  # a function of a number: torch.compile takes its value, traces nothing
 def _point_gaussian_std(ratio: float) -> float:
     return _point_gaussian_std_cached(ratio)
+
+
+# A function of a number: torch.compile takes its value and traces nothing. This is the mark that
+# torch.compiler.assume_constant_result sets, set here so that importing softhist does not import
+# torch._dynamo (the decorator does).
+_point_gaussian_std._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 @functools.lru_cache(maxsize=64)
