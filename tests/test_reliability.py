@@ -170,11 +170,12 @@ def test_tiny_bandwidths_work_down_to_the_resolution_of_the_positions():
     torch.testing.assert_close(hist, softhist.histc(x, 4, 0, 1, mode="hard"))
     # A sample on an edge keeps half its mass in each bin, as long as the bandwidth resolves the
     # rounding of its position; below that the bandwidth is refused, not silently rounded to 0 or 1.
-    for dtype, h in ((F64, 1e-13), (torch.float32, 1e-5)):
-        edge = torch.tensor([0.1, 0.7], dtype=dtype)
-        hist = softhist.histc(edge, 6, 0.1, 0.7, bandwidth=h, kernel="triangular")
-        assert abs(hist[0].item() - 0.5) < 0.1 and abs(hist[-1].item() - 0.5) < 0.1, hist
-    for dtype, h in ((F64, 1e-300), (F64, 1e-17), (torch.float32, 1e-9)):
+    for dtype in (F64, torch.float32):
+        for backend in ("auto", "torch"):
+            edge = torch.tensor([0.125, 0.75], dtype=dtype)  # the outer edges, exactly
+            hist = softhist.histc(edge, 6, 0.125, 0.75, bandwidth=1e-15, kernel="triangular", backend=backend)
+            assert hist[0].item() == 0.5 and hist[-1].item() == 0.5, (dtype, backend, hist)
+    for dtype, h in ((F64, 1e-300), (F64, 1e-17), (torch.float32, 1e-17)):
         with pytest.raises(ValueError, match="below the resolution"):
             softhist.histc(torch.rand(5, dtype=dtype), 4, 0, 1, bandwidth=h)
 

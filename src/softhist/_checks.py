@@ -283,7 +283,7 @@ def check_bandwidths(values: Sequence[float], hard_axes: Sequence[bool]) -> None
 def check_scales(width: float, bandwidth: float, magnitude: float, acc: torch.dtype) -> None:
     """Soft binning divides by the bandwidth and by the bin width in ``acc``: both must be normal
     numbers there, and their ratio must fit (a subnormal range or bandwidth would give inf or NaN).
-    The bandwidth must also resolve positions of ``magnitude`` (the range's largest end) in ``acc``:
+    The bandwidth must also resolve positions of ``magnitude`` (the range's largest end) in float64:
     ``z = (e - x) / h`` amplifies their rounding, and a sample on an edge would land in one bin or
     the other instead of half in each."""
     info = torch.finfo(acc)
@@ -294,11 +294,11 @@ def check_scales(width: float, bandwidth: float, magnitude: float, acc: torch.dt
             f"(each and their ratio must lie in [{info.tiny:.3g}, {info.max / 1024:.3g}]); "
             "rescale the data, pass float64 input, or use mode='hard'"
         )
-    resolution = 4 * info.eps * magnitude
+    resolution = 4 * torch.finfo(torch.float64).eps * magnitude  # the engines place samples in float64
     if bandwidth < resolution:
         raise ValueError(
-            f"bandwidth={bandwidth!r} is below the resolution of {acc} positions on this range ({resolution:.3g}, "
-            "4 ulps of its largest end): a sample on an edge would land in one bin or the other by rounding; "
+            f"bandwidth={bandwidth!r} is below the resolution of positions on this range ({resolution:.3g}, "
+            "4 float64 ulps of its largest end): a sample on an edge would land in one bin or the other by rounding; "
             "use mode='hard' for exact counts, mode='straight_through' for exact counts with a gradient, or float64 input"
         )
 
