@@ -202,6 +202,23 @@ def test_demo_describes_a_loss_change_honestly(before, after, said):
     assert demo.describe_change(before, after) == said
 
 
+def test_readme_demo_output_is_what_the_demo_prints():
+    """The README's example output: the same lines, and the same figures to 1% (timings aside)."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("It prints the loss before and after", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    shown = [line for line in block.splitlines() if line.split(" ")[0] in ("photo:", "fitting", "loss", "cross-check")]
+    printed = []
+    demo.run(progress=False, log=printed.append)
+    assert len(shown) == len(printed) == 4
+    number = re.compile(r"\d[\d,]*(?:\.\d+)?")
+    for readme_line, line in zip(shown, printed):
+        assert number.sub("#", readme_line) == number.sub("#", line), (readme_line, line)
+        for a, b in zip(number.findall(readme_line), number.findall(line)):
+            assert float(a.replace(",", "")) == pytest.approx(float(b.replace(",", "")), rel=0.01, abs=2e-5), (readme_line, line)
+
+
 def test_tone_curve_is_monotone_by_construction():
     curve = demo.ToneCurve(16)
     x = torch.linspace(0, 1, 1001)
