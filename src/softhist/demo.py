@@ -246,25 +246,29 @@ def run(
 
 
 def describe_change(before: float, after: float) -> str:
-    """How a loss changed, honestly: ``"84× lower"``, ``"1.3× higher"`` or ``"unchanged"``.
+    """How a loss changed, honestly: ``"84× lower"``, ``"1.3× higher"``, ``"4% lower"`` or ``"unchanged"``.
 
-    Values equal at the 5 decimals the summary prints are unchanged; ratios below 10 keep two digits.
+    Values equal at the 5 decimals the summary prints are unchanged; ratios below 10 keep two
+    digits, and changes below 10% are given in percent.
 
     Example:
         >>> describe_change(0.19846, 0.00238), describe_change(0.001, 0.0013), describe_change(0.02, 0.020001)
         ('83× lower', '1.3× higher', 'unchanged')
-        >>> describe_change(0.0, 0.004)
-        'higher (from 0)'
+        >>> describe_change(0.5, 0.48), describe_change(0.0, 0.004)
+        ('4% lower', 'higher (from 0)')
     """
     if f"{before:.5f}" == f"{after:.5f}":
         return "unchanged"
+    direction = "lower" if after < before else "higher"
     if after > before and before <= 0:
         return "higher (from 0)"
     if after < before and after <= 0:
         return "down to 0"
     ratio = before / after if after < before else after / before
+    if ratio < 1.1:
+        return f"{abs(after - before) / before * 100:.2g}% {direction}"
     digits = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.2g}"
-    return f"{digits}× {'lower' if after < before else 'higher'}"
+    return f"{digits}× {direction}"
 
 
 def curve_at(knots: np.ndarray, values: np.ndarray) -> np.ndarray:
