@@ -84,6 +84,11 @@ def bad_arguments(tmp_path):
         "image-directory": (["demo", "--image", str(tmp_path)], "--image: not a file"),
         "image-unreadable": (["demo", "--image", str(not_an_image), "--out", str(tmp_path / "o")], "cannot read"),
         "out-is-a-file": (["demo", "--out", str(a_file)], "exists and is not a directory"),
+        "out-under-a-file": (["demo", "--out", str(a_file / "sub")], f"cannot create it, {a_file} is not a directory"),
+        "steps-huge": (["demo", "--steps", "100000000000000000000000"], "--steps: must be at most 1,000,000, got 100000000000000000000000"),
+        "threads-huge": (["bench", "--threads", "100000000000000000000000"], "--threads: must be at most 1024"),
+        "csv-is-a-directory": (["bench", "--csv", str(tmp_path)], f"--csv {tmp_path}: is a directory"),
+        "plot-is-a-directory": (["bench", "--plot", str(tmp_path)], f"--plot {tmp_path}: is a directory"),
         "device-unknown": (["bench", "--device", "tpu"], "unknown device 'tpu'"),
         "threads-zero": (["bench", "--threads", "0"], "--threads: must be a positive integer, got '0'"),
         "csv-no-directory": (["bench", "--csv", str(tmp_path / "no" / "such" / "t.csv")], "does not exist"),
@@ -97,7 +102,8 @@ def bad_arguments(tmp_path):
 
 @pytest.mark.parametrize("name", [
     "steps-zero", "steps-negative", "steps-word", "image-missing", "target-missing", "image-directory",
-    "image-unreadable", "out-is-a-file", "device-unknown", "threads-zero", "csv-no-directory", "no-command", "unknown-command",
+    "image-unreadable", "out-is-a-file", "out-under-a-file", "steps-huge", "threads-huge", "csv-is-a-directory",
+    "plot-is-a-directory", "device-unknown", "threads-zero", "csv-no-directory", "no-command", "unknown-command",
     "device-cuda-absent",
 ])
 def test_bad_arguments_give_one_line_and_exit_2(name, tmp_path, capsys):
@@ -114,11 +120,23 @@ def test_bad_arguments_give_one_line_and_exit_2(name, tmp_path, capsys):
 
 
 def test_bad_arguments_from_the_shell_never_print_a_traceback(tmp_path):
-    for argv in (["demo", "--steps", "0"], ["demo", "--image", str(tmp_path / "missing.jpg")], ["bench", "--device", "tpu"]):
+    for argv in (["demo", "--steps", "0"], ["demo", "--image", str(tmp_path / "missing.jpg")], ["bench", "--device", "tpu"],
+                 ["demo", "--steps", "100000000000000000000000"], ["bench", "--threads", "100000000000000000000000"]):
         out = softhist_command(*argv)
         assert out.returncode == 2
         assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
         assert out.stdout == ""
+
+
+def test_bad_image_leaves_no_output_folder(tmp_path, capsys):
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("not an image")
+    for flag in ("--image", "--target"):
+        out_dir = tmp_path / f"out{flag}" / "nested"
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["demo", flag, str(not_an_image), "--steps", "1", "--out", str(out_dir)])
+        assert exit_info.value.code == 2 and "cannot read" in capsys.readouterr().err
+        assert not out_dir.parent.exists()
 
 
 def test_help_does_not_import_the_demo_libraries():
@@ -163,6 +181,42 @@ def test_demo_matches_a_target_photo_like_cdf_inversion(tmp_path):
     assert any("cross-check" in line for line in lines)
     width, height = demo.plot(result, str(tmp_path / "fig.png"))
     assert_png(tmp_path / "fig.png", width, height)
+
+
+def test_demo_says_when_the_loss_rose_on_an_already_flat_photo(tmp_path):
+    flat = write_image(tmp_path / "flat.png", np.tile(np.arange(256), (32, 1)))  # every gray level equally often
+    lines = []
+    result = demo.run(3, flat, None, progress=False, log=lines.append)
+    (summary,) = [line for line in lines if line.startswith("loss")]
+    assert result.loss_after > result.loss_before  # three steps of Adam leave the optimum
+    assert summary.endswith(f"({demo.describe_change(result.loss_before, result.loss_after)})"), summary
+    assert "higher)" in summary and "lower" not in summary, summary
+
+
+@pytest.mark.parametrize("before,after,said", [
+    (0.19846, 0.00238, "83× lower"), (0.00098, 0.09070, "93× higher"), (0.0010, 0.0013, "1.3× higher"),
+    (0.0013, 0.0010, "1.3× lower"), (0.02, 0.020001, "unchanged"), (0.5, 0.5, "unchanged"),
+    (0.0, 0.004, "higher (from 0)"), (0.004, 0.0, "down to 0"), (0.5, 0.48, "4% lower"), (0.5, 0.501, "0.2% higher"),
+])
+def test_demo_describes_a_loss_change_honestly(before, after, said):
+    assert demo.describe_change(before, after) == said
+
+
+def test_readme_demo_output_is_what_the_demo_prints():
+    """The README's example output: the same lines, and the same figures to 1% (timings aside)."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("It prints the loss before and after", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    shown = [line for line in block.splitlines() if line.split(" ")[0] in ("photo:", "fitting", "loss", "cross-check")]
+    printed = []
+    demo.run(progress=False, log=printed.append)
+    assert len(shown) == len(printed) == 4
+    number = re.compile(r"\d[\d,]*(?:\.\d+)?")
+    for readme_line, line in zip(shown, printed):
+        assert number.sub("#", readme_line) == number.sub("#", line), (readme_line, line)
+        for a, b in zip(number.findall(readme_line), number.findall(line)):
+            assert float(a.replace(",", "")) == pytest.approx(float(b.replace(",", "")), rel=0.01, abs=2e-5), (readme_line, line)
 
 
 def test_tone_curve_is_monotone_by_construction():

@@ -348,6 +348,29 @@ def test_histogram_matching_descent_pulls_samples_to_target(metric):
         assert abs(x.detach().std().item() - 0.5) < 0.15
 
 
+@pytest.mark.parametrize("p_shape,q_shape,dim", [((5, 10), (10,), -1), ((10,), (5, 10), -1), ((3, 1, 7), (4, 7), 2), ((10, 5), (10, 1), 0)])
+def test_two_histogram_statistics_broadcast_as_scipy(p_shape, q_shape, dim):
+    """p and q broadcast as torch tensors (and scipy's arguments) do; dim indexes the broadcast shape."""
+    p = torch.rand(p_shape, dtype=torch.float64) + 0.01
+    q = (torch.rand(q_shape, dtype=torch.float64) + 0.01).requires_grad_()
+    pn, qn = np.broadcast_arrays(p.numpy(), q.detach().numpy())
+    axis = dim % len(pn.shape)
+    bins = pn.shape[axis]
+    edges = torch.cumsum(torch.rand(bins + 1, dtype=torch.float64) + 0.1, 0)
+    centers = (0.5 * (edges[1:] + edges[:-1])).numpy()
+    kl = softhist.kl_divergence(p, q, dim=dim)
+    js = softhist.js_divergence(p, q, dim=dim)
+    w = softhist.wasserstein(p, q, edges, dim=dim)
+    assert kl.shape == js.shape == w.shape == tuple(np.delete(pn.shape, axis))
+    np.testing.assert_allclose(kl.detach().numpy(), scipy.stats.entropy(pn, qn, axis=axis), rtol=1e-12)
+    np.testing.assert_allclose(js.detach().numpy(), jensenshannon(pn, qn, axis=axis) ** 2, rtol=1e-10)
+    pm, qm = np.moveaxis(pn, axis, -1).reshape(-1, bins), np.moveaxis(qn, axis, -1).reshape(-1, bins)
+    want = [scipy.stats.wasserstein_distance(centers, centers, a, b) for a, b in zip(pm, qm)]
+    np.testing.assert_allclose(w.detach().numpy().reshape(-1), want, rtol=1e-12)
+    (kl.sum() + js.sum() + w.sum()).backward()  # the broadcast q gets the summed gradient
+    assert q.grad.shape == q.shape and torch.isfinite(q.grad).all()
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -360,8 +383,12 @@ def test_histogram_matching_descent_pulls_samples_to_target(metric):
         (lambda: softhist.entropy(torch.ones(3), dim=0.0), TypeError, r"dim must be an int, got 0.0"),
         (lambda: softhist.entropy(torch.ones(4, 0)), ValueError, r"p must have at least one bin along dim 1, got shape \(4, 0\)"),
         (lambda: softhist.entropy(torch.tensor(1.0)), ValueError, r"p must have at least one bin"),
-        (lambda: softhist.kl_divergence(torch.ones(3), torch.ones(4)), ValueError, r"p and q must have the same shape, got \(3,\) and \(4,\)"),
-        (lambda: softhist.js_divergence(torch.ones(2, 3), torch.ones(3)), ValueError, r"same shape, got \(2, 3\) and \(3,\)"),
+        (lambda: softhist.kl_divergence(torch.ones(3), torch.ones(4)), ValueError,
+         r"p and q must broadcast against each other, got shapes \(3,\) and \(4,\)"),
+        (lambda: softhist.js_divergence(torch.ones(2, 3), torch.ones(2)), ValueError, r"must broadcast .* got shapes \(2, 3\) and \(2,\)"),
+        (lambda: softhist.wasserstein(torch.ones(5, 3), torch.ones(4, 3), torch.arange(4.0)), ValueError,
+         r"must broadcast .* got shapes \(5, 3\) and \(4, 3\)"),
+        (lambda: softhist.kl_divergence(torch.ones(5, 3), torch.ones(3), dim=2), IndexError, r"dim 2 is out of range for p and q with 2"),
         (lambda: softhist.kl_divergence(torch.ones(3), None), TypeError, r"q must be a torch.Tensor, got NoneType"),
         (lambda: softhist.wasserstein(torch.ones(3), torch.ones(3), torch.arange(3.0)), ValueError,
          r"bin_edges must be 1-D with 4 entries \(p has 3 bins along dim 0\), got shape \(3,\)"),

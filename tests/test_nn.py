@@ -98,6 +98,51 @@ def test_soft_histogram_gradcheck_through_parameters():
     assert gradcheck(f, params, eps=1e-6, atol=1e-5)
 
 
+def test_soft_histogram_default_bandwidth_follows_learnable_edges_in_gradcheck():
+    """With learnable edges and bandwidth=None the bandwidth is half the mean width of the current
+    edges: the edges' gradient includes that path (finite differences see it)."""
+    layer = SoftHistogram(5, (0.0, 1.0), learnable_edges=True).double()
+    x = torch.rand(2, 40, dtype=F64) * 1.4 - 0.2
+    names = [n for n, _ in layer.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in layer.parameters())
+
+    def f(*values):
+        return functional_call(layer, dict(zip(names, values)), (x,))
+
+    assert gradcheck(f, params, eps=1e-6, atol=1e-7, rtol=1e-5)
+    # Its value: half the mean bin width, as histogram's default on the same edges.
+    edges = layer.bin_edges.detach()
+    torch.testing.assert_close(layer.current_bandwidth(), (edges[-1] - edges[0]) / 10)
+    torch.testing.assert_close(layer(x), softhist.histogram(x, edges, dim=-1)[0])
+
+
+def test_soft_histogram_takes_a_0d_tensor_bandwidth_as_histc_does():
+    x = torch.rand(3, 200, dtype=F64)
+    want = softhist.histogram(x, 8, range=(0.0, 1.0), bandwidth=0.1, dim=-1)[0]
+    torch.testing.assert_close(SoftHistogram(8, (0.0, 1.0), bandwidth=torch.tensor(0.1, dtype=F64))(x), want)
+    learnable = SoftHistogram(8, (0.0, 1.0), bandwidth=torch.tensor(0.1), learnable_bandwidth=True)
+    assert learnable.current_bandwidth().item() == pytest.approx(0.1)
+    # A tensor that requires grad gets its gradient, as in histc.
+    h = torch.tensor(0.1, dtype=F64, requires_grad=True)
+    layer = SoftHistogram(8, (0.0, 1.0), bandwidth=h)
+    (layer(x) ** 2).sum().backward()
+    assert h.grad is not None and h.grad != 0
+    assert "bandwidth=0.1 (tensor)" in repr(layer)
+    local = softhist.nn.LocalMutualInformationLoss(4, 8, bandwidth=torch.tensor(0.05))
+    assert local.bandwidth == pytest.approx(0.05)
+    assert MutualInformationLoss(sigma_ratio=torch.tensor(0.5)).sigma_ratio == 0.5
+
+
+def test_soft_histogram_repr_shows_the_learned_bandwidth():
+    layer = SoftHistogram(8, (0.0, 1.0), learnable_bandwidth=True)
+    assert "bandwidth=0.0625 (learnable)" in repr(layer)
+    with torch.no_grad():
+        layer.log_bandwidth.fill_(math.log(0.2))
+    assert "bandwidth=0.2 (learnable)" in repr(layer) and "None" not in repr(layer)
+    assert "bandwidth=0.03" in repr(SoftHistogram(8, (0.0, 1.0), bandwidth=0.03))
+    assert "bandwidth=None" in repr(SoftHistogram(8, (0.0, 1.0)))
+
+
 def test_soft_histogram_forward_stores_no_state():
     layer = SoftHistogram(7, (0.0, 1.0), learnable_edges=True, learnable_bandwidth=True)
     _assert_stateless_forward(layer, torch.rand(3, 100))
@@ -114,6 +159,15 @@ def test_soft_histogram_forward_stores_no_state():
         (dict(bins=4, range=(0, 1), kernel="cauchy"), ValueError, r"kernel must be one of"),
         (dict(bins=4, range=(0, 1), mode="fuzzy"), ValueError, r"mode must be one of \['soft', 'hard', 'straight_through'\], got 'fuzzy'"),
         (dict(bins=4, range=(0, 1), bandwidth=-1.0), ValueError, r"bandwidth must be a positive, finite number, got -1.0"),
+        (dict(bins=4, range=(0, 1), bandwidth=torch.tensor(-0.5)), ValueError, r"bandwidth must be a positive, finite number, got tensor\(-0.5000\)"),
+        (dict(bins=4, range=(0, 1), bandwidth=torch.tensor([0.1, 0.2])), TypeError, r"bandwidth must be a number or a 0-d real tensor, got .* shape \(2,\)"),
+        (dict(bins=4, range=(0, 1), bandwidth="0.1"), TypeError, r"bandwidth must be a positive, finite number, got '0.1'"),
+        (dict(bins=4, range=(0, 1), dim="rows"), TypeError, r"dim must be None, an int or a sequence of ints, got 'rows'"),
+        (dict(bins=4, range=(0, 1), dim=1.5), TypeError, r"dim must be None, an int or a sequence of ints, got 1.5"),
+        (dict(bins=4, range=(0, 1), dim=(0, 0)), ValueError, r"dim must not repeat a dimension, got \(0, 0\)"),
+        (dict(bins=4, range=(0, 1), learnable_edges="yes"), TypeError, r"learnable_edges must be a bool, got 'yes'"),
+        (dict(bins=4, range=(0, 1), learnable_bandwidth=1), TypeError, r"learnable_bandwidth must be a bool, got 1"),
+        (dict(bins=4, range=(0, 1), group="world"), RuntimeError, r"group='world' needs an initialized torch.distributed process group"),
     ],
 )
 def test_soft_histogram_rejects(kwargs, error, match):
@@ -237,6 +291,33 @@ def test_mi_loss_forward_stores_no_state():
 def test_mi_loss_rejects(kwargs, error, match):
     with pytest.raises(error, match=match):
         MutualInformationLoss(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(patch_size=0), ValueError, r"patch_size must hold positive integers, got 0"),
+        (dict(patch_size=(4, -1)), ValueError, r"patch_size must hold positive integers, got \(4, -1\)"),
+        (dict(patch_size="4"), TypeError, r"patch_size must be an int or a sequence of ints, got '4'"),
+        (dict(patch_size=4, range=(1.0, 0.0)), ValueError, r"range must be finite with min < max, got \(1.0, 0.0\)"),
+        (dict(patch_size=4, range=[(0, 1), (2, 1)]), ValueError, r"range\[1\] must be finite with min < max"),
+        (dict(patch_size=4, range=(0, float("nan"))), ValueError, r"range must be finite with min < max"),
+        (dict(patch_size=4, bandwidth=0.0), ValueError, r"bandwidth must be a positive, finite number, got 0.0"),
+        (dict(patch_size=4, normalized=1), TypeError, r"normalized must be a bool, got 1"),
+    ],
+)
+def test_local_mi_loss_rejects_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        softhist.nn.LocalMutualInformationLoss(**kwargs)
+
+
+def test_local_mi_loss_takes_a_range_per_image():
+    pred, target = torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8)
+    loss = softhist.nn.LocalMutualInformationLoss(4, 8, range=[(0, 1), None])
+    assert loss.range == ((0.0, 1.0), None)
+    torch.testing.assert_close(
+        loss(pred, target), -softhist.local_mutual_information(pred, target, 4, 8, range=[(0.0, 1.0), None]).mean()
+    )
 
 
 def test_mi_loss_rejects_bad_images():

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,14 +32,44 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive_int(text: str) -> int:
+MAX_STEPS = 1_000_000  # about three hours of the demo on a 2-core CPU
+MAX_THREADS = 1024
+
+
+def _positive_int(text: str, most: int = MAX_STEPS) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    if value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most:,}, got {text}")
     return value
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """The deepest part of ``path`` (made absolute) that exists."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_out(parser: argparse.ArgumentParser, text: str) -> None:
+    """Reject an --out folder that could not be created or written, without creating it yet."""
+    out = Path(text)
+    if out.exists():
+        if not out.is_dir():
+            parser.error(f"--out {text}: exists and is not a directory")
+        if not os.access(out, os.W_OK | os.X_OK):
+            parser.error(f"--out {text}: the directory is not writable")
+        return
+    ancestor = _existing_ancestor(out)
+    if not ancestor.is_dir():
+        parser.error(f"--out {text}: cannot create it, {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        parser.error(f"--out {text}: cannot create it, {ancestor} is not writable")
 
 
 def _image_file(text: str) -> str:
@@ -63,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(histogram equalization). Needs matplotlib and tqdm: pip install 'softhist[demo]'.",
     )
     demo.add_argument("--out", default="demo-output", metavar="DIR", help="folder for demo.png (default: demo-output)")
-    demo.add_argument("--steps", type=_positive_int, default=300, metavar="N", help="optimizer steps (default: 300)")
+    demo.add_argument("--steps", type=_positive_int, default=300, metavar="N", help=f"optimizer steps, 1 to {MAX_STEPS:,} (default: 300)")
     demo.add_argument("--image", type=_image_file, metavar="PATH", help="photograph to adjust (default: matplotlib's grace_hopper.jpg)")
     demo.add_argument("--target", type=_image_file, metavar="PATH", help="photograph whose histogram to match (default: a flat histogram)")
     demo.set_defaults(handler=_demo, subparser=demo)
@@ -83,13 +115,7 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     missing = [name for name in ("matplotlib", "tqdm") if importlib.util.find_spec(name) is None]
     if missing:
         parser.error(f"the demo needs {' and '.join(missing)}: pip install 'softhist[demo]'")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        parser.error(f"--out {args.out}: exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        parser.error(f"--out {args.out}: cannot create it ({error.strerror})")
+    _check_out(parser, args.out)
     start = time.perf_counter()
     from softhist import demo  # numpy, matplotlib and tqdm: only now
 
@@ -97,16 +123,32 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         result = demo.run(args.steps, args.image, args.target)
     except demo.ImageError as error:
         parser.error(str(error))
+    # The folder is created only now, with inputs read and the curve fitted: a bad --image or an
+    # interrupted fit leaves nothing behind.
+    out = Path(args.out)
+    created = None if out.exists() else _existing_ancestor(out)
     figure = out / "demo.png"
     try:
+        out.mkdir(parents=True, exist_ok=True)
         width, height = demo.plot(result, str(figure))
     except OSError as error:
+        if created is not None:  # remove the folders this run made
+            top = Path(os.path.abspath(out))
+            while top.parent != created:
+                top = top.parent
+            shutil.rmtree(top, ignore_errors=True)
         parser.error(f"cannot write {figure} ({error.strerror or error})")
     print(f"wrote {figure} ({width}×{height} pixels) in {time.perf_counter() - start:.1f} s")
     return 0
 
 
 def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.threads is not None and args.threads > MAX_THREADS:
+        parser.error(f"argument --threads: must be at most {MAX_THREADS}, got {args.threads}")
+    for flag in ("csv", "plot"):  # a folder would fail only after minutes of timing
+        path = getattr(args, flag)
+        if path is not None and Path(path).is_dir():
+            parser.error(f"--{flag} {path}: is a directory, expected a file name")
     bench.check_arguments(parser, args)
     bench.run(args)
     return 0

@@ -27,7 +27,7 @@ from torch import Tensor
 
 import softhist
 
-__all__ = ["DemoResult", "ImageError", "ToneCurve", "exact_matching_curve", "load_gray", "plot", "run"]
+__all__ = ["DemoResult", "ImageError", "ToneCurve", "describe_change", "exact_matching_curve", "load_gray", "plot", "run"]
 
 DEFAULT_IMAGE = "grace_hopper.jpg"  # matplotlib's sample data
 BINS = 64  # histogram bins on [0, 1]; the bandwidth is softhist's default, half a bin
@@ -239,10 +239,36 @@ def run(
         image_name=image_name, target_name=target_name, seconds=time.perf_counter() - start,
     )
     log(f"loss (Wasserstein distance to the target, whole photo): before {loss_before:.5f}, after {loss_after:.5f}"
-        f" ({loss_before / max(loss_after, 1e-12):.0f}× lower)")
+        f" ({describe_change(loss_before, loss_after)})")
     log(f"cross-check against exact histogram matching (CDF inversion, loss {loss_exact:.5f}): the learned curve is "
         f"within {result.mean_gap:.2f}/255 gray levels of it on average over the pixels, {result.max_gap:.2f}/255 at most")
     return result
+
+
+def describe_change(before: float, after: float) -> str:
+    """How a loss changed, honestly: ``"84× lower"``, ``"1.3× higher"``, ``"4% lower"`` or ``"unchanged"``.
+
+    Values equal at the 5 decimals the summary prints are unchanged; ratios below 10 keep two
+    digits, and changes below 10% are given in percent.
+
+    Example:
+        >>> describe_change(0.19846, 0.00238), describe_change(0.001, 0.0013), describe_change(0.02, 0.020001)
+        ('83× lower', '1.3× higher', 'unchanged')
+        >>> describe_change(0.5, 0.48), describe_change(0.0, 0.004)
+        ('4% lower', 'higher (from 0)')
+    """
+    if f"{before:.5f}" == f"{after:.5f}":
+        return "unchanged"
+    direction = "lower" if after < before else "higher"
+    if after > before and before <= 0:
+        return "higher (from 0)"
+    if after < before and after <= 0:
+        return "down to 0"
+    ratio = before / after if after < before else after / before
+    if ratio < 1.1:
+        return f"{abs(after - before) / before * 100:.2g}% {direction}"
+    digits = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.2g}"
+    return f"{digits}× {direction}"
 
 
 def curve_at(knots: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -84,9 +84,13 @@ def _check_dim(p: Tensor, dim: object, name: str) -> int:
     return dim
 
 
-def _same_shape(p: Tensor, q: Tensor) -> None:
-    if p.shape != q.shape:
-        raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and {tuple(q.shape)}")
+def _broadcast(p: Tensor, q: Tensor) -> Tuple[Tensor, Tensor]:
+    """``p`` and ``q`` broadcast against each other, as torch (and scipy) broadcast."""
+    try:
+        shape = torch.broadcast_shapes(p.shape, q.shape)
+    except RuntimeError:
+        raise ValueError(f"p and q must broadcast against each other, got shapes {tuple(p.shape)} and {tuple(q.shape)}") from None
+    return p.expand(shape), q.expand(shape)
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -153,11 +157,11 @@ def _probabilities(p: Tensor, dim: int, name: str) -> Tuple[Tensor, torch.dtype]
 
 
 def _paired_probabilities(p: Tensor, q: Tensor, dim: object) -> Tuple[Tensor, Tensor]:
-    """Two same-shape histograms checked and normalized, bins moved last, in the compute dtype."""
+    """Two histograms checked, broadcast and normalized, bins moved last, in the compute dtype."""
     _check_tensor(q, "q")
     _check_tensor(p, "p")
-    _same_shape(p, q)
-    dim = _check_dim(p, dim, "p")
+    p, q = _broadcast(p, q)
+    dim = _check_dim(p, dim, "p and q")
     dtype = _compute_dtype(p, q)
     return _normalize(p.movedim(dim, -1), -1, dtype), _normalize(q.movedim(dim, -1), -1, dtype)
 
@@ -198,11 +202,15 @@ def kl_divergence(p: Tensor, q: Tensor, dim: int = -1) -> Tensor:
 
     Args:
         p: histogram, shape ``(*, B, *)`` with the bins along ``dim``.
-        q: reference histogram, the same shape.
-        dim: the bins axis.
+        q: reference histogram; ``p`` and ``q`` broadcast against each other
+            as torch tensors do (and as scipy's arguments do).
+        dim: the bins axis, of the broadcast shape.
 
     Returns:
-        Tensor of ``p``'s shape without ``dim``.
+        Tensor of the broadcast shape without ``dim``.
+
+    Raises:
+        ValueError: ``p`` and ``q`` do not broadcast.
 
     Example:
         >>> import torch, softhist
@@ -211,6 +219,8 @@ def kl_divergence(p: Tensor, q: Tensor, dim: int = -1) -> Tensor:
         tensor(0.1308)
         >>> softhist.kl_divergence(p, p)
         tensor(0.)
+        >>> softhist.kl_divergence(torch.tensor([[1.0, 3.0], [2.0, 2.0]]), q)  # (2, 2) against (2,)
+        tensor([0.1308, 0.0000])
     """
     pp, qq = _paired_probabilities(p, q, dim)
     return _kl_rows(pp, qq).to(_result_dtype(p, q))
@@ -223,16 +233,22 @@ def js_divergence(p: Tensor, q: Tensor, dim: int = -1) -> Tensor:
     log). Always finite, at most ``log 2``.
 
     Args:
-        p, q: histograms of the same shape ``(*, B, *)``, bins along ``dim``.
-        dim: the bins axis.
+        p, q: histograms ``(*, B, *)``, bins along ``dim``, that broadcast
+            against each other as torch tensors do.
+        dim: the bins axis, of the broadcast shape.
 
     Returns:
-        Tensor of ``p``'s shape without ``dim``.
+        Tensor of the broadcast shape without ``dim``.
+
+    Raises:
+        ValueError: ``p`` and ``q`` do not broadcast.
 
     Example:
         >>> import torch, softhist
         >>> softhist.js_divergence(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))  # log 2
         tensor(0.6931)
+        >>> softhist.js_divergence(torch.eye(2), torch.tensor([0.0, 1.0]))  # (2, 2) against (2,)
+        tensor([0.6931, 0.0000])
     """
     pp, qq = _paired_probabilities(p, q, dim)
     m = 0.5 * (pp + qq)
@@ -248,14 +264,19 @@ def wasserstein(p: Tensor, q: Tensor, bin_edges: Tensor, dim: int = -1) -> Tenso
     ``scipy.stats.wasserstein_distance(centers, centers, p, q)``.
 
     Args:
-        p, q: histograms of the same shape ``(*, B, *)``, bins along ``dim``.
+        p, q: histograms ``(*, B, *)``, bins along ``dim``, that broadcast
+            against each other as torch tensors do.
         bin_edges: ``(B + 1,)`` strictly increasing edges, shared by ``p`` and
             ``q``; may require grad. Monotonicity is not checked (that would
             make the host wait for the device).
-        dim: the bins axis.
+        dim: the bins axis, of the broadcast shape.
 
     Returns:
-        Tensor of ``p``'s shape without ``dim``, in data units.
+        Tensor of the broadcast shape without ``dim``, in data units.
+
+    Raises:
+        ValueError: ``p`` and ``q`` do not broadcast, or ``bin_edges`` does
+            not have one more entry than there are bins.
 
     Example:
         >>> import torch, softhist
@@ -266,8 +287,8 @@ def wasserstein(p: Tensor, q: Tensor, bin_edges: Tensor, dim: int = -1) -> Tenso
     _check_tensor(q, "q")
     _check_tensor(p, "p")
     _check_tensor(bin_edges, "bin_edges")
-    _same_shape(p, q)
-    dim = _check_dim(p, dim, "p")
+    p, q = _broadcast(p, q)
+    dim = _check_dim(p, dim, "p and q")
     bins = p.shape[dim]
     if bin_edges.dim() != 1 or bin_edges.numel() != bins + 1:
         raise ValueError(

@@ -56,9 +56,50 @@ def _check_bins(bins: object, name: str, least: int = 1) -> int:
 
 
 def _check_positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 < float(value) < math.inf):
+    """A positive, finite number, given as a Python number or a 0-d real tensor (as ``histc`` takes them)."""
+    if isinstance(value, Tensor):
+        if value.dim() != 0 or value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be a number or a 0-d real tensor, got a {value.dtype} tensor of shape {tuple(value.shape)}")
+        number = float(value.detach())  # once, at construction
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive, finite number, got {value!r}")
+    else:
+        number = float(value)
+    if not 0 < number < math.inf:
         raise ValueError(f"{name} must be a positive, finite number, got {value!r}")
-    return float(value)
+    return number
+
+
+def _check_bandwidth(value: object, name: str = "bandwidth") -> Union[float, Tensor, None]:
+    """None, a positive number, or a 0-d tensor with a positive value. A tensor that requires grad
+    is kept, so its gradient flows as in :func:`softhist.histc`; any other becomes a float."""
+    if value is None:
+        return None
+    number = _check_positive(value, name)
+    return value if isinstance(value, Tensor) and value.requires_grad else number
+
+
+def _check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def _check_sample_dims(dim: object) -> Union[int, Tuple[int, ...], None]:
+    """``dim`` as :func:`softhist.histogram` takes it: None, an int or a sequence of distinct ints.
+    Whether they fit the input's rank is known only in ``forward``."""
+    if dim is None:
+        return None
+    dims = (dim,) if isinstance(dim, numbers.Integral) and not isinstance(dim, bool) else dim
+    if not isinstance(dims, (list, tuple)) or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in dims):
+        raise TypeError(f"dim must be None, an int or a sequence of ints, got {dim!r}")
+    if len(set(int(d) for d in dims)) != len(dims):
+        raise ValueError(f"dim must not repeat a dimension, got {dim!r}")
+    return int(dim) if dims is not dim else tuple(int(d) for d in dims)
+
+
+def _bandwidth_repr(value: Union[float, Tensor, None]) -> str:
+    return f"{float(value.detach()):.6g} (tensor)" if isinstance(value, Tensor) else repr(value)
 
 
 def _check_mode(mode: object) -> str:
@@ -82,11 +123,14 @@ class SoftHistogram(nn.Module):
         bins: number of bins, ``>= 1``.
         range: ``(min, max)`` of the (initial) edges.
         kernel, mode: as in :func:`softhist.histc`.
-        bandwidth: kernel standard deviation in data units; ``None`` is half
-            the mean bin width (recomputed from the current edges when they
-            are learnable).
-        dim: the sample dimensions of the input; the others are batch
-            dimensions, kept in front of the bins axis.
+        bandwidth: kernel standard deviation in data units, a number or a
+            0-d tensor (one that requires grad gets its gradient, as in
+            :func:`softhist.histc`); ``None`` is half the mean bin width,
+            recomputed from the current edges when they are learnable, and
+            then differentiable with respect to them.
+        dim: the sample dimensions of the input (an int, a sequence of ints
+            or ``None`` for all); the others are batch dimensions, kept in
+            front of the bins axis.
         learnable_edges: learn the edges. They are parametrized by a first edge
             and ``bins`` widths ``softplus(raw) + min_width``, accumulated with
             ``cumsum`` in float64, so they stay strictly increasing whatever the
@@ -104,6 +148,9 @@ class SoftHistogram(nn.Module):
         ``forward(input (*), weight (*) or None) -> (*batch, bins)``, the bins on
         the last axis; with ``dim=-1``, ``(*batch, N) -> (*batch, bins)``.
 
+    Raises:
+        ValueError, TypeError: at construction, for a bad argument (named, with its value).
+
     Example:
         >>> import torch, softhist
         >>> layer = softhist.nn.SoftHistogram(8, (0.0, 1.0), learnable_edges=True, learnable_bandwidth=True)
@@ -113,6 +160,10 @@ class SoftHistogram(nn.Module):
         >>> hist.sum().backward()
         >>> layer.raw_widths.grad.shape, layer.log_bandwidth.grad.shape
         (torch.Size([8]), torch.Size([]))
+        >>> layer
+        SoftHistogram(bins=8, range=(0.0, 1.0), kernel='gaussian', bandwidth=0.0625 (learnable), mode='soft', dim=-1, learnable_edges=True, learnable_bandwidth=True)
+        >>> softhist.nn.SoftHistogram(8, (0.0, 1.0), bandwidth=torch.tensor(0.1)).bandwidth
+        0.10000000149011612
     """
 
     def __init__(
@@ -129,24 +180,23 @@ class SoftHistogram(nn.Module):
         group: Optional["ProcessGroup"] = None,
     ) -> None:
         super().__init__()
-        self.group = group
+        self.group = _check_group(group)
         self.bins = _check_bins(bins, "bins")
         self.range = _check_range(range)
         self.kernel = get_kernel(kernel).name
         self.mode = _check_mode(mode)
-        self.dim = dim
-        self.learnable_edges = bool(learnable_edges)
-        self.learnable_bandwidth = bool(learnable_bandwidth)
+        self.dim = _check_sample_dims(dim)
+        self.learnable_edges = _check_bool(learnable_edges, "learnable_edges")
+        self.learnable_bandwidth = _check_bool(learnable_bandwidth, "learnable_bandwidth")
         lo, hi = self.range
         width = (hi - lo) / self.bins
-        if bandwidth is not None:
-            bandwidth = _check_positive(bandwidth, "bandwidth")
+        bandwidth = _check_bandwidth(bandwidth)
         self.min_width = 1e-4 * width
         if self.learnable_edges:
             self.edge_start = nn.Parameter(torch.tensor(lo))
             self.raw_widths = nn.Parameter(torch.full((self.bins,), _inverse_softplus(width - self.min_width)))
         if self.learnable_bandwidth:
-            start = bandwidth if bandwidth is not None else 0.5 * width
+            start = float(bandwidth) if bandwidth is not None else 0.5 * width
             self.log_bandwidth = nn.Parameter(torch.tensor(math.log(start)))
             self.bandwidth = None
         else:
@@ -163,16 +213,27 @@ class SoftHistogram(nn.Module):
         return torch.cat([start.reshape(1), start + torch.cumsum(widths, 0)])
 
     def current_bandwidth(self) -> Union[float, Tensor, None]:
-        """The bandwidth the next ``forward`` uses: a float, a 0-d tensor (learnable) or None."""
-        return self.log_bandwidth.exp() if self.learnable_bandwidth else self.bandwidth
+        """The bandwidth the next ``forward`` uses: a float, a 0-d tensor (learnable, or half the mean
+        width of learnable edges, differentiable with respect to them) or None (half a bin width)."""
+        return self._bandwidth(self.bin_edges if self.learnable_edges else None)
+
+    def _bandwidth(self, edges: Optional[Tensor]) -> Union[float, Tensor, None]:
+        if self.learnable_bandwidth:
+            return self.log_bandwidth.exp()
+        if self.bandwidth is None and edges is not None:
+            # Half the mean bin width of the current edges, as a tensor: the edges' gradient then
+            # includes the path through the bandwidth (histogram's own default is a constant).
+            return (edges[-1] - edges[0]) / (2 * self.bins)
+        return self.bandwidth
 
     def forward(self, input: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        bins: Union[int, Tensor] = self.bin_edges if self.learnable_edges else self.bins
+        edges = self.bin_edges if self.learnable_edges else None
+        bins: Union[int, Tensor] = edges if edges is not None else self.bins
         range_ = None if self.learnable_edges else self.range
         try:
             hist, _ = histogram(
                 input, bins, range=range_, weight=weight, kernel=self.kernel,
-                bandwidth=self.current_bandwidth(), mode=self.mode, dim=self.dim, group=self.group,
+                bandwidth=self._bandwidth(edges), mode=self.mode, dim=self.dim, group=self.group,
             )
         except ValueError as error:
             if not (self.learnable_edges and str(error).startswith("bins must be")):
@@ -185,8 +246,12 @@ class SoftHistogram(nn.Module):
         return hist
 
     def extra_repr(self) -> str:
+        if self.learnable_bandwidth:
+            bandwidth = f"{float(self.log_bandwidth.detach().exp()):.6g} (learnable)"
+        else:
+            bandwidth = _bandwidth_repr(self.bandwidth)
         return (
-            f"bins={self.bins}, range={self.range}, kernel={self.kernel!r}, bandwidth={self.bandwidth}, "
+            f"bins={self.bins}, range={self.range}, kernel={self.kernel!r}, bandwidth={bandwidth}, "
             f"mode={self.mode!r}, dim={self.dim}, learnable_edges={self.learnable_edges}, "
             f"learnable_bandwidth={self.learnable_bandwidth}"
         )
@@ -279,7 +344,7 @@ class MutualInformationLoss(nn.Module):
         group: Optional["ProcessGroup"] = None,
     ) -> None:
         super().__init__()
-        self.group = group
+        self.group = _check_group(group)
         if kernel_type not in ("gaussian", "b-spline"):
             raise ValueError(f"kernel_type must be one of ['gaussian', 'b-spline'], got {kernel_type!r}")
         if reduction not in ("mean", "sum", "none"):
@@ -436,6 +501,28 @@ class MattesMutualInformationLoss(nn.Module):
         )
 
 
+def _check_patch_size(patch_size: object) -> Union[int, Tuple[int, ...]]:
+    """A positive int, or a non-empty sequence of them (one per spatial dim, matched in ``forward``)."""
+    sizes = [patch_size] if isinstance(patch_size, numbers.Integral) else patch_size
+    if not isinstance(sizes, (list, tuple)) or not sizes:
+        raise TypeError(f"patch_size must be an int or a sequence of ints, got {patch_size!r}")
+    for p in sizes:
+        if isinstance(p, bool) or not isinstance(p, numbers.Integral):
+            raise TypeError(f"patch_size must be an int or a sequence of ints, got {patch_size!r}")
+        if p < 1:
+            raise ValueError(f"patch_size must hold positive integers, got {patch_size!r}")
+    return int(patch_size) if isinstance(patch_size, numbers.Integral) else tuple(int(p) for p in sizes)
+
+
+def _check_mi_range(range_: object) -> Union[None, Range, Tuple[Optional[Range], Optional[Range]]]:
+    """None, ``(lo, hi)`` for both images, or one range (or None: that image's own) per image."""
+    if range_ is None:
+        return None
+    if isinstance(range_, (tuple, list)) and len(range_) == 2 and all(r is None or isinstance(r, (tuple, list)) for r in range_):
+        return tuple(_check_range_arg(r, f"range[{i}]") for i, r in enumerate(range_))  # type: ignore[return-value]
+    return _check_range(range_)
+
+
 class LocalMutualInformationLoss(nn.Module):
     """Negative local mutual information: ``-`` the mean MI over non-overlapping patches.
 
@@ -478,11 +565,11 @@ class LocalMutualInformationLoss(nn.Module):
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
-        self.patch_size = patch_size
+        self.patch_size = _check_patch_size(patch_size)
         self.num_bins = _check_bins(num_bins, "num_bins")
-        self.range = range
+        self.range = _check_mi_range(range)
         self.kernel = get_kernel(kernel).name
-        self.bandwidth = None if bandwidth is None else _check_positive(bandwidth, "bandwidth")
+        self.bandwidth = _check_bandwidth(bandwidth)
         if not isinstance(normalized, bool):
             raise TypeError(f"normalized must be a bool, got {normalized!r}")
         self.normalized = normalized
@@ -498,7 +585,7 @@ class LocalMutualInformationLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"patch_size={self.patch_size}, num_bins={self.num_bins}, range={self.range}, kernel={self.kernel!r}, "
-            f"bandwidth={self.bandwidth}, normalized={self.normalized}, reduction={self.reduction!r}"
+            f"bandwidth={_bandwidth_repr(self.bandwidth)}, normalized={self.normalized}, reduction={self.reduction!r}"
         )
 
 
