@@ -35,9 +35,9 @@ def native_build():
                 super().build_extensions()
             except Exception as error:  # noqa: BLE001 - any failure: the torch engine still works
                 for ext in self.extensions:  # a library left from an earlier build would load stale kernels
-                    stale = self.get_ext_fullpath(ext.name)
-                    if os.path.exists(stale):
-                        os.remove(stale)
+                    for stale in (self.get_ext_fullpath(ext.name), os.path.join("src", self.get_ext_filename(ext.name))):
+                        if os.path.exists(stale):
+                            os.remove(stale)
                 banner = "=" * 78
                 message = (f"{banner}\nWARNING: softhist's native CPU kernels could not be built\n"
                            f"  ({type(error).__name__}: {error}).\n"

@@ -40,20 +40,41 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
   const int64_t rows = x.size(0), n = x.size(1), D = x.size(2);
   std::vector<int64_t> strides(D, 1), offsets(D, 0);
   int64_t cells = 1, edge_total = 0;
-  for (int64_t d = D - 1; d >= 0; --d) strides[d] = cells, cells *= bins[d];
+  for (int64_t d = D - 1; d >= 0; --d) strides[d] = cells, cells = checked_mul(cells, bins[d], "histogram cells");
+  checked_mul(rows, cells, "rows x histogram cells");
   for (int64_t d = 0; d < D; ++d) offsets[d] = edge_total, edge_total += bins[d] + 1;
   const int64_t lanes = lanes_for(cells, n), size = lanes * cells;  // sorted or constant data
   const int64_t chunks = chunks_per_row(rows, n, size), units = rows * chunks;
   const bool weighted = weight.has_value();
-  std::vector<int64_t> counts(weighted ? 0 : units * size, 0);
-  std::vector<double> sums(weighted ? units * size : 0, 0.0);
+  // As in the soft forward (soft_forward.cpp): one chunk per row goes through a thread's scratch
+  // straight into the output; several chunks keep one partial each, summed in chunk order.
+  const bool direct = chunks == 1;
+  const int64_t stored = direct ? 0 : checked_mul(units, size, "partial histograms");
+  std::vector<int64_t> counts(weighted ? 0 : stored, 0);
+  std::vector<double> sums(weighted ? stored : 0, 0.0);
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const double* wp = weighted ? weight->const_data_ptr<double>() : nullptr;
+  std::vector<int64_t> sizes{rows};
+  for (int64_t b : bins) sizes.push_back(b);
+  Tensor out = torch::stable::new_empty(x, sizes, ScalarType::Double);
+  double* op = out.mutable_data_ptr<double>();
+  auto merge_row = [&](const auto* src, int64_t copies, int64_t row) {  // int64 counts or float64 sums
+    for (int64_t c = 0; c < cells; ++c) {
+      std::remove_const_t<std::remove_pointer_t<decltype(src)>> s = 0;
+      for (int64_t k = 0; k < copies; ++k) s += src[k * cells + c];
+      op[row * cells + c] = double(s);
+    }
+  };
   torch::stable::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
     int64_t cell[BLOCK];
     uint8_t inside[BLOCK];
+    std::vector<int64_t> own_counts(direct && !weighted ? size : 0);
+    std::vector<double> own_sums(direct && weighted ? size : 0);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = u / chunks, k = u % chunks;
+      int64_t* count = direct ? own_counts.data() : counts.data() + u * size;
+      double* sum = direct ? own_sums.data() : sums.data() + u * size;
+      if (direct) weighted ? std::fill(sum, sum + size, 0.0) : std::fill(count, count + size, int64_t(0));
       const int64_t begin = row * n + k * n / chunks, end = row * n + (k + 1) * n / chunks;
       for (int64_t a = begin; a < end; a += BLOCK) {
         const int64_t m = std::min(BLOCK, end - a);
@@ -81,31 +102,21 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
           }
         }
         if (weighted) {
-          double* sum = sums.data() + u * size;
           for (int64_t i = 0; i < m; ++i) sum[(i & (lanes - 1)) * cells + cell[i]] += inside[i] ? wp[a + i] : 0.0;
         } else {
-          int64_t* count = counts.data() + u * size;
           for (int64_t i = 0; i < m; ++i) count[(i & (lanes - 1)) * cells + cell[i]] += inside[i];
         }
       }
+      if (direct) weighted ? merge_row(sum, lanes, row) : merge_row(count, lanes, row);
     }
   });
-  std::vector<int64_t> sizes{rows};
-  for (int64_t b : bins) sizes.push_back(b);
-  Tensor out = torch::stable::new_empty(x, sizes, ScalarType::Double);
-  double* op = out.mutable_data_ptr<double>();
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cells; ++c) {
-      if (weighted) {
-        double s = 0.0;
-        for (int64_t k = 0; k < chunks * lanes; ++k) s += sums[(r * chunks * lanes + k) * cells + c];
-        op[r * cells + c] = s;
-      } else {
-        int64_t s = 0;
-        for (int64_t k = 0; k < chunks * lanes; ++k) s += counts[(r * chunks * lanes + k) * cells + c];
-        op[r * cells + c] = double(s);
-      }
-    }
+  if (!direct) {
+    torch::stable::parallel_for(0, rows, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        weighted ? merge_row(sums.data() + r * chunks * size, chunks * lanes, r)
+                 : merge_row(counts.data() + r * chunks * size, chunks * lanes, r);
+    });
+  }
   return out;
 }
 
@@ -115,7 +126,10 @@ Tensor hard_histogram(Tensor x, std::optional<Tensor> weight, Tensor edges, std:
   STD_TORCH_CHECK(int64_t(bins.size()) == x.size(2) && int64_t(ranges.size()) == 2 * x.size(2), "softhist: one entry per axis expected");
   STD_TORCH_CHECK(edges.scalar_type() == ScalarType::Double, "softhist: edges must be float64");
   int64_t total = 0;
-  for (int64_t b : bins) total += b + 1;
+  for (int64_t b : bins) {
+    STD_TORCH_CHECK(b >= 1 && b < (int64_t(1) << 30), "softhist: 1 to 2^30 bins per axis, got ", b);
+    total += b + 1;
+  }
   STD_TORCH_CHECK(edges.numel() == total, "softhist: edges do not match the bins");
   if (weight)
     STD_TORCH_CHECK(weight->scalar_type() == ScalarType::Double && weight->is_contiguous() && weight->numel() == x.size(0) * x.size(1),

@@ -212,9 +212,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     for (int64_t r = 0; r < p.rows; ++r)
       for (int64_t c = 0; c < p.cells; ++c) g[r * p.stored + crop[c]] = double(gp[r * p.cells + c]);
   }
-  const int64_t per_unit = D + edge_total;  // per unit: grad_h (D), then grad_edges
+  const int64_t per_unit = D + (any_edges ? edge_total : 0);  // per unit: grad_h (D), then grad_edges where asked
   const int64_t chunks = chunks_per_row(p.rows, p.n, per_unit), units = p.rows * chunks;
-  std::vector<double> partial(units * per_unit, 0.0);
+  std::vector<double> partial(checked_mul(units, per_unit, "partial gradients"), 0.0);
   Tensor grad_x = torch::stable::new_empty(x, {need.x ? p.rows * p.n * D : 0});
   Tensor grad_w = torch::stable::new_empty(x, {need.w ? p.rows * p.n : 0});
   scalar_t* gx = need.x ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;

@@ -8,6 +8,7 @@
 #include <torch/headeronly/util/Exception.h>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <optional>
 #include <tuple>
@@ -30,6 +31,10 @@ SOFTHIST_HOT void scatter_1d(double* hist, int64_t lanes, int64_t lane_size, con
     double* h = hist + (i & (lanes - 1)) * lane_size + w0.first[i];
     const double* a = w0.mass.data() + i * c0;
     const double wi = wt[i];
+    if (!std::isfinite(wi)) {
+      for (int64_t j = 0; j < c0; ++j) h[j] += weighted(wi, a[j]);
+      continue;
+    }
 #pragma omp simd
     for (int64_t j = 0; j < c0; ++j) h[j] += wi * a[j];
   }
@@ -42,6 +47,11 @@ SOFTHIST_HOT void scatter_2d(double* hist, int64_t stride0, const AxisWindows& w
     const double* a0 = w0.mass.data() + i * c0;
     const double* a1 = w1.mass.data() + i * c1;
     double* h = hist + w0.first[i] * stride0 + w1.first[i];
+    if (!std::isfinite(wt[i])) {
+      for (int64_t j = 0; j < c0; ++j)
+        for (int64_t k = 0; k < c1; ++k) h[j * stride0 + k] += weighted(wt[i], a0[j] * a1[k]);
+      continue;
+    }
     if (c1 == 8) {  // the common table window: one vector per row
       const v8d b = at8(a1);
       for (int64_t j = 0; j < c0; ++j) at8(h + j * stride0) += (wt[i] * a0[j]) * b;
@@ -62,7 +72,8 @@ void scatter_nd(double* hist, const Plan& p, const std::vector<AxisWindows>& ws,
   for (int64_t i = 0; i < m; ++i) {
     if (!valid[i]) continue;
     int64_t base = 0, count = 1;
-    vals[0] = wt[i];
+    const bool finite = std::isfinite(wt[i]);
+    vals[0] = finite ? wt[i] : 1.0;  // a non-finite weight is applied per cell, below
     for (int64_t d = 0; d < p.dims; ++d) {
       const int64_t c = p.axes[d].cells;
       const double* a = ws[d].mass.data() + i * c;
@@ -72,7 +83,10 @@ void scatter_nd(double* hist, const Plan& p, const std::vector<AxisWindows>& ws,
       base += ws[d].first[i] * p.strides[d];
     }
     double* h = hist + base;
-    for (int64_t c = 0; c < count; ++c) h[offsets[c]] += vals[c];
+    if (finite)
+      for (int64_t c = 0; c < count; ++c) h[offsets[c]] += vals[c];
+    else
+      for (int64_t c = 0; c < count; ++c) h[offsets[c]] += weighted(wt[i], vals[c]);
   }
 }
 
@@ -80,7 +94,24 @@ template <typename scalar_t>
 Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const Plan& p) {
   const int64_t D = p.dims, lanes = D == 1 ? lanes_for(p.stored, p.n) : 1, size = lanes * p.stored;  // 2-D: no gain measured
   const int64_t chunks = chunks_per_row(p.rows, p.n, size), units = p.rows * chunks;
-  std::unique_ptr<double[]> partial(new double[units * size]);  // each unit zeroes its own
+  // One chunk per row (many rows, or short ones): each row accumulates in its thread's scratch
+  // and is cropped into the output at once, so memory and work stay O(threads x size + rows x
+  // cells), not O(rows x size). Several chunks: one partial each, summed in chunk order below.
+  const bool direct = chunks == 1;
+  std::unique_ptr<double[]> partial(new double[direct ? 0 : checked_mul(units, size, "partial histograms")]);
+  std::vector<int64_t> sizes{p.rows};
+  for (const Axis& a : p.axes) sizes.push_back(a.bins);
+  Tensor out = torch::stable::new_empty(x, sizes);
+  scalar_t* op = out.mutable_data_ptr<scalar_t>();
+  const std::vector<int64_t> crop = crop_offsets(p);
+  // The cells of `row` from its `count` stored copies (lanes, or chunks x lanes), in copy order.
+  auto crop_row = [&](const double* src, int64_t count, int64_t row, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double s = 0.0;
+      for (int64_t k = 0; k < count; ++k) s += src[k * p.stored + crop[c]];
+      op[row * p.cells + c] = scalar_t(s);
+    }
+  };
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const scalar_t* wp = weight ? weight->const_data_ptr<scalar_t>() : nullptr;
   const std::vector<int64_t> offsets = D > 2 ? window_offsets(p) : std::vector<int64_t>{};
@@ -90,9 +121,10 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
     std::vector<uint8_t> valid(BLOCK);
     std::vector<double> wt(BLOCK), coords(BLOCK), vals(offsets.size() + 1);
     std::unique_ptr<TableBlock> tb(new TableBlock);
+    std::unique_ptr<double[]> scratch(new double[direct ? size : 0]);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = u / chunks, k = u % chunks;
-      double* hist = partial.get() + u * size;
+      double* hist = direct ? scratch.get() : partial.get() + u * size;
       std::fill(hist, hist + size, 0.0);
       const int64_t begin = row * p.n + k * p.n / chunks, end = row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += BLOCK) {
@@ -114,23 +146,18 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
         else if (D == 2) scatter_2d(hist, p.strides[0], ws[0], p.axes[0].cells, ws[1], p.axes[1].cells, wt.data(), valid.data(), m);
         else scatter_nd(hist, p, ws, offsets, wt.data(), valid.data(), m, vals);
       }
+      if (direct) crop_row(hist, lanes, row, 0, p.cells);
     }
   });
-  // Sum each row's partials in chunk order.
-  std::vector<int64_t> sizes{p.rows};
-  for (const Axis& a : p.axes) sizes.push_back(a.bins);
-  Tensor out = torch::stable::new_empty(x, sizes);
-  scalar_t* op = out.mutable_data_ptr<scalar_t>();
-  const std::vector<int64_t> crop = crop_offsets(p);
-  torch::stable::parallel_for(0, p.rows * p.cells, 4096, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t row = c / p.cells;
-      const double* src = partial.get() + row * chunks * size + crop[c % p.cells];
-      double s = 0.0;
-      for (int64_t k = 0; k < chunks * lanes; ++k) s += src[k * p.stored];
-      op[c] = scalar_t(s);
-    }
-  });
+  if (!direct) {  // each row's partials, in chunk order
+    torch::stable::parallel_for(0, p.rows * p.cells, 4096, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1;) {
+        const int64_t row = c / p.cells, end = std::min(c1, (row + 1) * p.cells);
+        crop_row(partial.get() + row * chunks * size, chunks * lanes, row, c - row * p.cells, end - row * p.cells);
+        c = end;
+      }
+    });
+  }
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "simd.h"
 #include "windows.h"
@@ -35,6 +36,14 @@ SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m
   for (int64_t i = 0; i < m; ++i) {
     const float* row = a.mass + b.q[i] * row_size;
     double* h = hist + (i & (lanes - 1)) * lane_size + b.bin[i];
+    if (!std::isfinite(b.w[i])) {  // rare: the weight goes only where the row's mass is not 0
+      for (int64_t j = 0; j < w8; j += 8) {
+        double r[8];
+        at8(r) = SOFTHIST_LERP8(row, w8, j, b.t[i]);
+        for (int k = 0; k < 8; ++k) h[j + k] += weighted(b.w[i], r[k]);
+      }
+      continue;
+    }
     for (int64_t j = 0; j < w8; j += 8) at8(h + j) += b.w[i] * SOFTHIST_LERP8(row, w8, j, b.t[i]);
   }
 }

@@ -80,7 +80,10 @@ struct TableGrid {
   }
 };
 
-// Windows of m samples with coordinates xs along one axis; clears valid[i] for samples too far
+// A sample's weight w times a window cell's mass, for a non-finite w (inf, NaN): the cells its
+// kernel does not reach (mass 0) get nothing, as in hard counts, where 0 * inf would give NaN.
+// Finite weights take the plain product (w * 0 = 0), and the hot loops branch once per sample.
+inline double weighted(double w, double mass) { return mass != 0.0 ? w * mass : 0.0; }
 
 // Windows of m samples with coordinates xs along one axis; clears valid[i] for samples too far
 // from the range (or NaN) to put mass in any bin.
