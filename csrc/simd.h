@@ -45,19 +45,23 @@ SOFTHIST_INLINE double dot(const double* a, const double* b, int64_t n) {
 // stay in registers instead of going through memory. No function here takes or returns one by
 // value: such a call would pass it in a clone-dependent way (clang rejects it in the clones
 // without AVX-512, GCC warns with -Wpsabi). Memory is viewed through unaligned, aliasing
-// vector types instead (at8, SOFTHIST_WIDEN8), and results come back through references.
+// wrappers instead (SOFTHIST_AT8, SOFTHIST_LOAD8, SOFTHIST_WIDEN8), and results come back through references.
 typedef double v8d __attribute__((vector_size(64)));
-typedef double v8d_mem __attribute__((vector_size(64), aligned(8), may_alias));
 typedef float v8f_mem __attribute__((vector_size(32), aligned(4), may_alias));
 
-// Eight doubles at p (any alignment), readable and writable as a v8d.
-SOFTHIST_INLINE v8d_mem& at8(double* p) { return *reinterpret_cast<v8d_mem*>(p); }
-SOFTHIST_INLINE const v8d_mem& at8(const double* p) { return *reinterpret_cast<const v8d_mem*>(p); }
+// Eight doubles at p (any alignment) as a v8d lvalue: a packed, aliasing wrapper, so both GCC and
+// clang emit unaligned loads and stores (a vector typedef with reduced alignment is not enough for
+// clang). SOFTHIST_AT8 reads and writes, SOFTHIST_LOAD8 reads.
+struct __attribute__((packed, may_alias)) v8d_unaligned {
+  v8d v;
+};
+#define SOFTHIST_AT8(p) (reinterpret_cast<::softhist::native::v8d_unaligned*>(p)->v)
+#define SOFTHIST_LOAD8(p) (v8d(reinterpret_cast<const ::softhist::native::v8d_unaligned*>(p)->v))
 
 // Eight floats at p, widened to doubles.
 #define SOFTHIST_WIDEN8(p) __builtin_convertvector(*reinterpret_cast<const v8f_mem*>(p), v8d)
 
-SOFTHIST_INLINE double sum8(const v8d_mem& v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
+SOFTHIST_INLINE double sum8(const v8d& v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 
 // Table rows are (value, step) pairs of w8 floats each (w8 a multiple of 8), interpolated in
 // float64: eight columns from j of the row at t are row[j..] + t * row[w8 + j..].
@@ -65,9 +69,9 @@ SOFTHIST_INLINE double sum8(const v8d_mem& v) { return ((v[0] + v[4]) + (v[1] + 
 
 // out[0..8) = eight partial sums of sum_j G[j] * (the row at t)[j].
 SOFTHIST_INLINE void row_dot8(double* out, const double* G, const float* row, int64_t w8, double t) {
-  v8d acc = at8(G) * SOFTHIST_LERP8(row, w8, 0, t);
-  for (int64_t j = 8; j < w8; j += 8) acc += at8(G + j) * SOFTHIST_LERP8(row, w8, j, t);
-  at8(out) = acc;
+  v8d acc = SOFTHIST_LOAD8(G) * SOFTHIST_LERP8(row, w8, 0, t);
+  for (int64_t j = 8; j < w8; j += 8) acc += SOFTHIST_LOAD8(G + j) * SOFTHIST_LERP8(row, w8, j, t);
+  SOFTHIST_AT8(out) = acc;
 }
 
 

@@ -104,13 +104,13 @@ inline JointDots joint_dots8(const double* G, int64_t stride, int64_t c0, const 
                              const double* a1, const double* x1, const double* h1) {
   v8d u = {}, xs = {}, hs = {};
   for (int64_t j = 0; j < c0; ++j) {
-    const v8d g = at8(G + j * stride);
+    const v8d g = SOFTHIST_LOAD8(G + j * stride);
     u += a0[j] * g;
     if (x0) xs += x0[j] * g;
     if (h0) hs += h0[j] * g;
   }
-  const v8d b = at8(a1);
-  return {sum8(b * u), x0 ? sum8(b * xs) : 0.0, x1 ? sum8(at8(x1) * u) : 0.0, h0 ? sum8(b * hs) : 0.0, h1 ? sum8(at8(h1) * u) : 0.0};
+  const v8d b = SOFTHIST_LOAD8(a1);
+  return {sum8(b * u), x0 ? sum8(b * xs) : 0.0, x1 ? sum8(SOFTHIST_LOAD8(x1) * u) : 0.0, h0 ? sum8(b * hs) : 0.0, h1 ? sum8(SOFTHIST_LOAD8(h1) * u) : 0.0};
 }
 
 // The backward pass of m samples whose windows are in ws: dL/dx (m, D) and dL/dw (m,) into gx

@@ -53,8 +53,8 @@ SOFTHIST_HOT void scatter_2d(double* hist, int64_t stride0, const AxisWindows& w
       continue;
     }
     if (c1 == 8) {  // the common table window: one vector per row
-      const v8d b = at8(a1);
-      for (int64_t j = 0; j < c0; ++j) at8(h + j * stride0) += (wt[i] * a0[j]) * b;
+      const v8d b = SOFTHIST_LOAD8(a1);
+      for (int64_t j = 0; j < c0; ++j) SOFTHIST_AT8(h + j * stride0) += (wt[i] * a0[j]) * b;
       continue;
     }
     for (int64_t j = 0; j < c0; ++j) {

@@ -39,12 +39,12 @@ SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m
     if (!std::isfinite(b.w[i])) {  // rare: the weight goes only where the row's mass is not 0
       for (int64_t j = 0; j < w8; j += 8) {
         double r[8];
-        at8(r) = SOFTHIST_LERP8(row, w8, j, b.t[i]);
+        SOFTHIST_AT8(r) = SOFTHIST_LERP8(row, w8, j, b.t[i]);
         for (int k = 0; k < 8; ++k) h[j + k] += weighted(b.w[i], r[k]);
       }
       continue;
     }
-    for (int64_t j = 0; j < w8; j += 8) at8(h + j) += b.w[i] * SOFTHIST_LERP8(row, w8, j, b.t[i]);
+    for (int64_t j = 0; j < w8; j += 8) SOFTHIST_AT8(h + j) += b.w[i] * SOFTHIST_LERP8(row, w8, j, b.t[i]);
   }
 }
 
@@ -61,16 +61,16 @@ SOFTHIST_HOT void table_1d_backward(const Axis& a, const TableBlock& b, const do
                                     float* gx, float* gw, double* gh) {
   if (gx) {
     table_1d_dots(a, b, a.du, g, m, P);
-    for (int64_t i = 0; i < m; ++i) gx[i] = b.valid[i] ? float(sum8(at8(P + 8 * i)) * (b.w[i] * a.scale)) : 0.0f;
+    for (int64_t i = 0; i < m; ++i) gx[i] = b.valid[i] ? float(sum8(SOFTHIST_LOAD8(P + 8 * i)) * (b.w[i] * a.scale)) : 0.0f;
   }
   if (need_w) {
     table_1d_dots(a, b, a.mass, g, m, P);
-    for (int64_t i = 0; i < m; ++i) gw[i] = b.valid[i] ? float(sum8(at8(P + 8 * i))) : 0.0f;
+    for (int64_t i = 0; i < m; ++i) gw[i] = b.valid[i] ? float(sum8(SOFTHIST_LOAD8(P + 8 * i))) : 0.0f;
   }
   if (need_h) {
     table_1d_dots(a, b, a.dhb, g, m, P);
     double s = 0.0;
-    for (int64_t i = 0; i < m; ++i) s += b.valid[i] ? sum8(at8(P + 8 * i)) * (b.w[i] * a.scale) : 0.0;
+    for (int64_t i = 0; i < m; ++i) s += b.valid[i] ? sum8(SOFTHIST_LOAD8(P + 8 * i)) * (b.w[i] * a.scale) : 0.0;
     *gh += s;
   }
 }
@@ -86,7 +86,7 @@ SOFTHIST_HOT void gradient_table(const Axis& a, const float* tab, const double* 
       for (int64_t q = 0; q <= Q; ++q) {  // q = Q: the last row at t = 1
         double acc[8];
         row_dot8(acc, g + n, tab + std::min(q, Q - 1) * 2 * w8, w8, q == Q ? 1.0 : 0.0);
-        gv[n * (Q + 1) + q] = sum8(at8(acc));
+        gv[n * (Q + 1) + q] = sum8(SOFTHIST_LOAD8(acc));
       }
     }
   });
