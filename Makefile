@@ -15,7 +15,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PIP_EXTRA ?=
 
-.PHONY: test demo bench bench-gpu figures clean
+.PHONY: test demo bench bench-gpu figures clean check-native
 
 $(VENV)/.torch: Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ $(VENV)/.torch: Makefile
 	touch $@
 
 # softhist (editable) with one extra: .installed-test, .installed-demo, .installed-bench.
-$(VENV)/.installed-%: pyproject.toml setup.py csrc/softhist_cpu.cpp $(VENV)/.torch
+$(VENV)/.installed-%: pyproject.toml setup.py $(wildcard csrc/*) $(VENV)/.torch
 	$(PY) -m pip install --quiet --no-build-isolation -e ".[$*]"
 	touch $@
 
@@ -48,6 +48,17 @@ bench-gpu: $(VENV)/.installed-test $(VENV)/.installed-bench
 # The README's pictures: docs/demo.png, docs/kernels.png, docs/bench.png.
 figures: $(VENV)/.installed-demo $(VENV)/.installed-bench
 	$(PY) scripts/make_figures.py
+
+# The native sources compile warning-free (-Wall -Wextra -Werror) with GCC and clang, where installed.
+check-native: $(VENV)/.torch
+	@for cxx in g++ clang++; do \
+	  command -v $$cxx >/dev/null || { echo "$$cxx: not installed, skipped"; continue; }; \
+	  for src in csrc/*.cpp; do \
+	    $$cxx -c -o /dev/null -O3 -std=c++17 -fopenmp-simd -fno-trapping-math -DTORCH_TARGET_VERSION=0x020a000000000000 \
+	      -Wall -Wextra -Werror -isystem "$$($(PY) -c 'import torch.utils.cpp_extension as c; print(c.include_paths()[0])')" \
+	      -isystem "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" $$src || exit 1; \
+	  done; echo "$$cxx: csrc/ compiles cleanly"; \
+	done
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info src/softhist/_C*.so .pytest_cache demo-output bench-gpu.csv

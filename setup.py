@@ -9,7 +9,9 @@ Without torch at build time, without a compiler, or with ``SOFTHIST_NO_EXTENSION
 installed without the kernels and runs on its torch engine (``softhist.native_status()`` says why).
 """
 
+import glob
 import os
+import sys
 
 from setuptools import setup
 
@@ -32,12 +34,22 @@ def native_build():
             try:
                 super().build_extensions()
             except Exception as error:  # noqa: BLE001 - any failure: the torch engine still works
-                print(f"softhist: the native CPU kernels could not be built ({type(error).__name__}: {error}); "
-                      "softhist is installed without them and runs on its torch engine")
+                for ext in self.extensions:  # a library left from an earlier build would load stale kernels
+                    for stale in (self.get_ext_fullpath(ext.name), os.path.join("src", self.get_ext_filename(ext.name))):
+                        if os.path.exists(stale):
+                            os.remove(stale)
+                banner = "=" * 78
+                message = (f"{banner}\nWARNING: softhist's native CPU kernels could not be built\n"
+                           f"  ({type(error).__name__}: {error}).\n"
+                           "  softhist is installed without them and runs on its torch engine (slower);\n"
+                           "  softhist.backends()['cpp'] says why. Rerun pip with -v to see the compiler's output.\n"
+                           f"{banner}")
+                print(message)
+                print(message, file=sys.stderr)
 
     extension = CppExtension(
         "softhist._C",
-        ["csrc/softhist_cpu.cpp"],
+        sorted(glob.glob("csrc/*.cpp")),
         # -fno-trapping-math: no code here relies on floating-point traps, and without it GCC keeps
         # floor() and compare-and-select loops scalar. Results are unchanged (unlike -ffast-math).
         extra_compile_args=["-O3", "-std=c++17", "-fopenmp-simd", "-fno-trapping-math", f"-DTORCH_TARGET_VERSION={STABLE_ABI}"],

@@ -1,4 +1,4 @@
-"""Print the Chebyshev coefficients that csrc/softhist_cpu.cpp uses for erf and exp.
+"""Print the Chebyshev coefficients that csrc/kernels.h uses for erf and exp.
 
 The native engine evaluates the Gaussian and logistic kernels with branch-free polynomials
 (libm's erf and exp are scalar calls that stop the loops from vectorizing):

@@ -249,9 +249,39 @@ def test_missing_kernels_fall_back_once_with_the_reason(monkeypatch):
     assert "(ImportError: no _C)" in softhist.backends()["cpp"]
 
 
-def test_ops_are_registered_torch_ops():
-    assert hasattr(torch.ops.softhist, "soft_histogram")
-    assert hasattr(torch.ops.softhist, "soft_histogram_backward")
+def test_native_ops_are_private_and_have_fake_kernels():
+    """The engine's ops are private (their arguments are the plan layout) and run on meta tensors."""
+    for name in ("_native_soft", "_native_soft_backward", "_native_hard"):
+        assert hasattr(torch.ops.softhist, name)
+    x = torch.rand(3, 50, 2, dtype=torch.float32)
+    ints, floats = _cpp_backend._pack([
+        _cpp_backend.NativeAxis(_cpp_backend.EXACT_UNIFORM, 0, 7, 5, 0, 0, 0.0, 7.0, 0.05, 5.3),
+        _cpp_backend.NativeAxis(_cpp_backend.EXACT_UNIFORM, 2, 4, 3, 0, 0, 0.0, 4.0, 0.05, 1.8),
+    ])
+    edges = torch.cat([torch.linspace(0, 1, 8), torch.linspace(0, 1, 5)]).double()
+    real = torch.ops.softhist._native_soft(x, None, edges, _cpp_backend._NO_TABLES, ints, floats)
+    meta = torch.ops.softhist._native_soft(x.to("meta"), None, edges.to("meta"), _cpp_backend._NO_TABLES.to("meta"), ints, floats)
+    assert real.shape == meta.shape == (3, 7, 4) and meta.dtype == real.dtype
+    grad = torch.ones_like(real)
+    needs = [1, 0, 1, 1, 0]
+    real_b = torch.ops.softhist._native_soft_backward(grad, x, None, edges, _cpp_backend._NO_TABLES, ints, floats, needs)
+    meta_b = torch.ops.softhist._native_soft_backward(grad.to("meta"), x.to("meta"), None, edges.to("meta"),
+                                                       _cpp_backend._NO_TABLES.to("meta"), ints, floats, needs)
+    assert [(t.shape, t.dtype) for t in real_b] == [(t.shape, t.dtype) for t in meta_b]
+    hard = torch.ops.softhist._native_hard(x.to("meta"), None, edges.to("meta"), [7, 4], [0.0, 1.0, 0.0, 1.0], True)
+    assert hard.shape == (3, 7, 4) and hard.dtype == torch.float64
+
+
+def test_plan_layout_is_mirrored_in_python():
+    """csrc/plan.h's field lists and _cpp_backend.NativeAxis name the same fields in the same order."""
+    import pathlib
+    import re
+
+    header = (pathlib.Path(__file__).parents[1] / "csrc" / "plan.h").read_text()
+    found = {kind: tuple(re.findall(r"X\((\w+)\)", re.search(rf"#define SOFTHIST_AXIS_{kind}\(X\)(.*)", header).group(1)))
+             for kind in ("INTS", "FLOATS")}
+    assert found["INTS"] == _cpp_backend.INT_FIELDS
+    assert found["FLOATS"] == _cpp_backend.FLOAT_FIELDS
 
 
 @pytest.mark.parametrize("kernel", ["bspline2", "gaussian"])

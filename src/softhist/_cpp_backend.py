@@ -1,4 +1,4 @@
-"""Native CPU backend: the fused C++ kernels of ``csrc/softhist_cpu.cpp`` (``torch.ops.softhist``).
+"""Native CPU backend: the fused C++ kernels of ``csrc/`` (private ops ``torch.ops.softhist._native_*``).
 
 Same contract as :mod:`._torch_backend` (an :class:`._torch_backend.Engine`: ``x: (rows, n, D)``
 -> ``(rows, *bins)``; the ops of :mod:`._ops` carry its autograd). This module plans each call and the kernels run it:
@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+from dataclasses import astuple, dataclass, fields
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -57,7 +58,7 @@ def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor],
     ranges = [v for axis in binning.axes for v in (axis.uniform if histc_rule else (0.0, 0.0))]
     flat_edges = torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])
     w = None if weight is None else weight.detach().to(torch.float64).contiguous()
-    return torch.ops.softhist.hard_histogram(x.contiguous(), w, flat_edges, [a.bins for a in binning.axes], ranges, histc_rule)
+    return torch.ops.softhist._native_hard(x.contiguous(), w, flat_edges, [a.bins for a in binning.axes], ranges, histc_rule)
 
 
 def unavailable_reason() -> Optional[str]:
@@ -114,14 +115,41 @@ def _table(kernel: Kernel, bandwidth_bins: float, size: int, reach: int) -> Tens
 # --------------------------------------------------------------------------- the plan
 
 
+@dataclass(frozen=True)
+class NativeAxis:
+    """One axis of the native plan: the fields of ``csrc/plan.h`` (``SOFTHIST_AXIS_INTS`` then
+    ``SOFTHIST_AXIS_FLOATS``), in that order. The one Python place that knows the op's layout."""
+
+    kind: int
+    kernel: int
+    bins: int
+    width: int  # window: edges K (exact) or bins W = 2J + 1 (table)
+    q: int  # table grid points per bin
+    reach: int  # table reach J in bins
+    lo: float
+    scale: float  # bins per data unit
+    h: float  # bandwidth
+    support: float  # kernel support T
+
+
+INT_FIELDS = tuple(f.name for f in fields(NativeAxis) if f.type in (int, "int"))
+FLOAT_FIELDS = tuple(f.name for f in fields(NativeAxis) if f.type in (float, "float"))
+
+
+def _pack(axes: Sequence[NativeAxis]) -> Tuple[List[int], List[float]]:
+    """The op's ``axis_ints`` and ``axis_floats``."""
+    ints = [int(v) for a in axes for v in astuple(a)[: len(INT_FIELDS)]]
+    floats = [float(v) for a in axes for v in astuple(a)[len(INT_FIELDS) :]]
+    return ints, floats
+
+
 def _plan(x: Tensor, edges: Sequence[Tensor], binning: Binning, smooth_gradients: bool = False):
     """Per-axis strategy, window and table: the kernels' ``axis_ints``, ``axis_floats`` and tables.
 
     ``smooth_gradients``: the table must also serve gradients in ``x`` or the bandwidth, which
     needs a kernel whose density has a continuous derivative.
     """
-    ints: List[int] = []
-    floats: List[float] = []
+    axes: List[NativeAxis] = []
     tables: List[Tensor] = []
     samples = x.shape[0] * x.shape[1]
     for axis, kernel, hard, e in zip(binning.axes, binning.kernels, binning.hard_axes, edges):
@@ -145,11 +173,44 @@ def _plan(x: Tensor, edges: Sequence[Tensor], binning: Binning, smooth_gradients
             width = window_edges(axis, kernel, e)
         if kind in (EXACT_UNIFORM, EXACT_EDGES):
             width = max(2, min(width, axis.bins + 1))  # never wider than the axis: cost <= dense
-        ints += [kind, KERNEL_IDS[kernel.name], axis.bins, width, size, reach]
-        floats += [lo, scale, axis.bandwidth, kernel.support]
+        axes.append(NativeAxis(kind, KERNEL_IDS[kernel.name], axis.bins, width, size, reach, lo, scale, axis.bandwidth, kernel.support))
+    ints, floats = _pack(axes)
     flat_edges = torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])
     flat_tables = tables[0] if len(tables) == 1 else torch.cat(tables) if tables else _NO_TABLES  # one: the cached table, no copy
     return ints, floats, flat_edges, flat_tables
+
+
+# --------------------------------------------------------------------------- fake kernels
+# Shapes only, for torch.compile, torch.export and meta tensors; bins come from the plan.
+
+
+def _plan_bins(axis_ints: Sequence[int]) -> List[int]:
+    step, at = len(INT_FIELDS), INT_FIELDS.index("bins")
+    return list(axis_ints[at::step])
+
+
+def _fake_soft(x, weight, edges, tables, axis_ints, axis_floats):
+    return x.new_empty((x.shape[0], *_plan_bins(axis_ints)))
+
+
+def _fake_soft_backward(grad, x, weight, edges, tables, axis_ints, axis_floats, needs):
+    rows, n, dims = x.shape
+    return (
+        x.new_empty((rows * n * dims if needs[0] else 0,)),
+        x.new_empty((rows * n if needs[1] else 0,)),
+        x.new_empty((dims if needs[2] else 0,), dtype=torch.float64),
+        x.new_empty((edges.numel() if any(needs[3:]) else 0,), dtype=torch.float64),
+    )
+
+
+def _fake_hard(x, weight, edges, bins, ranges, histc_rule):
+    return x.new_empty((x.shape[0], *bins), dtype=torch.float64)
+
+
+if _LOAD_ERROR is None:
+    torch.library.register_fake("softhist::_native_soft")(_fake_soft)
+    torch.library.register_fake("softhist::_native_soft_backward")(_fake_soft_backward)
+    torch.library.register_fake("softhist::_native_hard")(_fake_hard)
 
 
 def _prepare(x: Tensor, weight: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
@@ -161,7 +222,7 @@ def _prepare(x: Tensor, weight: Optional[Tensor]) -> Tuple[Tensor, Optional[Tens
 def _forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
     x, weight = _prepare(x, weight)
     ints, floats, flat_edges, tables = _plan(x, edges, binning)
-    return torch.ops.softhist.soft_histogram(x, weight, flat_edges, tables, ints, floats)
+    return torch.ops.softhist._native_soft(x, weight, flat_edges, tables, ints, floats)
 
 
 def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, needs):
@@ -171,7 +232,7 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
     exact_edges = [need and not hard for need, hard in zip(need_edges, binning.hard_axes)]  # hard axes: zero
     flags = [int(need_x), int(need_w), int(need_h), *(int(n) for n in exact_edges)]
     grad = grad.to(x.dtype).contiguous()
-    grad_x, grad_w, grad_h, grad_e = torch.ops.softhist.soft_histogram_backward(
+    grad_x, grad_w, grad_h, grad_e = torch.ops.softhist._native_soft_backward(
         grad, x, weight, flat_edges, tables, ints, floats, flags
     )
     per_axis: List[Optional[Tensor]] = []

@@ -319,9 +319,9 @@ def _window_forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor]
     flat_w = None if weight is None else weight.reshape(-1)
     for start, end in _chunks(flat_x.shape[0], plan.chunk):
         win = plan.windows(flat_x[start:end], None if flat_w is None else flat_w[start:end], start, end)
-        factors = [m.to(_SUM_DTYPE) for m in win.masses]
-        factors[0] = factors[0] * win.weight.unsqueeze(1).to(_SUM_DTYPE)
-        plan.scatter(buffer, win, _outer(factors))
+        cells = _outer([m.to(_SUM_DTYPE) for m in win.masses])
+        # A cell the kernel does not reach gets nothing, even from an infinite weight (0 * inf is NaN).
+        plan.scatter(buffer, win, torch.where(cells != 0, cells * win.weight.unsqueeze(1).to(_SUM_DTYPE), 0.0))
     return plan.histogram(buffer).to(plan.acc)
 
 

@@ -349,7 +349,9 @@ def _forward_kernel(
                 x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
                 -1, D, UNIFORM, KERNELS, HARD, EDGES, BLOCK, CELLS, ACC,
             )
-            _accumulate(partial + row[:, None] + target, mass * weight[:, None], keep, fixed_scale, FIXED_POINT)
+            # A cell the kernel does not reach gets nothing, even from an infinite weight (0 * inf is NaN).
+            _accumulate(partial + row[:, None] + target, tl.where(mass != 0, mass * weight[:, None], 0.0), keep, fixed_scale,
+                        FIXED_POINT)
 
 
 @triton.jit

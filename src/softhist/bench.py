@@ -46,7 +46,7 @@ __all__ = ["add_arguments", "check_arguments", "main", "run"]
 # (on a GPU: an eighth of its memory, since the baselines keep about four such tensors).
 DENSE_LIMIT_BYTES = 1 << 30
 # Optional baselines: provider group -> the module that must be importable.
-OPTIONAL_MODULES = {"kornia": "kornia", "MONAI": "monai"}
+OPTIONAL_MODULES = {"kornia": "kornia", "MONAI": "monai", "fast-histogram": "fast_histogram"}
 
 Fn = Callable[[], object]
 
@@ -206,6 +206,15 @@ def providers(case: Case, x: Tensor, options: Options) -> List[Provider]:
         ]
         if x.is_cuda or softhist.backends()["cpp"] is None:
             out.append(Provider("softhist soft, torch engine", lambda: (lambda: soft_joint_torch_engine(x), _backward(soft_joint_torch_engine, grad_x))))
+        if not x.is_cuda and installed("fast-histogram"):
+
+            def fast_histogram_2d() -> Tuple[Fn, Fn]:
+                from fast_histogram import histogram2d
+
+                xs, ys = x[:, 0].contiguous().numpy(), x[:, 1].contiguous().numpy()
+                return (lambda: histogram2d(xs, ys, case.bins, [(lo, hi), (lo, hi)])), None
+
+            out.insert(1, Provider("fast-histogram histogram2d (hard)", fast_histogram_2d))
         if dense and installed("kornia"):
 
             def kornia_2d() -> Tuple[Fn, Fn]:
@@ -240,6 +249,15 @@ def providers(case: Case, x: Tensor, options: Options) -> List[Provider]:
         Provider(f"softhist soft ({case.kernel})", lambda: (lambda: soft(x), _backward(soft, grad_x))),
         Provider("softhist hard", lambda: (lambda: softhist.histc(x, case.bins, lo, hi, mode="hard", dim=case.dim), None)),
     ]
+    if not x.is_cuda and case.dim is None and installed("fast-histogram"):  # the fastest hard counts on a CPU
+
+        def fast_histogram_1d() -> Tuple[Fn, Fn]:
+            from fast_histogram import histogram1d
+
+            values = flat.detach().numpy()
+            return (lambda: histogram1d(values, case.bins, (lo, hi))), None
+
+        out.insert(1, Provider("fast-histogram histogram1d (hard)", fast_histogram_1d))
     if x.is_cuda or softhist.backends()["cpp"] is None:  # the fused kernels next to the portable engine
 
         def soft_torch_engine(inp: Tensor) -> Tensor:

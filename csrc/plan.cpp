@@ -1,0 +1,102 @@
+// Reading and checking a call's plan (see plan.h).
+#include "plan.h"
+
+#include <torch/headeronly/core/ScalarType.h>
+
+namespace softhist::native {
+
+using torch::headeronly::ScalarType;
+
+Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const std::vector<int64_t>& ints,
+               const std::vector<double>& floats) {
+  STD_TORCH_CHECK(x.dim() == 3, "softhist: x must be (rows, n, D)");
+  STD_TORCH_CHECK(x.is_contiguous() && edges.is_contiguous() && tables.is_contiguous(), "softhist: inputs must be contiguous");
+  STD_TORCH_CHECK(edges.scalar_type() == ScalarType::Double, "softhist: edges must be float64");
+  STD_TORCH_CHECK(tables.scalar_type() == ScalarType::Float, "softhist: tables must be float32");
+  Plan p;
+  p.rows = x.size(0);
+  p.n = x.size(1);
+  p.dims = x.size(2);
+  STD_TORCH_CHECK(p.dims >= 1, "softhist: x needs at least one axis");
+  STD_TORCH_CHECK(int64_t(ints.size()) == INTS_PER_AXIS * p.dims && int64_t(floats.size()) == FLOATS_PER_AXIS * p.dims,
+                  "softhist: one plan entry per axis expected");
+  const double* e = edges.const_data_ptr<double>();
+  const float* tab = tables.const_data_ptr<float>();
+  int64_t table_used = 0;
+  for (int64_t d = 0; d < p.dims; ++d) {
+    Axis a;
+    const int64_t* in = ints.data() + INTS_PER_AXIS * d;
+    const double* fl = floats.data() + FLOATS_PER_AXIS * d;
+#define SOFTHIST_READ_INT(name) a.name = *in++;
+#define SOFTHIST_READ_FLOAT(name) a.name = *fl++;
+    SOFTHIST_AXIS_INTS(SOFTHIST_READ_INT)
+    SOFTHIST_AXIS_FLOATS(SOFTHIST_READ_FLOAT)
+#undef SOFTHIST_READ_INT
+#undef SOFTHIST_READ_FLOAT
+    STD_TORCH_CHECK(a.bins >= 1 && a.bins < (int64_t(1) << 30) && a.width >= 1, "softhist: bad axis plan (1 to 2^30 bins per axis)");
+    a.edges = e + p.edge_total;
+    p.edge_total += a.bins + 1;
+    if (a.kind == TABLE) {
+      STD_TORCH_CHECK(a.q >= 1 && a.q <= (int64_t(1) << 20) && (a.q & (a.q - 1)) == 0 && a.reach >= 0 && a.reach < (int64_t(1) << 20) &&
+                          a.width == 2 * a.reach + 1,
+                      "softhist: bad table plan");
+      STD_TORCH_CHECK((a.bins + 2 * a.reach) * a.q < (int64_t(1) << 31), "softhist: table grid past 2^31 points");
+      a.cells = (a.width + 7) / 8 * 8;
+      a.pad = 2 * a.reach;
+      a.extent = a.bins + 2 * a.pad + (a.cells - a.width);
+      const int64_t size = a.q * 2 * a.cells;
+      a.mass = tab + table_used, a.du = a.mass + size, a.dhb = a.du + size;
+      table_used += 3 * size;
+    } else if (a.kind == HARD) {
+      a.cells = 1;
+      a.extent = a.bins;
+    } else {
+      STD_TORCH_CHECK(a.kind == EXACT_UNIFORM || a.kind == EXACT_EDGES, "softhist: unknown axis kind ", a.kind);
+      STD_TORCH_CHECK(a.width >= 2 && a.width <= a.bins + 1, "softhist: exact windows hold 2 to bins + 1 edges");
+      a.cells = a.width - 1;
+      a.extent = a.bins;
+    }
+    STD_TORCH_CHECK(a.kernel >= 0 && a.kernel <= 6, "softhist: unknown kernel id ", a.kernel);
+    p.axes.push_back(a);
+  }
+  STD_TORCH_CHECK(p.edge_total == edges.numel() && table_used <= tables.numel(), "softhist: edges or tables do not match the plan");
+  // Every product sized from here on: cells, stored cells and window cells per row, and the
+  // same over rows (outputs, gradients). Checked once, so later arithmetic cannot wrap.
+  p.strides.assign(p.dims, 1);
+  for (int64_t d = p.dims - 1; d >= 0; --d) {
+    p.strides[d] = p.stored;
+    p.stored = checked_mul(p.stored, p.axes[d].extent, "histogram cells (with window padding)");
+    p.cells = checked_mul(p.cells, p.axes[d].bins, "histogram cells");
+    p.window_cells = checked_mul(p.window_cells, p.axes[d].cells, "cells of one sample's window");
+  }
+  checked_mul(p.rows, p.stored, "rows x histogram cells");
+  checked_mul(checked_mul(p.rows, p.n, "rows x samples"), p.dims, "samples x axes");
+  checked_mul(BLOCK, p.window_cells, "window cells of a block of samples");
+  return p;
+}
+
+std::vector<int64_t> window_offsets(const Plan& p) {
+  std::vector<int64_t> offsets{0};
+  for (int64_t d = 0; d < p.dims; ++d) {
+    std::vector<int64_t> next;
+    next.reserve(offsets.size() * p.axes[d].cells);
+    for (int64_t o : offsets)
+      for (int64_t j = 0; j < p.axes[d].cells; ++j) next.push_back(o + j * p.strides[d]);
+    offsets.swap(next);
+  }
+  return offsets;
+}
+
+std::vector<int64_t> crop_offsets(const Plan& p) {
+  std::vector<int64_t> offsets{0};
+  for (int64_t d = 0; d < p.dims; ++d) {
+    std::vector<int64_t> next;
+    next.reserve(offsets.size() * p.axes[d].bins);
+    for (int64_t o : offsets)
+      for (int64_t k = 0; k < p.axes[d].bins; ++k) next.push_back(o + (p.axes[d].pad + k) * p.strides[d]);
+    offsets.swap(next);
+  }
+  return offsets;
+}
+
+}  // namespace softhist::native

@@ -1,0 +1,309 @@
+// The soft-histogram backward pass: the gradients of x, the weights, the bandwidth and the edges
+// from the cells' gradients, recomputing each sample's window (nothing of size N x B is saved).
+//
+// With G the cells' gradients and A_d[k] = sum over the window cells with k_d = k of
+// G * prod_{e != d} a_e (so dL/da_{d,k} = w * A_d[k]):
+//   dL/dF_j = w * (A[j-1] - A[j])      (A is zero outside the window)
+//   dL/dz_j = dL/dF_j * f(z_j)          (f = F', the kernel's density)
+//   dL/dx = -(1/h) sum_j dL/dz_j,  dL/de_j = (1/h) dL/dz_j,  dL/dh = -(1/h) sum_j z_j dL/dz_j,
+//   dL/dw = sum_k A_0[k] a_{0,k}  (= sum over cells of G * prod_d a_d).
+#include "ops.h"
+
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
+#include <torch/headeronly/util/Exception.h>
+
+#include <algorithm>
+#include <memory>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "plan.h"
+#include "simd.h"
+#include "table_1d.h"
+#include "windows.h"
+
+namespace softhist::native {
+
+using torch::headeronly::ScalarType;
+
+// A_d for one sample: A[d][k] = sum over its window cells with k_d = k of G * prod_{e != d} a_e.
+// With one axis, A[0] points into the gradient itself; otherwise it is computed into dA.
+void cell_gradients(const Plan& p, const double* g, const std::vector<AxisWindows>& ws, int64_t i,
+                    std::vector<std::vector<double>>& dA, std::vector<double>& prefix, const double** A) {
+  const int64_t D = p.dims;
+  int64_t base = 0;
+  for (int64_t d = 0; d < D; ++d) base += ws[d].first[i] * p.strides[d];
+  if (D == 1) {
+    A[0] = g + base;
+    return;
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    std::fill(dA[d].begin(), dA[d].begin() + p.axes[d].cells, 0.0);
+    A[d] = dA[d].data();
+  }
+  if (D == 2) {
+    const int64_t c0 = p.axes[0].cells, c1 = p.axes[1].cells;
+    const double* a0 = ws[0].mass.data() + i * c0;
+    const double* a1 = ws[1].mass.data() + i * c1;
+    double* A1 = dA[1].data();
+    for (int64_t j = 0; j < c0; ++j) {
+      const double* gr = g + base + j * p.strides[0];
+      double s = 0.0;
+      const double aj = a0[j];
+#pragma omp simd reduction(+ : s)
+      for (int64_t k = 0; k < c1; ++k) {
+        s += gr[k] * a1[k];
+        A1[k] += gr[k] * aj;
+      }
+      dA[0][j] = s;
+    }
+    return;
+  }
+  // Any D: walk the window cells with an odometer; prefix[d] = prod_{e < d} a_e, suffix computed per cell.
+  std::vector<int64_t> idx(D, 0);
+  int64_t offset = 0;
+  for (;;) {
+    double v = g[base + offset];
+    prefix[0] = 1.0;
+    for (int64_t d = 0; d < D; ++d) prefix[d + 1] = prefix[d] * ws[d].mass[i * p.axes[d].cells + idx[d]];
+    double suffix = 1.0;
+    for (int64_t d = D - 1; d >= 0; --d) {
+      dA[d][idx[d]] += v * prefix[d] * suffix;
+      suffix *= ws[d].mass[i * p.axes[d].cells + idx[d]];
+    }
+    int64_t d = D - 1;
+    for (; d >= 0; --d) {
+      offset += p.strides[d];
+      if (++idx[d] < p.axes[d].cells) break;
+      offset -= idx[d] * p.strides[d];
+      idx[d] = 0;
+    }
+    if (d < 0) break;
+  }
+}
+
+struct Needs {
+  bool x, w, h;
+  std::vector<uint8_t> edges;        // per axis
+  std::vector<int64_t> edge_offset;  // of each axis's edges in the edge gradient
+};
+
+// The two-axis backward of one sample with eight-bin windows and no edge gradients, with G its
+// window of cell gradients (rows j of stride `stride`): U = sum_j a0_j G_j, X = sum_j dx0_j G_j,
+// H = sum_j dh0_j G_j, then dL/dw = a1.U, dL/dx_0 = a1.X, dL/dx_1 = dx1.U, dL/dh_0 = a1.H,
+// dL/dh_1 = dh1.U (before the sample's weight).
+struct JointDots {
+  double w, x0, x1, h0, h1;
+};
+
+inline JointDots joint_dots8(const double* G, int64_t stride, int64_t c0, const double* a0, const double* x0, const double* h0,
+                             const double* a1, const double* x1, const double* h1) {
+  v8d u = {}, xs = {}, hs = {};
+  for (int64_t j = 0; j < c0; ++j) {
+    const v8d g = SOFTHIST_LOAD8(G + j * stride);
+    u += a0[j] * g;
+    if (x0) xs += x0[j] * g;
+    if (h0) hs += h0[j] * g;
+  }
+  const v8d b = SOFTHIST_LOAD8(a1);
+  return {sum8(b * u), x0 ? sum8(b * xs) : 0.0, x1 ? sum8(SOFTHIST_LOAD8(x1) * u) : 0.0, h0 ? sum8(b * hs) : 0.0, h1 ? sum8(SOFTHIST_LOAD8(h1) * u) : 0.0};
+}
+
+// The backward pass of m samples whose windows are in ws: dL/dx (m, D) and dL/dw (m,) into gx
+// and gw, dL/dh (D,) and dL/dedges added into gh and ge. Each is a dot of A_d (above) with the
+// per-bin mass, dx or dh rows. Two axes without edge gradients skip A_0: with
+// U[k] = sum_j a0_j G[j][k] and X[k] = sum_j dx0_j G[j][k] (vector accumulations),
+// dL/dx_0 = w sum_k a1_k X[k], dL/dx_1 = w sum_k dx1_k U[k], dL/dw = sum_k a1_k U[k].
+SOFTHIST_HOT void backward_block(const Plan& p, const double* grow, const std::vector<AxisWindows>& ws, const double* wt,
+                                 const uint8_t* valid, int64_t m, const Needs& need, double* gx, double* gw, double* gh,
+                                 double* ge, std::vector<std::vector<double>>& dA, std::vector<double>& prefix) {
+  const int64_t D = p.dims;
+  const double* As[8];
+  std::vector<const double*> many(D > 8 ? D : 0);
+  const double** A_of = D > 8 ? many.data() : As;
+  bool any_edges = false;
+  for (int64_t d = 0; d < D; ++d) any_edges = any_edges || need.edges[d];
+  for (int64_t i = 0; i < m; ++i) {
+    if (!valid[i]) {
+      for (int64_t d = 0; d < D; ++d) gx[i * D + d] = 0.0;
+      gw[i] = 0.0;
+      continue;
+    }
+    const double w = wt[i];
+    if (D == 2 && !any_edges) {
+      const int64_t c0 = p.axes[0].cells, c1 = p.axes[1].cells;
+      const double *a0 = ws[0].mass.data() + i * c0, *x0 = ws[0].dx.data() + i * c0, *h0 = ws[0].dh.data() + i * c0;
+      const double *a1 = ws[1].mass.data() + i * c1, *x1 = ws[1].dx.data() + i * c1, *h1 = ws[1].dh.data() + i * c1;
+      if (c0 == 8 && c1 == 8) {
+        const double* G8 = grow + ws[0].first[i] * p.strides[0] + ws[1].first[i];
+        const JointDots r = joint_dots8(G8, p.strides[0], c0, a0, need.x ? x0 : nullptr, need.h ? h0 : nullptr, a1,
+                                        need.x ? x1 : nullptr, need.h ? h1 : nullptr);
+        gw[i] = r.w;
+        gx[i * 2] = w * r.x0;
+        gx[i * 2 + 1] = w * r.x1;
+        if (need.h) gh[0] += w * r.h0, gh[1] += w * r.h1;
+        continue;
+      }
+      double* U = dA[0].data();
+      double* X = dA[1].data();
+      double* H = prefix.data();
+      std::fill(U, U + c1, 0.0), std::fill(X, X + c1, 0.0), std::fill(H, H + c1, 0.0);
+      const double* G = grow + ws[0].first[i] * p.strides[0] + ws[1].first[i];
+      for (int64_t j = 0; j < c0; ++j) {
+        const double* gr = G + j * p.strides[0];
+        const double aj = a0[j], xj = need.x ? x0[j] : 0.0, hj = need.h ? h0[j] : 0.0;
+        if (need.h) {
+#pragma omp simd
+          for (int64_t k = 0; k < c1; ++k) U[k] += aj * gr[k], X[k] += xj * gr[k], H[k] += hj * gr[k];
+        } else {
+#pragma omp simd
+          for (int64_t k = 0; k < c1; ++k) U[k] += aj * gr[k], X[k] += xj * gr[k];
+        }
+      }
+      gw[i] = dot(a1, U, c1);
+      gx[i * 2] = need.x ? w * dot(a1, X, c1) : 0.0;
+      gx[i * 2 + 1] = need.x ? w * dot(x1, U, c1) : 0.0;
+      if (need.h) gh[0] += w * dot(a1, H, c1), gh[1] += w * dot(h1, U, c1);
+      continue;
+    }
+    cell_gradients(p, grow, ws, i, dA, prefix, A_of);
+    gw[i] = need.w ? dot(A_of[0], ws[0].mass.data() + i * p.axes[0].cells, p.axes[0].cells) : 0.0;
+    for (int64_t d = 0; d < D; ++d) {
+      const Axis& ax = p.axes[d];
+      const double* A = A_of[d];
+      const int64_t C = ax.cells;
+      gx[i * D + d] = need.x ? w * dot(A, ws[d].dx.data() + i * C, C) : 0.0;
+      if (need.h) gh[d] += w * dot(A, ws[d].dh.data() + i * C, C);
+      if (need.edges[d]) {  // dL/de_p = (w/h) (A[p-1] - A[p]) f(z_p)
+        const int64_t K = ax.width;
+        const double* f = ws[d].dens.data() + i * K;
+        double* edge_grad = ge + need.edge_offset[d] + ws[d].first[i];
+        const double c = w / ax.h;
+        for (int64_t q = 0; q < K; ++q) edge_grad[q] += c * ((q > 0 ? A[q - 1] : 0.0) - (q + 1 < K ? A[q] : 0.0)) * f[q];
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, const Tensor& x, const std::optional<Tensor>& weight,
+                                                         const Plan& p, const std::vector<int64_t>& flags) {
+  const int64_t D = p.dims;
+  Needs need{bool(flags[0]), bool(flags[1]), bool(flags[2]), std::vector<uint8_t>(D), std::vector<int64_t>(D)};
+  int64_t edge_total = 0;
+  bool any_edges = false;
+  for (int64_t d = 0; d < D; ++d) {
+    need.edges[d] = flags[3 + d] != 0;
+    STD_TORCH_CHECK(!need.edges[d] || p.axes[d].kind == EXACT_UNIFORM || p.axes[d].kind == EXACT_EDGES,
+                    "softhist: edge gradients need an exact axis");
+    any_edges = any_edges || need.edges[d];
+    need.edge_offset[d] = edge_total;
+    edge_total += p.axes[d].bins + 1;
+  }
+  // The cells' gradients, padded like the stored histogram, in float64.
+  std::vector<double> g(p.rows * p.stored, 0.0);
+  {
+    const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+    const std::vector<int64_t> crop = crop_offsets(p);
+    for (int64_t r = 0; r < p.rows; ++r)
+      for (int64_t c = 0; c < p.cells; ++c) g[r * p.stored + crop[c]] = double(gp[r * p.cells + c]);
+  }
+  const int64_t per_unit = D + (any_edges ? edge_total : 0);  // per unit: grad_h (D), then grad_edges where asked
+  const int64_t chunks = chunks_per_row(p.rows, p.n, per_unit), units = p.rows * chunks;
+  std::vector<double> partial(checked_mul(units, per_unit, "partial gradients"), 0.0);
+  Tensor grad_x = torch::stable::new_empty(x, {need.x ? p.rows * p.n * D : 0});
+  Tensor grad_w = torch::stable::new_empty(x, {need.w ? p.rows * p.n : 0});
+  scalar_t* gx = need.x ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
+  scalar_t* gw = need.w ? grad_w.mutable_data_ptr<scalar_t>() : nullptr;
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* wp = weight ? weight->const_data_ptr<scalar_t>() : nullptr;
+  const bool masses = D > 1 || need.w;
+  // Gradient tables for one table axis, when building them costs less than the per-sample dots.
+  const Axis& a0 = p.axes[0];
+  const int64_t gv_size = a0.kind == TABLE ? (a0.bins + 2 * a0.reach) * (a0.q + 1) : 0;
+  const bool gtable = D == 1 && a0.kind == TABLE && 4 * p.rows * gv_size <= p.rows * p.n && gv_size <= (int64_t(1) << 21);
+  std::vector<double> gvs(gtable ? 3 * p.rows * gv_size : 0);
+  if (gtable) {
+    for (int64_t r = 0; r < p.rows; ++r) {
+      double* gv = gvs.data() + 3 * r * gv_size;
+      if (need.x) gradient_table(a0, a0.du, g.data() + r * p.stored, gv);
+      if (need.w) gradient_table(a0, a0.mass, g.data() + r * p.stored, gv + gv_size);
+      if (need.h) gradient_table(a0, a0.dhb, g.data() + r * p.stored, gv + 2 * gv_size);
+    }
+  }
+
+  torch::stable::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+    std::vector<AxisWindows> ws;
+    std::vector<std::vector<double>> dA;
+    int64_t widest = 0;
+    for (const Axis& a : p.axes) widest = std::max(widest, a.cells);
+    for (const Axis& a : p.axes) ws.emplace_back(a), dA.emplace_back(widest + 1, 0.0);
+    std::vector<uint8_t> valid(BLOCK);
+    std::vector<double> wt(BLOCK), coords(BLOCK), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(BLOCK * D), block_gw(BLOCK);
+    std::vector<double> dots(8 * BLOCK);
+    std::unique_ptr<TableBlock> tb(new TableBlock);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t row = u / chunks, k = u % chunks;
+      double* gh = partial.data() + u * per_unit;
+      const double* grow = g.data() + row * p.stored;
+      const int64_t begin = row * p.n + k * p.n / chunks, end = row * p.n + (k + 1) * p.n / chunks;
+      for (int64_t a = begin; a < end; a += BLOCK) {
+        const int64_t m = std::min(BLOCK, end - a);
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (D == 1 && a0.kind == TABLE) {  // writes its float32 gradients itself
+            table_positions(a0, xp + a, wp ? wp + a : nullptr, m, *tb);
+            float* gx_block = gx ? gx + a : nullptr;
+            float* gw_block = gw ? gw + a : nullptr;
+            if (gtable) {
+              const double* gv = gvs.data() + 3 * row * gv_size;
+              gtable_1d_backward(a0, *tb, m, gx ? gv : nullptr, gw ? gv + gv_size : nullptr, need.h ? gv + 2 * gv_size : nullptr,
+                                 gx_block, gw_block, gh);
+            } else {
+              table_1d_backward(a0, *tb, grow, m, gw != nullptr, need.h, dots.data(), gx_block, gw_block, gh);
+            }
+            continue;
+          }
+        }
+        block_weights(wp ? wp + a : nullptr, m, wt.data());
+        std::fill(valid.begin(), valid.begin() + m, uint8_t(1));
+        for (int64_t d = 0; d < D; ++d) {
+          load_coordinates(xp + a * D + d, D, m, coords.data());
+          axis_windows(p.axes[d], coords.data(), m, ws[d], valid.data(), {masses, need.x, need.h, bool(need.edges[d])});
+        }
+        backward_block(p, grow, ws, wt.data(), valid.data(), m, need, block_gx.data(), block_gw.data(), gh, gh + D, dA, prefix);
+        if (gx) for (int64_t i = 0; i < m * D; ++i) gx[a * D + i] = scalar_t(block_gx[i]);
+        if (gw) for (int64_t i = 0; i < m; ++i) gw[a + i] = scalar_t(block_gw[i]);
+      }
+    }
+  });
+  Tensor grad_h = torch::stable::new_zeros(x, {need.h ? D : 0}, ScalarType::Double);
+  Tensor grad_e = torch::stable::new_zeros(x, {any_edges ? edge_total : 0}, ScalarType::Double);
+  double* hp = need.h ? grad_h.mutable_data_ptr<double>() : nullptr;
+  double* ep = any_edges ? grad_e.mutable_data_ptr<double>() : nullptr;
+  for (int64_t u = 0; u < units; ++u) {  // unit order: deterministic
+    const double* src = partial.data() + u * per_unit;
+    if (hp) for (int64_t d = 0; d < D; ++d) hp[d] += src[d];
+    if (ep) for (int64_t j = 0; j < edge_total; ++j) ep[j] += src[D + j];
+  }
+  return {grad_x, grad_w, grad_h, grad_e};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> soft_histogram_backward(Tensor grad, Tensor x, std::optional<Tensor> weight, Tensor edges,
+                                                                  Tensor tables, std::vector<int64_t> ints, std::vector<double> floats,
+                                                                  std::vector<int64_t> needs) {
+  Plan p = make_plan(x, edges, tables, ints, floats);
+  STD_TORCH_CHECK(int64_t(needs.size()) == 3 + p.dims, "softhist: needs = (x, weight, bandwidth, edges per axis)");
+  STD_TORCH_CHECK(grad.scalar_type() == x.scalar_type() && grad.is_contiguous() && grad.numel() == p.rows * p.cells,
+                  "softhist: grad must be contiguous (rows, *bins) in x's dtype");
+  if (weight) STD_TORCH_CHECK(weight->scalar_type() == x.scalar_type() && weight->is_contiguous() && weight->numel() == p.rows * p.n,
+                              "softhist: weight must be contiguous (rows, n) in x's dtype");
+  if (x.scalar_type() == ScalarType::Double) return backward_impl<double>(grad, x, weight, p, needs);
+  STD_TORCH_CHECK(x.scalar_type() == ScalarType::Float, "softhist: x must be float32 or float64");
+  return backward_impl<float>(grad, x, weight, p, needs);
+}
+
+}  // namespace softhist::native

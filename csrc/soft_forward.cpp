@@ -1,0 +1,174 @@
+// The soft-histogram forward pass of any number of axes: each sample's window cells (the outer
+// product of its per-axis masses, times its weight) added into a partial histogram.
+#include "ops.h"
+
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
+#include <torch/headeronly/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "plan.h"
+#include "simd.h"
+#include "table_1d.h"
+#include "windows.h"
+
+namespace softhist::native {
+
+using torch::headeronly::ScalarType;
+
+SOFTHIST_HOT void scatter_1d(double* hist, int64_t lanes, int64_t lane_size, const AxisWindows& w0, int64_t c0, const double* wt,
+                             const uint8_t* valid, int64_t m) {
+  for (int64_t i = 0; i < m; ++i) {
+    if (!valid[i]) continue;
+    double* h = hist + (i & (lanes - 1)) * lane_size + w0.first[i];
+    const double* a = w0.mass.data() + i * c0;
+    const double wi = wt[i];
+    if (!std::isfinite(wi)) {
+      for (int64_t j = 0; j < c0; ++j) h[j] += weighted(wi, a[j]);
+      continue;
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < c0; ++j) h[j] += wi * a[j];
+  }
+}
+
+SOFTHIST_HOT void scatter_2d(double* hist, int64_t stride0, const AxisWindows& w0, int64_t c0, const AxisWindows& w1,
+                             int64_t c1, const double* wt, const uint8_t* valid, int64_t m) {
+  for (int64_t i = 0; i < m; ++i) {
+    if (!valid[i]) continue;
+    const double* a0 = w0.mass.data() + i * c0;
+    const double* a1 = w1.mass.data() + i * c1;
+    double* h = hist + w0.first[i] * stride0 + w1.first[i];
+    if (!std::isfinite(wt[i])) {
+      for (int64_t j = 0; j < c0; ++j)
+        for (int64_t k = 0; k < c1; ++k) h[j * stride0 + k] += weighted(wt[i], a0[j] * a1[k]);
+      continue;
+    }
+    if (c1 == 8) {  // the common table window: one vector per row
+      const v8d b = SOFTHIST_LOAD8(a1);
+      for (int64_t j = 0; j < c0; ++j) SOFTHIST_AT8(h + j * stride0) += (wt[i] * a0[j]) * b;
+      continue;
+    }
+    for (int64_t j = 0; j < c0; ++j) {
+      const double c = wt[i] * a0[j];
+      double* hr = h + j * stride0;
+#pragma omp simd
+      for (int64_t k = 0; k < c1; ++k) hr[k] += c * a1[k];
+    }
+  }
+}
+
+// Any D: each sample's window cells as an outer product, added at precomputed cell offsets.
+void scatter_nd(double* hist, const Plan& p, const std::vector<AxisWindows>& ws, const std::vector<int64_t>& offsets,
+                const double* wt, const uint8_t* valid, int64_t m, std::vector<double>& vals) {
+  for (int64_t i = 0; i < m; ++i) {
+    if (!valid[i]) continue;
+    int64_t base = 0, count = 1;
+    const bool finite = std::isfinite(wt[i]);
+    vals[0] = finite ? wt[i] : 1.0;  // a non-finite weight is applied per cell, below
+    for (int64_t d = 0; d < p.dims; ++d) {
+      const int64_t c = p.axes[d].cells;
+      const double* a = ws[d].mass.data() + i * c;
+      for (int64_t r = count - 1; r >= 0; --r)
+        for (int64_t j = c - 1; j >= 0; --j) vals[r * c + j] = vals[r] * a[j];
+      count *= c;
+      base += ws[d].first[i] * p.strides[d];
+    }
+    double* h = hist + base;
+    if (finite)
+      for (int64_t c = 0; c < count; ++c) h[offsets[c]] += vals[c];
+    else
+      for (int64_t c = 0; c < count; ++c) h[offsets[c]] += weighted(wt[i], vals[c]);
+  }
+}
+
+template <typename scalar_t>
+Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const Plan& p) {
+  const int64_t D = p.dims, lanes = D == 1 ? lanes_for(p.stored, p.n) : 1, size = lanes * p.stored;  // 2-D: no gain measured
+  const int64_t chunks = chunks_per_row(p.rows, p.n, size), units = p.rows * chunks;
+  // One chunk per row (many rows, or short ones): each row accumulates in its thread's scratch
+  // and is cropped into the output at once, so memory and work stay O(threads x size + rows x
+  // cells), not O(rows x size). Several chunks: one partial each, summed in chunk order below.
+  const bool direct = chunks == 1;
+  std::unique_ptr<double[]> partial(new double[direct ? 0 : checked_mul(units, size, "partial histograms")]);
+  std::vector<int64_t> sizes{p.rows};
+  for (const Axis& a : p.axes) sizes.push_back(a.bins);
+  Tensor out = torch::stable::new_empty(x, sizes);
+  scalar_t* op = out.mutable_data_ptr<scalar_t>();
+  const std::vector<int64_t> crop = crop_offsets(p);
+  // The cells of `row` from its `count` stored copies (lanes, or chunks x lanes), in copy order.
+  auto crop_row = [&](const double* src, int64_t count, int64_t row, int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double s = 0.0;
+      for (int64_t k = 0; k < count; ++k) s += src[k * p.stored + crop[c]];
+      op[row * p.cells + c] = scalar_t(s);
+    }
+  };
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* wp = weight ? weight->const_data_ptr<scalar_t>() : nullptr;
+  const std::vector<int64_t> offsets = D > 2 ? window_offsets(p) : std::vector<int64_t>{};
+  torch::stable::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+    std::vector<AxisWindows> ws;
+    for (const Axis& a : p.axes) ws.emplace_back(a);
+    std::vector<uint8_t> valid(BLOCK);
+    std::vector<double> wt(BLOCK), coords(BLOCK), vals(offsets.size() + 1);
+    std::unique_ptr<TableBlock> tb(new TableBlock);
+    std::unique_ptr<double[]> scratch(new double[direct ? size : 0]);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t row = u / chunks, k = u % chunks;
+      double* hist = direct ? scratch.get() : partial.get() + u * size;
+      std::fill(hist, hist + size, 0.0);
+      const int64_t begin = row * p.n + k * p.n / chunks, end = row * p.n + (k + 1) * p.n / chunks;
+      for (int64_t a = begin; a < end; a += BLOCK) {
+        const int64_t m = std::min(BLOCK, end - a);
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (D == 1 && p.axes[0].kind == TABLE) {
+            table_positions(p.axes[0], xp + a, wp ? wp + a : nullptr, m, *tb);
+            table_1d_forward(p.axes[0], *tb, m, hist, lanes, p.stored);
+            continue;
+          }
+        }
+        block_weights(wp ? wp + a : nullptr, m, wt.data());
+        std::fill(valid.begin(), valid.begin() + m, uint8_t(1));
+        for (int64_t d = 0; d < D; ++d) {
+          load_coordinates(xp + a * D + d, D, m, coords.data());
+          axis_windows(p.axes[d], coords.data(), m, ws[d], valid.data(), {true, false, false, false});
+        }
+        if (D == 1) scatter_1d(hist, lanes, p.stored, ws[0], p.axes[0].cells, wt.data(), valid.data(), m);
+        else if (D == 2) scatter_2d(hist, p.strides[0], ws[0], p.axes[0].cells, ws[1], p.axes[1].cells, wt.data(), valid.data(), m);
+        else scatter_nd(hist, p, ws, offsets, wt.data(), valid.data(), m, vals);
+      }
+      if (direct) crop_row(hist, lanes, row, 0, p.cells);
+    }
+  });
+  if (!direct) {  // each row's partials, in chunk order
+    torch::stable::parallel_for(0, p.rows * p.cells, 4096, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1;) {
+        const int64_t row = c / p.cells, end = std::min(c1, (row + 1) * p.cells);
+        crop_row(partial.get() + row * chunks * size, chunks * lanes, row, c - row * p.cells, end - row * p.cells);
+        c = end;
+      }
+    });
+  }
+  return out;
+}
+
+Tensor soft_histogram(Tensor x, std::optional<Tensor> weight, Tensor edges, Tensor tables, std::vector<int64_t> ints,
+                      std::vector<double> floats) {
+  Plan p = make_plan(x, edges, tables, ints, floats);
+  if (weight) STD_TORCH_CHECK(weight->scalar_type() == x.scalar_type() && weight->is_contiguous() && weight->numel() == p.rows * p.n,
+                              "softhist: weight must be contiguous (rows, n) in x's dtype");
+  if (x.scalar_type() == ScalarType::Double) return forward_impl<double>(x, weight, p);
+  STD_TORCH_CHECK(x.scalar_type() == ScalarType::Float, "softhist: x must be float32 or float64");
+  return forward_impl<float>(x, weight, p);
+}
+
+}  // namespace softhist::native

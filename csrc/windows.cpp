@@ -1,0 +1,99 @@
+// The windows of a block of samples along one axis (see windows.h), for each strategy.
+#include "windows.h"
+
+#include "kernels.h"
+#include "simd.h"
+
+namespace softhist::native {
+
+// out[i, :] = factor * (row q_i at t_i) for a (Q, 2, w8) float table.
+SOFTHIST_HOT void lerp_rows(const float* tab, int64_t w8, const int32_t* q, const float* t, int64_t m, double factor, double* out) {
+  for (int64_t i = 0; i < m; ++i) {
+    const float* row = tab + int64_t(q[i]) * 2 * w8;
+    for (int64_t j = 0; j < w8; j += 8) SOFTHIST_AT8(out + i * w8 + j) = factor * SOFTHIST_LERP8(row, w8, j, t[i]);
+  }
+}
+
+SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisWindows& w, uint8_t* valid, Wants want) {
+  // Raw, unaliased pointers: stores through the vectors would make the compiler reload them.
+  int32_t* __restrict first = w.first.data();
+  const double B = double(a.bins), lo = a.lo, scale = a.scale;
+  if (a.kind == TABLE) {
+    const TableGrid grid(a);
+    int32_t* __restrict q = w.q.data();
+    float* __restrict t = w.t.data();
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) valid[i] &= uint8_t(grid.locate(xs[i], first[i], q[i], t[i]));
+    if (want.mass) lerp_rows(a.mass, a.cells, q, t, m, 1.0, w.mass.data());
+    if (want.x) lerp_rows(a.du, a.cells, q, t, m, scale, w.dx.data());
+    if (want.h) lerp_rows(a.dhb, a.cells, q, t, m, scale, w.dh.data());
+    return;
+  }
+  if (a.kind == HARD) {  // the indicator of the sample's bin, e_k <= x < e_{k+1} (the last bin closed)
+    const double* e = a.edges;
+    const EdgeSearch search(e, a.bins);
+    for (int64_t i = 0; i < m; ++i) {
+      const double v = xs[i];
+      const bool ok = v >= e[0] && v <= e[a.bins];  // false for NaN
+      first[i] = int32_t(ok ? std::min(search.last_at_or_below(v), a.bins - 1) : 0);
+      w.mass[i] = 1.0, w.dx[i] = 0.0, w.dh[i] = 0.0;
+      valid[i] &= uint8_t(ok);
+    }
+    return;
+  }
+  const int64_t K = a.width, C = a.cells;
+  double* __restrict z = w.z.data();
+  if (a.kind == EXACT_UNIFORM) {
+    const double hb = a.h * scale, reach = a.support * hb, inv_hb = 1.0 / hb, last = double(a.bins + 1 - K);
+    for (int64_t i = 0; i < m; ++i) {
+      double u = (xs[i] - lo) * scale;
+      bool ok = u > -reach && u < B + reach;
+      u = ok ? u : 0.0;
+      double s = clamp(std::floor(u - reach), 0.0, last);
+      first[i] = int32_t(s);
+      for (int64_t p = 0; p < K; ++p) z[i * K + p] = (s + double(p) - u) * inv_hb;
+      valid[i] &= uint8_t(ok);
+    }
+  } else {
+    const double* e = a.edges;
+    const double reach = a.support * a.h, inv_h = 1.0 / a.h;
+    const EdgeSearch search(e, a.bins);
+    for (int64_t i = 0; i < m; ++i) {
+      double v = xs[i];
+      bool ok = v > e[0] - reach && v < e[a.bins] + reach;
+      v = ok ? v : e[0];
+      int64_t s = search.last_at_or_below(v - reach);
+      s = std::min(std::max<int64_t>(s, 0), a.bins + 1 - K);
+      first[i] = int32_t(s);
+      for (int64_t p = 0; p < K; ++p) z[i * K + p] = (e[s + p] - v) * inv_h;
+      valid[i] &= uint8_t(ok);
+    }
+  }
+  if (want.mass) {  // F at the K edges, differenced into K - 1 bin masses
+    double* __restrict F = w.cdf.data();
+    double* __restrict mass = w.mass.data();
+    std::copy(z, z + m * K, F);
+    eval_cdf(a.kernel, F, m * K);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t p = 0; p + 1 < K; ++p) mass[i * C + p] = F[i * K + p + 1] - F[i * K + p];
+  }
+  if (want.x || want.h || want.edges) {
+    // With z = (e - x)/h: d mass_p/dx = -(f_{p+1} - f_p)/h, d mass_p/dh = -(z_{p+1} f_{p+1} - z_p f_p)/h.
+    double* __restrict f = w.dens.data();
+    double* __restrict dx = w.dx.data();
+    double* __restrict dh = w.dh.data();
+    eval_pdf(a.kernel, z, f, m * K);
+    const double inv_h = 1.0 / a.h;
+    for (int64_t i = 0; want.x && i < m; ++i) {
+      const double* fi = f + i * K;
+      for (int64_t p = 0; p + 1 < K; ++p) dx[i * C + p] = -(fi[p + 1] - fi[p]) * inv_h;
+    }
+    for (int64_t i = 0; want.h && i < m; ++i) {
+      const double* zi = z + i * K;
+      const double* fi = f + i * K;
+      for (int64_t p = 0; p + 1 < K; ++p) dh[i * C + p] = -(zi[p + 1] * fi[p + 1] - zi[p] * fi[p]) * inv_h;
+    }
+  }
+}
+
+}  // namespace softhist::native

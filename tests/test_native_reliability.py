@@ -1,0 +1,117 @@
+"""The native engine on its own: size products that overflow raise clear errors (never a crash),
+non-finite weights stay in the bins their kernel reaches, and many short rows cost one pass."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import softhist
+
+pytestmark = pytest.mark.skipif(
+    softhist.backends()["cpp"] is not None, reason=f"native kernels unavailable: {softhist.backends()['cpp']}"
+)
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+@pytest.mark.parametrize("dims, bins", [(4, 65536), (8, 256)])
+def test_overflowing_cell_counts_raise_instead_of_crashing(mode, dims, bins):
+    """65536**4 and 256**8 cells overflow int64: an error, in a subprocess so a crash fails the test."""
+    code = (
+        "import torch, softhist\n"
+        "try:\n"
+        f"    softhist.histogramdd(torch.rand(10, {dims}), {bins}, range=[(0, 1)] * {dims}, mode='{mode}', backend='cpp')\n"
+        "except (RuntimeError, ValueError) as error:\n"
+        "    print('raised:', error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "raised:" in done.stdout and ("overflow" in done.stdout or "too many" in done.stdout.lower())
+
+
+def test_engine_checks_sizes_itself():
+    """The op called directly (below any Python check): an overflowing plan is refused."""
+    from softhist import _cpp_backend as cb
+
+    x = torch.rand(1, 4, 4)
+    axes = [cb.NativeAxis(cb.HARD, 0, 65536, 2, 0, 0, 0.0, 1.0, 0.1, 1.0)] * 4
+    ints, floats = cb._pack(axes)
+    edges = torch.zeros(4 * 65537, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="overflow"):
+        torch.ops.softhist._native_soft(x, None, edges, cb._NO_TABLES, ints, floats)
+    with pytest.raises(RuntimeError, match="overflow"):
+        torch.ops.softhist._native_hard(x, None, edges, [65536] * 4, [0.0, 1.0] * 4, False)
+
+
+def _without_the_infinite_sample(fn, x, w, bad):
+    finite = w.clone()
+    finite[bad] = 0.0
+    return fn(x, finite)
+
+
+@pytest.mark.parametrize("n", [2, 20_000])  # exact windows; the 1-D table
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("kernel", ["gaussian", "box", "triangular"])
+def test_a_non_finite_weight_stays_in_the_bins_its_kernel_reaches_1d(n, value, kernel):
+    x = torch.rand(n)
+    x[0], x[1] = 0.06, 0.9
+    w = torch.ones(n)
+    w[0] = value
+
+    def fn(x, w):
+        return softhist.histogram(x, 8, range=(0, 1), weight=w, kernel=kernel, bandwidth=0.01, backend="cpp")[0]
+
+    got, rest = fn(x, w), _without_the_infinite_sample(fn, x, w, 0)
+    reached = torch.zeros(8, dtype=torch.bool)
+    reached[0] = True  # x = 0.06 with bandwidth 0.01 reaches only [0, 0.125) (T = 5.3 at most)
+    want = torch.where(reached, torch.full_like(rest, value), rest)
+    torch.testing.assert_close(got, want, equal_nan=True)
+    hard = softhist.histogram(x, 8, range=(0, 1), weight=w, mode="hard", backend="cpp")[0]
+    assert torch.isfinite(hard[1:]).all()
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_a_non_finite_weight_stays_in_the_cells_its_kernel_reaches_nd(dims, backend):
+    x = torch.rand(300, dims)
+    x[0] = 0.1
+    w = torch.ones(300)
+    w[0] = math.inf
+
+    def fn(x, w):
+        return softhist.histogramdd(x, 4, range=[(0, 1)] * dims, weight=w, bandwidth=0.01, backend=backend)[0]
+
+    got, rest = fn(x, w), _without_the_infinite_sample(fn, x, w, 0)
+    corner = (0,) * dims
+    assert got[corner] == math.inf
+    got[corner] = rest[corner]
+    torch.testing.assert_close(got, rest)
+
+
+def test_a_non_finite_weight_in_the_torch_engine_window_path():
+    x, w = torch.tensor([0.1, 0.9]), torch.tensor([math.inf, 1.0])
+    got = softhist.histogram(x, 2, range=(0, 1), weight=w, bandwidth=0.05, backend="torch")[0]
+    assert got[0] == math.inf and math.isfinite(got[1])
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+@pytest.mark.parametrize("width", [1, 16])
+def test_many_short_rows_equal_each_row_alone(mode, width):
+    """65,536 rows of 16 (and of 1) in one pass: the same as each row histogrammed alone, and the
+    same at 1 and 2 threads."""
+    X = torch.rand(4096, width)
+    X[::7] = torch.rand(X[::7].shape) * 1.4 - 0.2
+    got = softhist.histc(X, 32, 0, 1, dim=1, mode=mode, backend="cpp")
+    rows = torch.stack([softhist.histc(X[r], 32, 0, 1, mode=mode, backend="cpp") for r in range(0, 4096, 97)])
+    torch.testing.assert_close(got[::97], rows, rtol=2e-6, atol=2e-6)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = softhist.histc(X, 32, 0, 1, dim=1, mode=mode, backend="cpp")
+        torch.set_num_threads(2)
+        two = softhist.histc(X, 32, 0, 1, dim=1, mode=mode, backend="cpp")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two) and torch.equal(one, got)
