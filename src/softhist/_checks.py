@@ -106,7 +106,7 @@ def check_cells(rows: int, bins: Sequence[int]) -> None:
     if cells > MAX_CELLS:
         shape = " x ".join(str(b) for b in bins)
         raise ValueError(
-            f"bins: {rows} histogram(s) of {shape} cells ({cells:.3g} in all) are more than an int64 index "
+            f"bins: too many cells: {rows} histogram(s) of {shape} cells ({cells:.3g} in all) are more than an int64 index "
             f"can address (at most 2**56); use fewer bins or fewer axes"
         )
 

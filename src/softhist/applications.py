@@ -391,12 +391,12 @@ def hellinger(p: Tensor, q: Tensor, dim: int = -1) -> Tensor:
     1 for disjoint ones.
 
     Args:
-        p, q: histograms of the same shape ``(*, B, *)``, bins along ``dim``; non-negative
+        p, q: histograms whose shapes broadcast (as in :func:`softhist.kl_divergence`), bins along ``dim``; non-negative
             counts or probabilities (normalized here; an all-zero histogram counts as uniform).
         dim: the bins axis.
 
     Returns:
-        Tensor of ``p``'s shape without ``dim``.
+        Tensor of the broadcast shape without ``dim``.
 
     Note:
         The gradient is finite everywhere (HistoGAN's is NaN at an empty bin and at ``p = q``).
