@@ -56,7 +56,7 @@ def _real(value: object) -> Optional[float]:
 
 def check_number(value: object, name: str) -> float:
     """A finite real number (Python, numpy or 0-d tensor)."""
-    number = _real(value)
+    number = float(value) if type(value) in (float, int) else _real(value)
     if number is None:
         raise TypeError(f"{name} must be a real number, got {value!r}")
     if not math.isfinite(number):
@@ -340,6 +340,7 @@ def round_to(value: float, dtype: torch.dtype) -> float:
     return rounded
 
 
+@host_cache(maxsize=256)
 def check_width_fits(lo: float, hi: float, dtype: torch.dtype) -> None:
     """torch.histc's range in ``dtype``: ``max - min`` must not overflow there (torch.histc then counts nothing)."""
     if not math.isfinite(round_to(round_to(hi, dtype) - round_to(lo, dtype), dtype)):

@@ -599,13 +599,13 @@ class HardHistogram(torch.autograd.Function):
 
 
 def _eager(x: Tensor) -> bool:
-    """Whether a call can skip the ops: plain tensors, and no transform, compile or forward-mode AD active."""
+    """Whether a call can skip the ops: plain tensors, and no transform, compile or forward-mode AD
+    active (the public functions refuse TorchScript tracing before they get here)."""
     return (
         type(x) is Tensor
         and x.device.type != "meta"
         and forward_ad._current_level < 0
         and not torch._C._are_functorch_transforms_active()
-        and not torch.jit.is_tracing()
     )
 
 
@@ -618,8 +618,14 @@ def soft_histogram(x: Tensor, weight: Optional[Tensor], bandwidth: Optional[Tens
     if torch.compiler.is_compiling():
         return soft(x, weight, bandwidth, list(edges), binning.spec, backend)
     if _eager(x):
+        if not (torch.is_grad_enabled() and _any_requires_grad(x, weight, bandwidth, *edges)):
+            return run_soft(x, weight, bandwidth, edges, binning, backend)  # nothing to differentiate
         return _EagerSoft.apply(x, weight, bandwidth, binning, backend, *edges)
     return SoftHistogram.apply(x, weight, bandwidth, binning, backend, *edges)
+
+
+def _any_requires_grad(*tensors: Optional[Tensor]) -> bool:
+    return any(t is not None and t.requires_grad for t in tensors)
 
 
 def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str) -> Tensor:

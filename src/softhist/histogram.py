@@ -217,11 +217,6 @@ def _bandwidths(bandwidth: object, edges: Sequence[Tensor], uniforms: Sequence[O
     return [0.0] * dims, torch.stack(tensors)
 
 
-@host_cache(maxsize=256)
-def _binning(kernels: Tuple[str, ...], mode: str, hard_axes: Tuple[bool, ...], axes: Tuple[Axis, ...], hard_rule: str) -> Binning:
-    return Binning(tuple(get_kernel(k) for k in kernels), mode, axes, hard_rule, hard_axes)
-
-
 def _bin(
     x: Tensor,
     weight: Optional[Tensor],
@@ -240,23 +235,57 @@ def _bin(
     ``kernel`` and ``mode`` are one value or one per axis (see :func:`._checks.call_mode`).
     Hard counts come back in float64, soft histograms in the accumulation dtype.
     """
+    backend = _checks.check_backend(backend)
+    if isinstance(kernel, str) and isinstance(mode, str) and _is_number_or_none(bandwidth) and None not in uniforms:
+        # The common call (names, a number, equal-width bins) is described once and reused.
+        shape = tuple(e.shape[0] - 1 for e in edges)
+        binning, bandwidth_tensor = _uniform_binning(kernel, mode, bandwidth, shape, tuple(uniforms), hard_rule), None
+    else:
+        binning, bandwidth_tensor = _describe(x, edges, uniforms, hard_rule, kernel, bandwidth, mode)
+    if binning.mode == "hard":
+        hist = _ops.hard_histogram(x, weight, edges, binning, backend)
+    else:
+        hist = _ops.soft_histogram(x, weight, bandwidth_tensor, edges, binning, backend)
+    return _all_reduce(hist, group)
+
+
+def _is_number_or_none(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _describe(x, edges, uniforms, hard_rule, kernel, bandwidth, mode) -> Tuple[Binning, Optional[Tensor]]:
+    """The call's :class:`Binning`, and its bandwidths as a tensor when any is one (see :func:`_bandwidths`)."""
     dims = len(edges)
     kernels = tuple(k if isinstance(k, str) else get_kernel(k).name for k in _checks.axis_options(kernel, dims, "kernel"))
     for k in set(kernels):
         get_kernel(k)  # an unknown name raises here, listing the valid ones
     mode, hard_axes = _checks.call_mode(mode, dims)
-    backend = _checks.check_backend(backend)
     if mode == "hard":
         _warn_if_trained(bandwidth, edges)
-        axes = tuple(Axis(e.shape[0] - 1, 0.0, u) for e, u in zip(edges, uniforms))
-        binning = _binning(kernels, mode, hard_axes, axes, hard_rule)
-        hist = _ops.hard_histogram(x, weight, edges, binning, backend)
+        values, bandwidth_tensor = [0.0] * dims, None
     else:
         values, bandwidth_tensor = _bandwidths(bandwidth, edges, uniforms, accumulation_dtype(x.dtype))
-        axes = tuple(Axis(e.shape[0] - 1, float(h), u) for e, h, u in zip(edges, values, uniforms))
-        binning = _binning(kernels, mode, hard_axes, axes, hard_rule)
-        hist = _ops.soft_histogram(x, weight, bandwidth_tensor, edges, binning, backend)
-    return _all_reduce(hist, group)
+    axes = tuple(Axis(e.shape[0] - 1, float(h), u) for e, h, u in zip(edges, values, uniforms))
+    return Binning(tuple(get_kernel(k) for k in kernels), mode, axes, hard_rule, hard_axes), bandwidth_tensor
+
+
+@host_cache(maxsize=256)
+def _uniform_binning(
+    kernel: str, mode: str, bandwidth: Optional[float], shape: Tuple[int, ...], uniforms: Tuple[Tuple[float, float], ...], hard_rule: str,
+) -> Binning:
+    """:func:`_describe` for one kernel name, one mode, a number (or None) for the bandwidth and
+    equal-width bins on every axis: what most calls pass, checked and described once."""
+    dims = len(shape)
+    kernels = (get_kernel(kernel),) * dims
+    call, hard_axes = _checks.call_mode(mode, dims)
+    if call == "hard":
+        values = [0.0] * dims
+    elif bandwidth is None:
+        values = [0.5 * (hi - lo) / bins for bins, (lo, hi) in zip(shape, uniforms)]
+    else:
+        values = [_checks.bandwidth_value(bandwidth, "bandwidth")] * dims
+    axes = tuple(Axis(bins, float(h), u) for bins, h, u in zip(shape, values, uniforms))
+    return Binning(kernels, call, axes, hard_rule, hard_axes)
 
 
 def _warn_if_trained(bandwidth: object, edges: Sequence[Tensor]) -> None:
