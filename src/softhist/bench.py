@@ -15,6 +15,12 @@ Parzen window (``GlobalMutualInformationLoss``). All of them build ``N x bins``.
     softhist bench                             # the full table
     softhist bench --quick                     # a smaller table, in under a minute on a 2-core CPU
     softhist bench --sweep --plot bench.png    # time and memory against N, log-log
+    softhist bench --small                     # only the small inputs and many rows
+
+Small inputs and many rows get their own table: a call on 1,000 samples against ``torch.histc`` and
+the dense formula users write for it, many short rows (``dim=``) against the same samples as one
+row, and ``import softhist`` against ``import torch``. Those calls take microseconds, so each time
+there is the minimum over interleaved repeats of a batch of calls.
 """
 
 from __future__ import annotations
@@ -538,6 +544,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", action="store_true", help="only the flat cases, at N = 1K, 4K, ..., 4M (1M with --quick), for --plot")
     parser.add_argument("--no-dense", action="store_true", help="skip the dense baselines (forum formula, kornia, MONAI)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline (always skipped with --quick)")
+    parser.add_argument("--small", action="store_true", help="only the small inputs and many rows (CPU)")
     parser.add_argument(
         "--threads", type=_threads, metavar="N",
         help="CPU threads (torch.set_num_threads) for every provider; default: torch's choice. The README's tables name theirs",
@@ -556,6 +563,97 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--plot needs matplotlib: pip install 'softhist[demo]'")
 
 
+# --------------------------------------------------------------------------- small inputs and many rows
+
+
+def fastest(calls: Dict[str, Fn], device: torch.device, repeats: int = 7, budget_s: float = 0.02) -> Dict[str, float]:
+    """Each call's time in ms: the minimum, over ``repeats`` interleaved rounds, of the mean over a
+    batch sized to take about ``budget_s`` (short calls are timed many at a time)."""
+    batch = {}
+    for label, fn in calls.items():
+        fn()
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        batch[label] = max(1, min(10_000, int(budget_s / max(time.perf_counter() - t0, 1e-7))))
+    best = {label: float("inf") for label in calls}
+    for _ in range(repeats):
+        for label, fn in calls.items():
+            t0 = time.perf_counter()
+            for _ in range(batch[label]):
+                fn()
+            _sync(device)
+            best[label] = min(best[label], 1e3 * (time.perf_counter() - t0) / batch[label])
+    return best
+
+
+def _import_seconds(module: str, repeats: int = 3) -> float:
+    """Wall time of ``import module`` in a fresh interpreter, the minimum of a few."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def small_inputs(options: Options) -> List[Row]:
+    """Print the table of small inputs and many rows (CPU); returns its rows."""
+    device = torch.device(options.device)
+    gen = torch.Generator().manual_seed(0)
+    rows: List[Row] = []
+    print("\n### Small inputs and many rows\n")
+    print("Minimum of interleaved repeats. Ratios: to `torch.histc` forward on the same 1,000 samples; "
+          "many rows to the same call on the same samples as one row.\n")
+    print("| case | call | time | ratio |")
+    print("|---|---|---|---|")
+
+    def report(case: str, times: Dict[str, float], base_label: str) -> None:
+        base = times[base_label]
+        for label, ms in times.items():
+            print(f"| {case} | {label} | {1e3 * ms:.1f} µs | {ms / base:.2f}× |", flush=True)
+            rows.append(Row(case, label, 0, 0, base, ms, None, None))
+
+    x = torch.rand(1000, generator=gen).to(device)
+    leaf = x.clone().requires_grad_()
+    edges = torch.linspace(0, 1, 257, device=device)
+    dense = lambda t: reference.soft_histogram(t, edges, 0.5 / 256, "gaussian")  # noqa: E731 - the five-line formula
+    case = "1,000 samples, 256 bins"
+    report(case, fastest({
+        "torch.histc": lambda: torch.histc(x, 256, 0, 1),
+        "softhist hard": lambda: softhist.histc(x, 256, 0, 1, mode="hard"),
+        "softhist soft forward": lambda: softhist.histc(x, 256, 0, 1),
+        "softhist soft forward+backward": _backward(lambda t: softhist.histc(t, 256, 0, 1), leaf),
+        "dense formula forward": lambda: dense(x),
+        "dense formula forward+backward": _backward(dense, leaf),
+    }, device), "torch.histc")
+
+    for rows_, length in ((65_536, 16), (65_536, 1)):
+        many = torch.rand(rows_, length, generator=gen).to(device)
+        one = many.reshape(1, -1)
+        many_leaf, one_leaf = many.clone().requires_grad_(), one.clone().requires_grad_()
+        case = f"{rows_:,} rows of {length}, 32 bins"
+        for mode in ("hard", "soft"):
+            calls = {
+                f"{mode}, as one row": lambda m=mode: softhist.histc(one, 32, 0, 1, dim=1, mode=m),
+                f"{mode}, as rows (dim=1)": lambda m=mode: softhist.histc(many, 32, 0, 1, dim=1, mode=m),
+            }
+            if mode == "soft":
+                calls["soft forward+backward, as one row"] = _backward(lambda t: softhist.histc(t, 32, 0, 1, dim=1), one_leaf)
+                calls["soft forward+backward, as rows"] = _backward(lambda t: softhist.histc(t, 32, 0, 1, dim=1), many_leaf)
+            times = fastest(calls, device, repeats=3, budget_s=0.05)
+            for label, ms in times.items():
+                base = times[label.replace("as rows (dim=1)", "as one row").replace("as rows", "as one row")]
+                print(f"| {case} | {label} | {ms:.2f} ms | {ms / base:.2f}× |", flush=True)
+                rows.append(Row(case, label, rows_ * length, 32, base, ms, None, None))
+
+    torch_s, softhist_s = _import_seconds("torch"), _import_seconds("softhist")
+    print(f"| import | `import torch` | {torch_s:.2f} s | 1.00× |")
+    print(f"| import | `import softhist` | {softhist_s:.2f} s | {softhist_s / torch_s:.2f}× |", flush=True)
+    return rows
+
+
 def run(args: argparse.Namespace) -> List[Row]:
     """Print the Markdown table; write ``--csv`` and ``--plot`` if asked. Returns the rows."""
     options = Options(
@@ -568,6 +666,8 @@ def run(args: argparse.Namespace) -> List[Row]:
     budget, repeats = (0.3, 10) if options.quick else (1.0, 15)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {_plural(torch.get_num_threads(), 'thread')}"
     print(f"device: {name}; torch {torch.__version__}; softhist {softhist.__version__}; float32, uniform data on [0, 1]\n")
+    if getattr(args, "small", False):
+        return small_inputs(options)
     missing = [f"{group} (pip install {OPTIONAL_MODULES[group]})" for group in OPTIONAL_MODULES if not installed(group)]
     if missing and options.dense:
         print(f"Not installed, so not compared: {', '.join(missing)}.")
@@ -607,6 +707,8 @@ def run(args: argparse.Namespace) -> List[Row]:
             cells = f"{row.note} | —" if row.note else f"{fmt(row.fwd_ms, base)} | {fmt(row.fwd_bwd_ms, base)}"
             print(f"| {case.name} | {row.provider} | {cells} | {memory} |", flush=True)
             rows.append(row)
+    if not options.sweep:
+        rows += small_inputs(options)
     if args.csv:
         write_csv(rows, args.csv, name)
     if args.plot:
