@@ -67,7 +67,7 @@ def test_fullgraph_compiled_training_step_equals_eager():
             reference = layer(target)
             return (hist - reference).pow(2).mean() + mi(samples.view(1, 1, 40, 50), target.view(1, 1, 40, 50))
 
-        run = torch.compile(step, fullgraph=True) if name == "compiled" else step
+        run = torch.compile(step, fullgraph=True, backend="aot_eager") if name == "compiled" else step  # one inductor test above
         history = []
         for _ in range(3):
             loss = run(samples)

@@ -104,6 +104,7 @@ class Options:
     """What the command line chose; the probe interpreter rebuilds the same cases from it."""
 
     quick: bool = False
+    tiny: bool = False  # one small case of each kind, for the test suite (implies quick)
     device: str = "cpu"
     sweep: bool = False
     dense: bool = True
@@ -342,6 +343,9 @@ def cases(options: Options) -> List[Case]:
         return [flat(1 << p, True) for p in range(10, top + 1, 2)]
     if device.type == "cuda":
         return _gpu_cases(options, uniform, flat)
+    if options.tiny:
+        return [flat(1 << 12, True), Case("joint 2-D N=4K, 16×16", uniform(1 << 12, 2), 16, 1 << 12, joint=True),
+                Case("MI loss 2×8³ voxels, 23 bins", uniform(2, 2, 1, 8, 8, 8), 23, 2 * 8**3, mi=True)]
     sizes = [1 << 16, 1 << 20] if options.quick else [1 << 16, 1 << 20, 1 << 22]
     out = [flat(n, n <= (1 << 16) or not options.quick) for n in sizes]
     if options.quick:
@@ -416,7 +420,8 @@ def _rss_probe(case: Case, provider: str, options: Options) -> float:
 
 def _probe_argv(options: Options) -> List[str]:
     threads = ["--threads", str(options.threads)] if options.threads else []
-    return (["--quick"] if options.quick else []) + (["--sweep"] if options.sweep else []) + ["--device", options.device] + threads
+    sizes = ["--tiny"] if options.tiny else ["--quick"] if options.quick else []
+    return sizes + (["--sweep"] if options.sweep else []) + ["--device", options.device] + threads
 
 
 def peak_memory_mb(index: int, spec: Provider, call: Fn, options: Options) -> Optional[float]:
@@ -545,6 +550,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-dense", action="store_true", help="skip the dense baselines (forum formula, kornia, MONAI)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline (always skipped with --quick)")
     parser.add_argument("--small", action="store_true", help="only the small inputs and many rows (CPU)")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # one small case of each kind, for the tests
     parser.add_argument(
         "--threads", type=_threads, metavar="N",
         help="CPU threads (torch.set_num_threads) for every provider; default: torch's choice. The README's tables name theirs",
@@ -599,7 +605,7 @@ def _import_seconds(module: str, repeats: int = 3) -> float:
 
 
 def small_inputs(options: Options) -> List[Row]:
-    """Print the table of small inputs and many rows (CPU); returns its rows."""
+    """Print the table of small inputs and many rows; returns its rows."""
     device = torch.device(options.device)
     gen = torch.Generator().manual_seed(0)
     rows: List[Row] = []
@@ -620,6 +626,7 @@ def small_inputs(options: Options) -> List[Row]:
     edges = torch.linspace(0, 1, 257, device=device)
     dense = lambda t: reference.soft_histogram(t, edges, 0.5 / 256, "gaussian")  # noqa: E731 - the five-line formula
     case = "1,000 samples, 256 bins"
+    rounds, budget = (2, 0.002) if options.tiny else (7, 0.02)
     report(case, fastest({
         "torch.histc": lambda: torch.histc(x, 256, 0, 1),
         "softhist hard": lambda: softhist.histc(x, 256, 0, 1, mode="hard"),
@@ -627,9 +634,9 @@ def small_inputs(options: Options) -> List[Row]:
         "softhist soft forward+backward": _backward(lambda t: softhist.histc(t, 256, 0, 1), leaf),
         "dense formula forward": lambda: dense(x),
         "dense formula forward+backward": _backward(dense, leaf),
-    }, device), "torch.histc")
+    }, device, rounds, budget), "torch.histc")
 
-    for rows_, length in ((65_536, 16), (65_536, 1)):
+    for rows_, length in ((1024, 16), (1024, 1)) if options.tiny else ((65_536, 16), (65_536, 1)):
         many = torch.rand(rows_, length, generator=gen).to(device)
         one = many.reshape(1, -1)
         many_leaf, one_leaf = many.clone().requires_grad_(), one.clone().requires_grad_()
@@ -642,13 +649,13 @@ def small_inputs(options: Options) -> List[Row]:
             if mode == "soft":
                 calls["soft forward+backward, as one row"] = _backward(lambda t: softhist.histc(t, 32, 0, 1, dim=1), one_leaf)
                 calls["soft forward+backward, as rows"] = _backward(lambda t: softhist.histc(t, 32, 0, 1, dim=1), many_leaf)
-            times = fastest(calls, device, repeats=3, budget_s=0.05)
+            times = fastest(calls, device, rounds if options.tiny else 3, budget if options.tiny else 0.05)
             for label, ms in times.items():
                 base = times[label.replace("as rows (dim=1)", "as one row").replace("as rows", "as one row")]
                 print(f"| {case} | {label} | {ms:.2f} ms | {ms / base:.2f}× |", flush=True)
                 rows.append(Row(case, label, rows_ * length, 32, base, ms, None, None))
 
-    torch_s, softhist_s = _import_seconds("torch"), _import_seconds("softhist")
+    torch_s, softhist_s = _import_seconds("torch", 1 if options.tiny else 3), _import_seconds("softhist", 1 if options.tiny else 3)
     print(f"| import | `import torch` | {torch_s:.2f} s | 1.00× |")
     print(f"| import | `import softhist` | {softhist_s:.2f} s | {softhist_s / torch_s:.2f}× |", flush=True)
     return rows
@@ -656,14 +663,15 @@ def small_inputs(options: Options) -> List[Row]:
 
 def run(args: argparse.Namespace) -> List[Row]:
     """Print the Markdown table; write ``--csv`` and ``--plot`` if asked. Returns the rows."""
+    tiny = getattr(args, "tiny", False)
     options = Options(
-        quick=args.quick, device=args.device, sweep=args.sweep, dense=not args.no_dense, torch_compile=not args.no_compile,
-        threads=args.threads,
+        quick=args.quick or tiny, tiny=tiny, device=args.device, sweep=args.sweep, dense=not args.no_dense,
+        torch_compile=not args.no_compile, threads=args.threads,
     )
     if options.threads:
         torch.set_num_threads(options.threads)
     device = torch.device(options.device)
-    budget, repeats = (0.3, 10) if options.quick else (1.0, 15)
+    budget, repeats = (0.05, 3) if options.tiny else (0.3, 10) if options.quick else (1.0, 15)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {_plural(torch.get_num_threads(), 'thread')}"
     print(f"device: {name}; torch {torch.__version__}; softhist {softhist.__version__}; float32, uniform data on [0, 1]\n")
     if getattr(args, "small", False):
@@ -700,15 +708,17 @@ def run(args: argparse.Namespace) -> List[Row]:
         # Memory after the case's timings: each CPU probe is its own interpreter, so two at a time
         # measure the same as one at a time, in half the wall time, without disturbing a timing.
         with ThreadPoolExecutor(max_workers=1 if device.type == "cuda" else 2) as pool:
-            peaks = list(pool.map(lambda item: None if item[1] is None else peak_memory_mb(index, item[0], item[1], options), timed))
+            probed = [item for item in timed if item[1] is not None and not (options.tiny and not item[0].name.startswith("softhist"))]
+            found = dict(zip(map(id, probed), pool.map(lambda item: peak_memory_mb(index, item[0], item[1], options), probed)))
+            peaks = [found.get(id(item)) for item in timed]
         for (_, _, row), peak in zip(timed, peaks):
             row.peak_mib = peak
             memory = "—" if peak is None else f"{peak:.0f}"
             cells = f"{row.note} | —" if row.note else f"{fmt(row.fwd_ms, base)} | {fmt(row.fwd_bwd_ms, base)}"
             print(f"| {case.name} | {row.provider} | {cells} | {memory} |", flush=True)
             rows.append(row)
-    if not options.sweep:
-        rows += small_inputs(options)
+    if not options.sweep and device.type == "cpu":
+        small_inputs(options)  # a table of its own, not in the CSV
     if args.csv:
         write_csv(rows, args.csv, name)
     if args.plot:
@@ -726,7 +736,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--probe", nargs=2, metavar=("CASE", "PROVIDER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
-        options = Options(quick=args.quick, device=args.device, sweep=args.sweep, threads=args.threads)
+        options = Options(quick=args.quick or args.tiny, tiny=args.tiny, device=args.device, sweep=args.sweep, threads=args.threads)
         if options.threads:
             torch.set_num_threads(options.threads)
         print(_rss_probe(cases(options)[int(args.probe[0])], args.probe[1], options))
