@@ -142,6 +142,12 @@ def binning_from_spec(spec: str) -> Binning:
     return binning
 
 
+def default_bandwidth(lo, hi, bins: int):
+    """The default bandwidth: half the mean bin width of ``bins`` bins on ``[lo, hi]`` (numbers, or
+    tensors that stay differentiable, as the outer edges of learnable bins are)."""
+    return 0.5 * (hi - lo) / bins
+
+
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; everything narrower accumulates in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import _checks, _ops
-from ._plan import Axis, Binning, accumulation_dtype, host_cache
+from ._plan import Axis, Binning, accumulation_dtype, default_bandwidth, host_cache
 from .kernels import KernelName, get_kernel
 
 if TYPE_CHECKING:
@@ -199,8 +199,7 @@ def _bandwidths(bandwidth: object, edges: Sequence[Tensor], uniforms: Sequence[O
     """
     dims = len(edges)
     if bandwidth is None:
-        parts = [0.5 * (u[1] - u[0]) / (e.shape[0] - 1) if u is not None else (e[-1] - e[0]) / (2 * (e.shape[0] - 1))
-                 for e, u in zip(edges, uniforms)]
+        parts = [default_bandwidth(*(u if u is not None else (e[0], e[-1])), e.shape[0] - 1) for e, u in zip(edges, uniforms)]
     else:
         if isinstance(bandwidth, Tensor) and bandwidth.dim() == 1 and dims > 1:
             bandwidth = list(bandwidth.unbind())
@@ -281,7 +280,7 @@ def _uniform_binning(
     if call == "hard":
         values = [0.0] * dims
     elif bandwidth is None:
-        values = [0.5 * (hi - lo) / bins for bins, (lo, hi) in zip(shape, uniforms)]
+        values = [default_bandwidth(lo, hi, bins) for bins, (lo, hi) in zip(shape, uniforms)]
     else:
         values = [_checks.bandwidth_value(bandwidth, "bandwidth")] * dims
     axes = tuple(Axis(bins, float(h), u) for bins, h, u in zip(shape, values, uniforms))

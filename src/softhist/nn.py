@@ -17,10 +17,11 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from ._checks import check_group as _check_group
+from ._plan import default_bandwidth
 from .applications import histogram_loss, hl_gauss_probs
 from .histogram import Dim, Mode, histogram
 from .kernels import KernelName, get_kernel
-from .losses import _finite_range, _mutual_information_from_joint, mutual_information
+from .losses import _finite_range, _mutual_information_from_joint
 from .registration import (
     _check_range,
     _check_range_arg,
@@ -220,10 +221,8 @@ class SoftHistogram(nn.Module):
     def _bandwidth(self, edges: Optional[Tensor]) -> Union[float, Tensor, None]:
         if self.learnable_bandwidth:
             return self.log_bandwidth.exp()
-        if self.bandwidth is None and edges is not None:
-            # Half the mean bin width of the current edges, as a tensor: the edges' gradient then
-            # includes the path through the bandwidth (histogram's own default is a constant).
-            return (edges[-1] - edges[0]) / (2 * self.bins)
+        if self.bandwidth is None and edges is not None:  # histogram's default, as a tensor current_bandwidth() shows
+            return default_bandwidth(edges[0], edges[-1], self.bins)
         return self.bandwidth
 
     def forward(self, input: Tensor, weight: Optional[Tensor] = None) -> Tensor:
