@@ -1,4 +1,4 @@
-"""Argument checks: every public function's arguments, each checked once per call, here alone.
+"""Argument checks: every public function's and module's arguments, each checked once per call, here alone.
 
 Checks read Python numbers where the caller gave them (no tensor is created and nothing waits on a
 device to check a Python argument). Values inside tensors (explicit edges, a tensor bandwidth) are
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
 MODES = ("soft", "hard", "straight_through")
+Range = Tuple[float, float]
 BACKENDS = ("auto", "torch", "cpp", "triton")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -376,3 +377,141 @@ def check_data_range_readable(x: Tensor) -> None:
         f"the data's range cannot be read {where}: the histogram's edges would depend on the data; "
         "pass the range (histc's min < max, range= for the others)"
     )
+
+
+# --------------------------------------------------------------------------- modules, losses and applications
+
+
+def check_int_at_least(value: object, name: str, least: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
+def check_positive(value: object, name: str) -> float:
+    """A positive, finite number, given as a Python number or a 0-d real tensor (as ``histc`` takes them)."""
+    if isinstance(value, Tensor):
+        if value.dim() != 0 or value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be a number or a 0-d real tensor, got a {value.dtype} tensor of shape {tuple(value.shape)}")
+        number = float(value.detach())  # once, at construction
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive, finite number, got {value!r}")
+    else:
+        number = float(value)
+    if not 0 < number < math.inf:
+        raise ValueError(f"{name} must be a positive, finite number, got {value!r}")
+    return number
+
+
+def check_module_bandwidth(value: object, name: str = "bandwidth") -> Union[float, Tensor, None]:
+    """None, a positive number, or a 0-d tensor with a positive value. A tensor that requires grad
+    is kept, so its gradient flows as in :func:`softhist.histc`; any other becomes a float."""
+    if value is None:
+        return None
+    number = check_positive(value, name)
+    return value if isinstance(value, Tensor) and value.requires_grad else number
+
+
+def check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def check_dim_argument(dim: object) -> Union[int, Tuple[int, ...], None]:
+    """``dim`` as :func:`softhist.histogram` takes it: None, an int or a sequence of distinct ints.
+    Whether they fit the input's rank is known only in ``forward``."""
+    if dim is None:
+        return None
+    dims = (dim,) if isinstance(dim, numbers.Integral) and not isinstance(dim, bool) else dim
+    if not isinstance(dims, (list, tuple)) or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in dims):
+        raise TypeError(f"dim must be None, an int or a sequence of ints, got {dim!r}")
+    if len(set(int(d) for d in dims)) != len(dims):
+        raise ValueError(f"dim must not repeat a dimension, got {dim!r}")
+    return int(dim) if dims is not dim else tuple(int(d) for d in dims)
+
+
+def check_reduction(reduction: object) -> str:
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be one of ['mean', 'sum', 'none'], got {reduction!r}")
+    return reduction  # type: ignore[return-value]
+
+
+def check_patch_size(patch_size: object) -> Union[int, Tuple[int, ...]]:
+    """A positive int, or a non-empty sequence of them (one per spatial dim, matched in ``forward``)."""
+    sizes = [patch_size] if isinstance(patch_size, numbers.Integral) else patch_size
+    if not isinstance(sizes, (list, tuple)) or not sizes:
+        raise TypeError(f"patch_size must be an int or a sequence of ints, got {patch_size!r}")
+    for p in sizes:
+        if isinstance(p, bool) or not isinstance(p, numbers.Integral):
+            raise TypeError(f"patch_size must be an int or a sequence of ints, got {patch_size!r}")
+        if p < 1:
+            raise ValueError(f"patch_size must hold positive integers, got {patch_size!r}")
+    return int(patch_size) if isinstance(patch_size, numbers.Integral) else tuple(int(p) for p in sizes)
+
+
+def check_mi_range(range_: object) -> Union[None, Range, Tuple[Optional[Range], Optional[Range]]]:
+    """None, ``(lo, hi)`` for both images, or one range (or None: that image's own) per image."""
+    if range_ is None:
+        return None
+    if isinstance(range_, (tuple, list)) and len(range_) == 2 and all(r is None or isinstance(r, (tuple, list)) for r in range_):
+        return tuple(check_optional_range(r, f"range[{i}]") for i, r in enumerate(range_))  # type: ignore[return-value]
+    return check_range_pair(range_)
+
+
+def check_tensor(value: object, name: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{name} must be real-valued, got dtype {value.dtype}")
+    return value
+
+
+def check_bins_dim(p: Tensor, dim: object, name: str) -> int:
+    """``dim`` as a non-negative index into ``p``; the bins axis must not be empty."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"dim must be an int, got {dim!r}")
+    ndim = max(p.dim(), 1)
+    if not -ndim <= dim < ndim:
+        raise IndexError(f"dim {dim} is out of range for {name} with {p.dim()} dimensions")
+    dim = int(dim) % ndim
+    if p.dim() == 0 or p.shape[dim] == 0:
+        raise ValueError(f"{name} must have at least one bin along dim {dim}, got shape {tuple(p.shape)}")
+    return dim
+
+
+def check_images(a: Tensor, b: Tensor, names: Tuple[str, str]) -> None:
+    """Two images of the same shape ``(B, C, *spatial)``, floating point."""
+    for name, value in zip(names, (a, b)):
+        check_tensor(value, name)
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got dtype {value.dtype}")
+    if a.shape != b.shape:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.dim() < 3:
+        raise ValueError(f"{names[0]} must have shape (B, C, *spatial), got {tuple(a.shape)}")
+
+
+def check_range_pair(range_: object, name: str = "range") -> Range:
+    """A finite ``(min, max)`` pair with ``min < max``, as floats."""
+    if not isinstance(range_, (tuple, list)) or len(range_) != 2:
+        raise ValueError(f"{name} must be a (min, max) pair, got {range_!r}")
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in range_):
+        raise TypeError(f"{name} must hold two real numbers, got {range_!r}")
+    lo, hi = float(range_[0]), float(range_[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"{name} must be finite with min < max, got {range_!r}")
+    return lo, hi
+
+
+def check_optional_range(value: object, name: str) -> Optional[Range]:
+    """None (the data's range), or a range as :func:`_check_range` takes it."""
+    return None if value is None else check_range_pair(value, name)
+
+
+def check_real(value: object, name: str, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return float(value)

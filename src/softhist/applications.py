@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
-from ._checks import check_mode as _check_mode
+from ._checks import check_int_at_least, check_mode, check_real, check_tensor
 from .histogram import Bandwidth, Mode, histc, histogram
 from .kernels import KERNELS, get_kernel
-from .losses import _check_tensor, _paired_probabilities, _result_dtype
+from .losses import _paired_probabilities, _result_dtype
 
 __all__ = ["calibration_error", "hellinger", "histogram_loss", "hl_gauss_probs"]
 
@@ -34,20 +34,6 @@ Task = Literal["binary", "multiclass"]
 NORMS = ("l1", "l2", "max")
 TASKS = ("binary", "multiclass")
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
-
-
-def _check_int(value: object, name: str, least: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-    return value
-
-
-def _check_real(value: object, name: str, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return float(value)
 
 
 def _sqrt0(t: Tensor) -> Tensor:
@@ -120,9 +106,9 @@ def histogram_loss(embeddings: Tensor, labels: Tensor, n_bins: int = 100) -> Ten
         >>> bool(0 <= loss <= 1), emb.grad.shape
         (True, torch.Size([12, 5]))
     """
-    _check_tensor(embeddings, "embeddings")
-    _check_tensor(labels, "labels")
-    n_bins = _check_int(n_bins, "n_bins")
+    check_tensor(embeddings, "embeddings")
+    check_tensor(labels, "labels")
+    n_bins = check_int_at_least(n_bins, "n_bins")
     if embeddings.dim() != 2:
         raise ValueError(f"embeddings must be (N, D), got shape {tuple(embeddings.shape)}")
     if labels.dim() != 1 or labels.shape[0] != embeddings.shape[0]:
@@ -158,8 +144,8 @@ def histogram_loss(embeddings: Tensor, labels: Tensor, n_bins: int = 100) -> Ten
 
 def _confidences(preds: Tensor, target: Tensor, task: str) -> Tuple[Tensor, Tensor]:
     """torchmetrics' ``(confidences, accuracies)``, flattened to ``(N,)`` each."""
-    _check_tensor(preds, "preds")
-    _check_tensor(target, "target")
+    check_tensor(preds, "preds")
+    check_tensor(target, "target")
     if not preds.is_floating_point():
         raise TypeError(f"preds must be floating point probabilities, got dtype {preds.dtype}")
     if preds.dtype in _HALF_DTYPES:
@@ -287,10 +273,10 @@ def calibration_error(
         raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}")
-    mode = _check_mode(mode)
-    n_bins = _check_int(n_bins, "n_bins")
+    mode = check_mode(mode)
+    n_bins = check_int_at_least(n_bins, "n_bins")
     if bandwidth is not None and not isinstance(bandwidth, Tensor):
-        bandwidth = _check_real(bandwidth, "bandwidth", positive=True)
+        bandwidth = check_real(bandwidth, "bandwidth", positive=True)
     out_dtype = preds.dtype if isinstance(preds, Tensor) else None
     conf, acc = _confidences(preds, target, task)
     if mode == "hard":
@@ -341,12 +327,12 @@ def hl_gauss_probs(target: Tensor, min_value: float, max_value: float, num_bins:
         >>> p.sum(-1), p[1]
         (tensor([1., 1.]), tensor([0., 0., 0., 1.]))
     """
-    _check_tensor(target, "target")
-    lo, hi = _check_real(min_value, "min_value"), _check_real(max_value, "max_value")
+    check_tensor(target, "target")
+    lo, hi = check_real(min_value, "min_value"), check_real(max_value, "max_value")
     if not lo < hi:
         raise ValueError(f"min_value must be below max_value, got min_value={min_value!r}, max_value={max_value!r}")
-    num_bins = _check_int(num_bins, "num_bins")
-    sigma = _check_real(sigma, "sigma", positive=True)
+    num_bins = check_int_at_least(num_bins, "num_bins")
+    sigma = check_real(sigma, "sigma", positive=True)
     if not target.is_floating_point() or target.dtype in _HALF_DTYPES:
         target = target.to(torch.float32)
     kernel = KERNELS["gaussian"]

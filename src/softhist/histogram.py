@@ -93,7 +93,7 @@ def _histc_edges(lo: float, hi: float, bins: int, dtype: torch.dtype, device: to
     return torch.linspace(lo, hi, bins + 1, dtype=dtype, device=device)
 
 
-def _finite_range(x: Tensor, group: Optional["ProcessGroup"] = None) -> Optional[Tuple[Tensor, Tensor]]:
+def _data_range(x: Tensor, group: Optional["ProcessGroup"] = None) -> Optional[Tuple[Tensor, Tensor]]:
     """Min and max of the finite samples, in x's dtype; None when there are none (host sync).
 
     With a process group, the min and max over every rank's samples (one MIN all-reduce).
@@ -175,7 +175,7 @@ def _axis_edges(
         _checks.check_split(lo, hi, count, torch.float64, out, bins_name)
         lo_t, hi_t = (torch.tensor(v, dtype=torch.float64, device=x.device) for v in (lo, hi))
         return numpy_edges(lo_t, hi_t, count, out), (lo, hi)
-    data = _finite_range(x, group) if x.numel() or group is not None else None
+    data = _data_range(x, group) if x.numel() or group is not None else None
     if data is None:  # numpy's range for empty data: the Python ints 0 and 1, so edges computed in float64
         lo_t, hi_t = (torch.tensor(v, dtype=torch.float64, device=x.device) for v in (0.0, 1.0))
         return numpy_edges(lo_t, hi_t, count, compute), (0.0, 1.0)
@@ -386,7 +386,7 @@ def histc(
     x, w, batch_shape = _flatten(_floating(input), weight, dim)
     _checks.check_cells(x.shape[0], (bins,))
     if lo == hi and (x.numel() > 0 or group is not None):
-        data = _finite_range(x, group)
+        data = _data_range(x, group)
         if data is not None:
             lo, hi = float(data[0]), float(data[1])
     if lo == hi:

@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Literal, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ._checks import check_group as _check_group
+from ._checks import check_bins_dim, check_group, check_tensor
 from .histogram import AxisKernels, AxisModes, BackendName, Bandwidth, Mode, _all_reduce, histogram, histogram2d
-from .histogram import _finite_range as _data_range
+from .histogram import _data_range
 from .kernels import KernelName, get_kernel
 
 if TYPE_CHECKING:
@@ -61,27 +61,6 @@ TARGET_TYPES = ("samples", "histogram")
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _check_tensor(value: object, name: str) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.is_complex() or value.dtype == torch.bool:
-        raise TypeError(f"{name} must be real-valued, got dtype {value.dtype}")
-    return value
-
-
-def _check_dim(p: Tensor, dim: object, name: str) -> int:
-    """``dim`` as a non-negative index into ``p``; the bins axis must not be empty."""
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
-        raise TypeError(f"dim must be an int, got {dim!r}")
-    ndim = max(p.dim(), 1)
-    if not -ndim <= dim < ndim:
-        raise IndexError(f"dim {dim} is out of range for {name} with {p.dim()} dimensions")
-    dim = int(dim) % ndim
-    if p.dim() == 0 or p.shape[dim] == 0:
-        raise ValueError(f"{name} must have at least one bin along dim {dim}, got shape {tuple(p.shape)}")
-    return dim
 
 
 def _broadcast(p: Tensor, q: Tensor) -> Tuple[Tensor, Tensor]:
@@ -148,8 +127,8 @@ def _kl_rows(p: Tensor, q: Tensor) -> Tensor:
 
 def _probabilities(p: Tensor, dim: int, name: str) -> Tuple[Tensor, torch.dtype]:
     """Validate, move the bins to the last axis and normalize; also return the output dtype."""
-    _check_tensor(p, name)
-    dim = _check_dim(p, dim, name)
+    check_tensor(p, name)
+    dim = check_bins_dim(p, dim, name)
     return _normalize(p.movedim(dim, -1), -1, _compute_dtype(p)), _result_dtype(p)
 
 
@@ -158,10 +137,10 @@ def _probabilities(p: Tensor, dim: int, name: str) -> Tuple[Tensor, torch.dtype]
 
 def _paired_probabilities(p: Tensor, q: Tensor, dim: object) -> Tuple[Tensor, Tensor]:
     """Two histograms checked, broadcast and normalized, bins moved last, in the compute dtype."""
-    _check_tensor(q, "q")
-    _check_tensor(p, "p")
+    check_tensor(q, "q")
+    check_tensor(p, "p")
     p, q = _broadcast(p, q)
-    dim = _check_dim(p, dim, "p and q")
+    dim = check_bins_dim(p, dim, "p and q")
     dtype = _compute_dtype(p, q)
     return _normalize(p.movedim(dim, -1), -1, dtype), _normalize(q.movedim(dim, -1), -1, dtype)
 
@@ -284,11 +263,11 @@ def wasserstein(p: Tensor, q: Tensor, bin_edges: Tensor, dim: int = -1) -> Tenso
         >>> softhist.wasserstein(torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 2.0]), edges)
         tensor(2.5000)
     """
-    _check_tensor(q, "q")
-    _check_tensor(p, "p")
-    _check_tensor(bin_edges, "bin_edges")
+    check_tensor(q, "q")
+    check_tensor(p, "p")
+    check_tensor(bin_edges, "bin_edges")
     p, q = _broadcast(p, q)
-    dim = _check_dim(p, dim, "p and q")
+    dim = check_bins_dim(p, dim, "p and q")
     bins = p.shape[dim]
     if bin_edges.dim() != 1 or bin_edges.numel() != bins + 1:
         raise ValueError(
@@ -317,7 +296,7 @@ def _float_samples(t: Tensor) -> Tensor:
     return t.float() if t.dtype in _HALF_DTYPES else t
 
 
-def _finite_range(*samples: Tensor, group: Optional["ProcessGroup"] = None) -> Tuple[float, float]:
+def _samples_range(*samples: Tensor, group: Optional["ProcessGroup"] = None) -> Tuple[float, float]:
     """Min and max of the finite values of all ``samples`` together (one host sync), detached:
     the data's range is a constant for autograd. Over every rank's samples with a group.
     ``(0, 1)`` when there are none."""
@@ -412,8 +391,8 @@ def mutual_information(
         torch.Size([3])
         >>> mi.sum().backward()
     """
-    _check_tensor(x, "x")
-    _check_tensor(y, "y")
+    check_tensor(x, "x")
+    check_tensor(y, "y")
     if not isinstance(normalized, bool):
         raise TypeError(f"normalized must be a bool, got {normalized!r}")
     out_dtype = _result_dtype(x, y)
@@ -520,9 +499,9 @@ def histogram_matching_loss(
         >>> bool(x.grad[x.detach() < 1].mean() < 0)  # descending moves those samples right
         True
     """
-    _check_tensor(x, "x")
-    _check_tensor(target, "target")
-    group = _check_group(group)
+    check_tensor(x, "x")
+    check_tensor(target, "target")
+    group = check_group(group)
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
     if target_type not in TARGET_TYPES:
@@ -531,7 +510,7 @@ def histogram_matching_loss(
         raise ValueError(f"x and target must have a samples (or bins) axis last, got shapes {tuple(x.shape)} and {tuple(target.shape)}")
     out_dtype = _result_dtype(x, target)
     if target_type == "samples" and range is None and not isinstance(bins, Tensor):
-        range = _finite_range(x, target, group=group)
+        range = _samples_range(x, target, group=group)
     elif target_type == "histogram" and range is None and not isinstance(bins, Tensor):
         raise ValueError("range must be given when target_type='histogram' and bins is an int, got range=None")
     binning = dict(range=range, kernel=kernel, bandwidth=bandwidth, mode=mode, dim=-1, backend=backend)

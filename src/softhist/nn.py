@@ -16,15 +16,26 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from ._checks import check_group as _check_group
+from ._checks import (
+    check_bool,
+    check_dim_argument,
+    check_group,
+    check_int_at_least,
+    check_mi_range,
+    check_mode,
+    check_module_bandwidth,
+    check_optional_range,
+    check_patch_size,
+    check_positive,
+    check_range_pair,
+    check_reduction,
+)
 from ._plan import default_bandwidth
 from .applications import histogram_loss, hl_gauss_probs
 from .histogram import Dim, Mode, histogram
 from .kernels import KernelName, get_kernel
-from .losses import _finite_range, _mutual_information_from_joint
+from .losses import _samples_range, _mutual_information_from_joint
 from .registration import (
-    _check_range,
-    _check_range_arg,
     local_mutual_information,
     mattes_mutual_information,
     monai_bspline_joint,
@@ -50,63 +61,8 @@ MonaiKernel = Literal["gaussian", "b-spline"]
 _MODES = typing.get_args(Mode)
 
 
-def _check_bins(bins: object, name: str, least: int = 1) -> int:
-    if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {bins!r}")
-    return int(bins)
-
-
-def _check_positive(value: object, name: str) -> float:
-    """A positive, finite number, given as a Python number or a 0-d real tensor (as ``histc`` takes them)."""
-    if isinstance(value, Tensor):
-        if value.dim() != 0 or value.is_complex() or value.dtype == torch.bool:
-            raise TypeError(f"{name} must be a number or a 0-d real tensor, got a {value.dtype} tensor of shape {tuple(value.shape)}")
-        number = float(value.detach())  # once, at construction
-    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a positive, finite number, got {value!r}")
-    else:
-        number = float(value)
-    if not 0 < number < math.inf:
-        raise ValueError(f"{name} must be a positive, finite number, got {value!r}")
-    return number
-
-
-def _check_bandwidth(value: object, name: str = "bandwidth") -> Union[float, Tensor, None]:
-    """None, a positive number, or a 0-d tensor with a positive value. A tensor that requires grad
-    is kept, so its gradient flows as in :func:`softhist.histc`; any other becomes a float."""
-    if value is None:
-        return None
-    number = _check_positive(value, name)
-    return value if isinstance(value, Tensor) and value.requires_grad else number
-
-
-def _check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
-
-
-def _check_sample_dims(dim: object) -> Union[int, Tuple[int, ...], None]:
-    """``dim`` as :func:`softhist.histogram` takes it: None, an int or a sequence of distinct ints.
-    Whether they fit the input's rank is known only in ``forward``."""
-    if dim is None:
-        return None
-    dims = (dim,) if isinstance(dim, numbers.Integral) and not isinstance(dim, bool) else dim
-    if not isinstance(dims, (list, tuple)) or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in dims):
-        raise TypeError(f"dim must be None, an int or a sequence of ints, got {dim!r}")
-    if len(set(int(d) for d in dims)) != len(dims):
-        raise ValueError(f"dim must not repeat a dimension, got {dim!r}")
-    return int(dim) if dims is not dim else tuple(int(d) for d in dims)
-
-
 def _bandwidth_repr(value: Union[float, Tensor, None]) -> str:
     return f"{float(value.detach()):.6g} (tensor)" if isinstance(value, Tensor) else repr(value)
-
-
-def _check_mode(mode: object) -> str:
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {list(_MODES)}, got {mode!r}")
-    return mode
 
 
 def _inverse_softplus(y: float) -> float:
@@ -181,17 +137,17 @@ class SoftHistogram(nn.Module):
         group: Optional["ProcessGroup"] = None,
     ) -> None:
         super().__init__()
-        self.group = _check_group(group)
-        self.bins = _check_bins(bins, "bins")
-        self.range = _check_range(range)
+        self.group = check_group(group)
+        self.bins = check_int_at_least(bins, "bins")
+        self.range = check_range_pair(range)
         self.kernel = get_kernel(kernel).name
-        self.mode = _check_mode(mode)
-        self.dim = _check_sample_dims(dim)
-        self.learnable_edges = _check_bool(learnable_edges, "learnable_edges")
-        self.learnable_bandwidth = _check_bool(learnable_bandwidth, "learnable_bandwidth")
+        self.mode = check_mode(mode)
+        self.dim = check_dim_argument(dim)
+        self.learnable_edges = check_bool(learnable_edges, "learnable_edges")
+        self.learnable_bandwidth = check_bool(learnable_bandwidth, "learnable_bandwidth")
         lo, hi = self.range
         width = (hi - lo) / self.bins
-        bandwidth = _check_bandwidth(bandwidth)
+        bandwidth = check_module_bandwidth(bandwidth)
         self.min_width = 1e-4 * width
         if self.learnable_edges:
             self.edge_start = nn.Parameter(torch.tensor(lo))
@@ -343,14 +299,14 @@ class MutualInformationLoss(nn.Module):
         group: Optional["ProcessGroup"] = None,
     ) -> None:
         super().__init__()
-        self.group = _check_group(group)
+        self.group = check_group(group)
         if kernel_type not in ("gaussian", "b-spline"):
             raise ValueError(f"kernel_type must be one of ['gaussian', 'b-spline'], got {kernel_type!r}")
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be one of ['mean', 'sum', 'none'], got {reduction!r}")
         self.kernel_type = kernel_type
-        self.num_bins = _check_bins(num_bins, "num_bins", 5 if kernel_type == "b-spline" else 2)
-        self.sigma_ratio = _check_positive(sigma_ratio, "sigma_ratio")
+        self.num_bins = check_int_at_least(num_bins, "num_bins", 5 if kernel_type == "b-spline" else 2)
+        self.sigma_ratio = check_positive(sigma_ratio, "sigma_ratio")
         self.reduction = reduction
         for name, value in (("smooth_nr", smooth_nr), ("smooth_dr", smooth_dr)):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
@@ -359,13 +315,13 @@ class MutualInformationLoss(nn.Module):
         if range is None:
             self.range: Optional[Tuple[Range, Range]] = None
         elif isinstance(range, (tuple, list)) and len(range) == 2 and all(isinstance(r, (tuple, list)) for r in range):
-            self.range = (_check_range(range[0], "range[0]"), _check_range(range[1], "range[1]"))
+            self.range = (check_range_pair(range[0], "range[0]"), check_range_pair(range[1], "range[1]"))
         else:
-            self.range = (_check_range(range),) * 2
+            self.range = (check_range_pair(range),) * 2
         if not isinstance(normalized, bool):
             raise TypeError(f"normalized must be a bool, got {normalized!r}")
         self.normalized = normalized
-        if _check_mode(mode) == "hard":
+        if check_mode(mode) == "hard":
             raise ValueError("mode must be 'soft' or 'straight_through' for a loss, got 'hard'")
         self.mode = mode
 
@@ -414,7 +370,7 @@ class MutualInformationLoss(nn.Module):
     @staticmethod
     def _data_range(t: Tensor, group: Optional["ProcessGroup"]) -> Range:
         """Finite min and max over the whole batch and group (one host sync), widened when equal."""
-        lo, hi = _finite_range(t, group=_check_group(group))
+        lo, hi = _samples_range(t, group=check_group(group))
         return (lo, hi) if lo < hi else (lo - 0.5, hi + 0.5)
 
     def extra_repr(self) -> str:
@@ -430,12 +386,6 @@ def _reduce(values: Tensor, reduction: str) -> Tensor:
     if reduction == "sum":
         return values.sum()
     return values
-
-
-def _check_reduction(reduction: object) -> str:
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be one of ['mean', 'sum', 'none'], got {reduction!r}")
-    return reduction  # type: ignore[return-value]
 
 
 class MattesMutualInformationLoss(nn.Module):
@@ -479,10 +429,10 @@ class MattesMutualInformationLoss(nn.Module):
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
-        self.num_bins = _check_bins(num_bins, "num_bins", 5)
-        self.moving_range = _check_range_arg(moving_range, "moving_range")
-        self.fixed_range = _check_range_arg(fixed_range, "fixed_range")
-        self.reduction = _check_reduction(reduction)
+        self.num_bins = check_int_at_least(num_bins, "num_bins", 5)
+        self.moving_range = check_optional_range(moving_range, "moving_range")
+        self.fixed_range = check_optional_range(fixed_range, "fixed_range")
+        self.reduction = check_reduction(reduction)
 
     def forward(
         self, moving: Tensor, fixed: Tensor, moving_mask: Optional[Tensor] = None, fixed_mask: Optional[Tensor] = None
@@ -498,28 +448,6 @@ class MattesMutualInformationLoss(nn.Module):
             f"num_bins={self.num_bins}, moving_range={self.moving_range}, fixed_range={self.fixed_range}, "
             f"reduction={self.reduction!r}"
         )
-
-
-def _check_patch_size(patch_size: object) -> Union[int, Tuple[int, ...]]:
-    """A positive int, or a non-empty sequence of them (one per spatial dim, matched in ``forward``)."""
-    sizes = [patch_size] if isinstance(patch_size, numbers.Integral) else patch_size
-    if not isinstance(sizes, (list, tuple)) or not sizes:
-        raise TypeError(f"patch_size must be an int or a sequence of ints, got {patch_size!r}")
-    for p in sizes:
-        if isinstance(p, bool) or not isinstance(p, numbers.Integral):
-            raise TypeError(f"patch_size must be an int or a sequence of ints, got {patch_size!r}")
-        if p < 1:
-            raise ValueError(f"patch_size must hold positive integers, got {patch_size!r}")
-    return int(patch_size) if isinstance(patch_size, numbers.Integral) else tuple(int(p) for p in sizes)
-
-
-def _check_mi_range(range_: object) -> Union[None, Range, Tuple[Optional[Range], Optional[Range]]]:
-    """None, ``(lo, hi)`` for both images, or one range (or None: that image's own) per image."""
-    if range_ is None:
-        return None
-    if isinstance(range_, (tuple, list)) and len(range_) == 2 and all(r is None or isinstance(r, (tuple, list)) for r in range_):
-        return tuple(_check_range_arg(r, f"range[{i}]") for i, r in enumerate(range_))  # type: ignore[return-value]
-    return _check_range(range_)
 
 
 class LocalMutualInformationLoss(nn.Module):
@@ -564,15 +492,15 @@ class LocalMutualInformationLoss(nn.Module):
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
-        self.patch_size = _check_patch_size(patch_size)
-        self.num_bins = _check_bins(num_bins, "num_bins")
-        self.range = _check_mi_range(range)
+        self.patch_size = check_patch_size(patch_size)
+        self.num_bins = check_int_at_least(num_bins, "num_bins")
+        self.range = check_mi_range(range)
         self.kernel = get_kernel(kernel).name
-        self.bandwidth = _check_bandwidth(bandwidth)
+        self.bandwidth = check_module_bandwidth(bandwidth)
         if not isinstance(normalized, bool):
             raise TypeError(f"normalized must be a bool, got {normalized!r}")
         self.normalized = normalized
-        self.reduction = _check_reduction(reduction)
+        self.reduction = check_reduction(reduction)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         lmi = local_mutual_information(
@@ -612,7 +540,7 @@ class HistogramLoss(nn.Module):
 
     def __init__(self, n_bins: int = 100) -> None:
         super().__init__()
-        self.n_bins = _check_bins(n_bins, "n_bins")
+        self.n_bins = check_int_at_least(n_bins, "n_bins")
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         return histogram_loss(embeddings, labels, self.n_bins)
@@ -653,8 +581,8 @@ class HLGaussLoss(nn.Module):
         super().__init__()
         self.min_value = float(min_value)
         self.max_value = float(max_value)
-        self.num_bins = _check_bins(num_bins, "num_bins")
-        self.sigma = _check_positive(sigma, "sigma")
+        self.num_bins = check_int_at_least(num_bins, "num_bins")
+        self.sigma = check_positive(sigma, "sigma")
         if not (math.isfinite(self.min_value) and math.isfinite(self.max_value) and self.min_value < self.max_value):
             raise ValueError(f"min_value must be below max_value, both finite, got {min_value!r} and {max_value!r}")
         support = torch.linspace(self.min_value, self.max_value, self.num_bins + 1, dtype=torch.float32)

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._checks import check_images, check_optional_range
 from .histogram import AxisKernels, BackendName, Bandwidth, Mode, histogram2d
 from .kernels import get_kernel
-from .losses import MIRange, _check_tensor, _mutual_information_from_joint, _result_dtype, mutual_information
+from .losses import MIRange, _mutual_information_from_joint, _result_dtype, mutual_information
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -38,35 +39,6 @@ __all__ = ["local_mutual_information", "mattes_mutual_information"]
 
 Range = Tuple[float, float]
 _PADDING = 2  # bins of padding on each side in ITK's and MONAI's B-spline layout
-
-
-def _check_images(a: Tensor, b: Tensor, names: Tuple[str, str]) -> None:
-    """Two images of the same shape ``(B, C, *spatial)``, floating point."""
-    for name, value in zip(names, (a, b)):
-        _check_tensor(value, name)
-        if not value.is_floating_point():
-            raise TypeError(f"{name} must be floating point, got dtype {value.dtype}")
-    if a.shape != b.shape:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.dim() < 3:
-        raise ValueError(f"{names[0]} must have shape (B, C, *spatial), got {tuple(a.shape)}")
-
-
-def _check_range(range_: object, name: str = "range") -> Range:
-    """A finite ``(min, max)`` pair with ``min < max``, as floats."""
-    if not isinstance(range_, (tuple, list)) or len(range_) != 2:
-        raise ValueError(f"{name} must be a (min, max) pair, got {range_!r}")
-    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in range_):
-        raise TypeError(f"{name} must hold two real numbers, got {range_!r}")
-    lo, hi = float(range_[0]), float(range_[1])
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"{name} must be finite with min < max, got {range_!r}")
-    return lo, hi
-
-
-def _check_range_arg(value: object, name: str) -> Optional[Range]:
-    """None (the data's range), or a range as :func:`_check_range` takes it."""
-    return None if value is None else _check_range(value, name)
 
 
 def _mask(mask: Optional[Tensor], image: Tensor, name: str) -> Tensor:
@@ -153,12 +125,12 @@ def mattes_mutual_information(
         True
         >>> mi.sum().backward()
     """
-    _check_images(moving, fixed, ("moving", "fixed"))
+    check_images(moving, fixed, ("moving", "fixed"))
     if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 5:
         raise ValueError(f"bins must be an integer >= 5 (two padding bins on each side), got {bins!r}")
     bins = int(bins)
-    moving_range = _check_range_arg(moving_range, "moving_range")
-    fixed_range = _check_range_arg(fixed_range, "fixed_range")
+    moving_range = check_optional_range(moving_range, "moving_range")
+    fixed_range = check_optional_range(fixed_range, "fixed_range")
     batch = moving.shape[0]
     m = moving.reshape(batch, -1)
     if m.dtype in (torch.float16, torch.bfloat16):  # bin positions need more than 8 or 11 bits
@@ -356,7 +328,7 @@ def local_mutual_information(
         >>> lmi.shape, bool(lmi[0] > lmi[1])
         (torch.Size([2]), True)
     """
-    _check_images(x, y, ("x", "y"))
+    check_images(x, y, ("x", "y"))
     sizes = _patch_size(patch_size, x.shape[2:])
     mi = mutual_information(
         _patches(x, sizes), _patches(y, sizes), bins, range=range, kernel=kernel, bandwidth=bandwidth,
