@@ -357,14 +357,17 @@ def histc(
             ``None``: this process's samples only.
 
     Returns:
-        Tensor of shape ``(*batch, bins)`` in ``input``'s dtype; hard and
-        straight-through counts of float16/bfloat16 input in float32 (exact
-        where float16 would overflow at 65504), of integer input in float64.
+        Tensor of shape ``(*batch, bins)`` in ``input``'s dtype; in float32 for
+        float16/bfloat16 input, in every mode (exact where float16 would
+        overflow at 65504), in float64 for integer input.
 
     Note:
         Bins are ``[e_k, e_{k+1})``, the last one closed. Soft mass near the range
-        ends spills outside and is not counted. NaN and infinite samples are
-        ignored. Hard mode counts in int64, so counts stay exact past ``2**24``
+        ends spills outside and is not counted. NaN samples are ignored, as
+        ``torch.histc`` ignores them; infinite ones lie outside any finite range
+        and are not counted (a range read from the data spans the finite samples).
+        A NaN weight makes NaN the bins its sample reaches, as in numpy.
+        Hard mode counts in int64, so counts stay exact past ``2**24``
         (where ``torch.histc``'s float32 counters saturate). A range whose width
         overflows the input's dtype raises (``torch.histc`` counts nothing there).
 
@@ -436,9 +439,9 @@ def histogram(
 
     Returns:
         ``(hist, bin_edges)``: ``hist`` of shape ``(*batch, B)`` in ``input``'s
-        dtype (hard and straight-through counts of half-precision input in
-        float32; integer and bool input in float64, edges too, as numpy), and
-        ``bin_edges`` of shape ``(B + 1,)``.
+        dtype (float32 for half-precision input; integer and bool input in
+        float64, edges too, as numpy), and ``bin_edges`` of shape ``(B + 1,)``:
+        a new tensor, also when ``bins`` is one (differentiable in it).
 
     Note:
         Hard mode equals ``numpy.histogram`` bit for bit, including edge ties
@@ -502,6 +505,7 @@ def histogramdd(
 
     Args:
         input: samples, shape ``(*batch, N, D)``; the leading dims are batch dims.
+            ``(N,)`` is one axis, as numpy reads it.
         bins: an int for every axis, or one entry per axis: an int or a 1-D
             tensor of strictly increasing edges.
         range: ``None``, or one entry per axis: ``(min, max)`` or ``None`` (the
@@ -522,8 +526,8 @@ def histogramdd(
 
     Returns:
         ``(hist, edges)``: ``hist`` of shape ``(*batch, B_0, ..., B_{D-1})`` in
-        ``input``'s dtype (counts of half-precision input in float32, of integer
-        input in float64), and a list of ``D`` edge tensors.
+        ``input``'s dtype (half-precision input in float32, integer input in
+        float64), and a list of ``D`` edge tensors.
 
     Note:
         Hard mode equals ``numpy.histogramdd`` bit for bit (numpy computes edges
