@@ -160,6 +160,10 @@ def test_bins_past_what_the_engines_index_raise_before_building_edges():
 def test_torchscript_is_refused_with_what_to_use():
     with pytest.raises(RuntimeError, match="does not support TorchScript.*torch.compile"):
         torch.jit.trace(lambda v: softhist.histc(v, 8, 0, 1), (torch.rand(5),))
+    with pytest.raises(RuntimeError, match="does not support TorchScript.*torch.compile"):
+        torch.jit.script(softhist.histogram)
+    with pytest.raises(RuntimeError, match="does not support TorchScript.*torch.compile"):
+        torch.jit.script(softhist.nn.SoftHistogram(8, (0.0, 1.0)))
 
 
 def test_a_data_range_under_vmap_names_the_fix():

@@ -362,6 +362,19 @@ def check_group(group: object) -> Optional["ProcessGroup"]:
     return group  # type: ignore[return-value]
 
 
+TORCHSCRIPT = (
+    "softhist does not support TorchScript (torch.jit.trace / torch.jit.script); "
+    "use torch.compile, or torch.export for a graph to save"
+)
+
+
+def refuse_torchscript(*_args) -> None:
+    """Raises the error that says TorchScript is not supported and what to use. Installed as the
+    ``__prepare_scriptable__`` hook of the public functions and modules, which ``torch.jit.script``
+    calls first, and called by the public functions while ``torch.jit.trace`` runs."""
+    raise RuntimeError(TORCHSCRIPT)
+
+
 def check_data_range_readable(x: Tensor) -> None:
     """A range read from the data needs the data's values: not on meta tensors, under vmap or
     inside a compiled graph, where the edges would depend on values the tracer does not have."""

@@ -303,10 +303,7 @@ def _start(input: object, mode: object) -> str:
     """The checks every public function begins with: no TorchScript, a tensor input of a dtype the
     mode accepts. Returns the mode that governs the input's dtype."""
     if torch.jit.is_tracing() or torch.jit.is_scripting():
-        raise RuntimeError(
-            "softhist does not support TorchScript (torch.jit.trace / torch.jit.script); "
-            "use torch.compile, or torch.export for a graph to save"
-        )
+        _checks.refuse_torchscript()
     governing = _checks.input_mode(mode)
     _checks.check_input(input, governing)
     return governing
@@ -648,3 +645,7 @@ def histogram2d(
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
     )
     return hist, xedges, yedges
+
+
+for _public in (histc, histogram, histogramdd, histogram2d):
+    _public.__prepare_scriptable__ = _checks.refuse_torchscript  # torch.jit.script(histc) says what to use

@@ -29,6 +29,7 @@ from ._checks import (
     check_positive,
     check_range_pair,
     check_reduction,
+    refuse_torchscript,
 )
 from ._plan import default_bandwidth
 from .applications import histogram_loss, hl_gauss_probs
@@ -600,3 +601,7 @@ class HLGaussLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"min_value={self.min_value}, max_value={self.max_value}, num_bins={self.num_bins}, sigma={self.sigma}"
+
+
+for _module in (SoftHistogram, MutualInformationLoss, MattesMutualInformationLoss, LocalMutualInformationLoss, HistogramLoss, HLGaussLoss):
+    _module.__prepare_scriptable__ = refuse_torchscript  # torch.jit.script(module) says what to use
