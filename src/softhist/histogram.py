@@ -21,7 +21,7 @@ from torch import Tensor
 
 from . import _checks, _ops
 from ._plan import Axis, Binning, accumulation_dtype, host_cache
-from .kernels import KernelName, get_kernel
+from .kernels import Kernel, KernelName
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -30,7 +30,10 @@ __all__ = ["backends", "histc", "histogram", "histogram2d", "histogramdd"]
 
 Mode = Literal["soft", "hard", "straight_through"]
 AxisModes = Union[Mode, Sequence[Mode]]  # one mode, or one per axis (joint histograms)
-AxisKernels = Union[KernelName, Sequence[KernelName]]  # one kernel, or one per axis
+KernelArg = Union[KernelName, Kernel]  # a kernel's name, or a softhist.Kernel (a user kernel)
+AxisKernels = Union[KernelArg, Sequence[KernelArg]]  # one kernel, or one per axis
+Membership = Literal["mass", "center"]
+AxisMemberships = Union[Membership, Sequence[Membership]]
 BackendName = Literal["auto", "torch", "cpp", "triton"]
 Bandwidth = Union[float, Tensor, None]
 Dim = Union[int, Sequence[int], None]
@@ -189,15 +192,21 @@ def _axis_edges(
 # --------------------------------------------------------------------------- the call description
 
 
-def _bandwidths(bandwidth: object, edges: Sequence[Tensor], uniforms: Sequence[Optional[Tuple[float, float]]], acc: torch.dtype):
-    """Per-axis bandwidths: Python floats (and None) when every one is a number, else a ``(D,)``
-    tensor (and its values, read inside the op) that stays differentiable.
+def _bandwidths(
+    bandwidth: object, edges: Sequence[Tensor], uniforms: Sequence[Optional[Tuple[float, float]]], acc: torch.dtype,
+    memberships: Sequence[str],
+):
+    """Per-axis bandwidths: Python floats (and None) when every one is a number, else the call's
+    flat bandwidth tensor (and its values, read inside the op) that stays differentiable; and,
+    per axis, whether it has one bandwidth per bin.
 
     ``bandwidth`` is None (half the mean bin width: a number for equal-width bins, a tensor of the
     edges, differentiable in them, for explicit edges), one value for every axis, or one per
-    axis (a sequence, or a 1-D tensor of length D).
+    axis (a sequence, or a 1-D tensor of length D). With centre membership an axis's value may
+    be a 1-D tensor of one bandwidth per bin (for a 1-D histogram, ``bandwidth`` itself).
     """
     dims = len(edges)
+    bins = [e.shape[0] - 1 for e in edges]
     if bandwidth is None:
         parts = [0.5 * (u[1] - u[0]) / (e.shape[0] - 1) if u is not None else (e[-1] - e[0]) / (2 * (e.shape[0] - 1))
                  for e, u in zip(edges, uniforms)]
@@ -207,19 +216,22 @@ def _bandwidths(bandwidth: object, edges: Sequence[Tensor], uniforms: Sequence[O
         if isinstance(bandwidth, (list, tuple)):
             if len(bandwidth) != dims:
                 raise ValueError(f"bandwidth must have one value per axis ({dims}), got {len(bandwidth)}")
-            parts = [_checks.bandwidth_value(v, f"bandwidth[{d}]") for d, v in enumerate(bandwidth)]
+            parts = [_checks.bandwidth_value(v, f"bandwidth[{d}]", bins[d], memberships[d]) for d, v in enumerate(bandwidth)]
+        elif dims == 1:
+            parts = [_checks.bandwidth_value(bandwidth, "bandwidth", bins[0], memberships[0])]
         else:
             parts = [_checks.bandwidth_value(bandwidth, "bandwidth")] * dims
+    per_bin = tuple(isinstance(v, Tensor) and v.dim() == 1 for v in parts)
     if not any(isinstance(v, Tensor) for v in parts):
-        return parts, None
+        return parts, per_bin, None
     device = next(e.device for e in edges)
-    tensors = [v.to(dtype=acc, device=device) if isinstance(v, Tensor) else torch.tensor(v, dtype=acc, device=device) for v in parts]
-    return [0.0] * dims, torch.stack(tensors)
+    tensors = [v.to(dtype=acc, device=device).reshape(-1) if isinstance(v, Tensor) else torch.tensor([v], dtype=acc, device=device) for v in parts]
+    return [0.0] * dims, per_bin, torch.cat(tensors)
 
 
 @host_cache(maxsize=256)
-def _binning(kernels: Tuple[str, ...], mode: str, hard_axes: Tuple[bool, ...], axes: Tuple[Axis, ...], hard_rule: str) -> Binning:
-    return Binning(tuple(get_kernel(k) for k in kernels), mode, axes, hard_rule, hard_axes)
+def _binning(kernels: Tuple[Kernel, ...], mode: str, hard_axes: Tuple[bool, ...], axes: Tuple[Axis, ...], hard_rule: str, normalize: bool) -> Binning:
+    return Binning(kernels, mode, axes, hard_rule, hard_axes, normalize)
 
 
 def _bin(
@@ -233,28 +245,31 @@ def _bin(
     bandwidth: object,
     mode: object,
     backend: str,
+    membership: object = "mass",
+    normalize_samples: object = False,
     group: Optional["ProcessGroup"] = None,
 ) -> Tensor:
     """The engine entry: ``x: (rows, n, D)`` -> ``(rows, *bins)``, summed over the group's ranks.
 
-    ``kernel`` and ``mode`` are one value or one per axis (see :func:`._checks.call_mode`).
-    Hard counts come back in float64, soft histograms in the accumulation dtype.
+    ``kernel``, ``mode`` and ``membership`` are one value or one per axis (see
+    :func:`._checks.call_mode`). Hard counts come back in float64, soft histograms in the
+    accumulation dtype.
     """
     dims = len(edges)
-    kernels = tuple(k if isinstance(k, str) else get_kernel(k).name for k in _checks.axis_options(kernel, dims, "kernel"))
-    for k in set(kernels):
-        get_kernel(k)  # an unknown name raises here, listing the valid ones
+    kernels = tuple(_checks.check_kernel(k) for k in _checks.axis_options(kernel, dims, "kernel"))
+    memberships = _checks.check_membership(membership, dims)
+    normalize = _checks.check_flag(normalize_samples, "normalize_samples")
     mode, hard_axes = _checks.call_mode(mode, dims)
     backend = _checks.check_backend(backend)
-    if mode == "hard":
+    if mode == "hard":  # exact counts: one cell per sample, whatever the membership (normalized, still 1)
         _warn_if_trained(bandwidth, edges)
         axes = tuple(Axis(e.shape[0] - 1, 0.0, u) for e, u in zip(edges, uniforms))
-        binning = _binning(kernels, mode, hard_axes, axes, hard_rule)
+        binning = _binning(kernels, mode, hard_axes, axes, hard_rule, False)
         hist = _ops.hard_histogram(x, weight, edges, binning, backend)
     else:
-        values, bandwidth_tensor = _bandwidths(bandwidth, edges, uniforms, accumulation_dtype(x.dtype))
-        axes = tuple(Axis(e.shape[0] - 1, float(h), u) for e, h, u in zip(edges, values, uniforms))
-        binning = _binning(kernels, mode, hard_axes, axes, hard_rule)
+        values, per_bin, bandwidth_tensor = _bandwidths(bandwidth, edges, uniforms, accumulation_dtype(x.dtype), memberships)
+        axes = tuple(Axis(e.shape[0] - 1, float(h), u, m, p) for e, h, u, m, p in zip(edges, values, uniforms, memberships, per_bin))
+        binning = _binning(kernels, mode, hard_axes, axes, hard_rule, normalize)
         hist = _ops.soft_histogram(x, weight, bandwidth_tensor, edges, binning, backend)
     return _all_reduce(hist, group)
 
@@ -290,9 +305,11 @@ def histc(
     min: float = 0.0,
     max: float = 0.0,
     *,
-    kernel: KernelName = "gaussian",
+    kernel: KernelArg = "gaussian",
     bandwidth: Bandwidth = None,
     mode: Mode = "soft",
+    membership: Membership = "mass",
+    normalize_samples: bool = False,
     weight: Optional[Tensor] = None,
     dim: Dim = None,
     backend: BackendName = "auto",
@@ -313,11 +330,21 @@ def histc(
         kernel: ``"gaussian"``, ``"logistic"``, ``"box"``, ``"triangular"``,
             ``"epanechnikov"``, ``"bspline"`` (cubic) or ``"bspline2"`` (quadratic);
             ``"bspline0"`` to ``"bspline3"`` name the B-splines by order (box,
-            triangular, quadratic, cubic).
-        bandwidth: kernel standard deviation in data units, a float or a 0-d
-            tensor (may require grad). ``None``: half a bin width.
+            triangular, quadratic, cubic); ``"cauchy"`` (heavy-tailed, never cut);
+            or a :class:`softhist.Kernel` of your own (torch engine).
+        bandwidth: kernel standard deviation in data units (the scale for
+            ``"cauchy"``), a float or a 0-d tensor (may require grad). With
+            ``membership="center"`` also a 1-D tensor of one bandwidth per bin.
+            ``None``: half a bin width.
         mode: ``"soft"``; ``"hard"`` for exact counts, equal to ``torch.histc``;
             ``"straight_through"`` for hard counts forward, soft gradients back.
+        membership: ``"mass"``: a sample puts the kernel's mass in each bin (the
+            CDF difference); ``"center"``: the kernel's density at the bin centre
+            times the bin width, ``w * width_k * K((c_k - x)/h) / h`` (kornia,
+            MONAI's Gaussian window, HistoGAN, histogram layers).
+        normalize_samples: divide each sample's contributions by their sum over
+            the bins it reaches, so it contributes exactly its weight (HL-Gauss
+            targets); a sample that reaches no bin contributes 0.
         weight: per-sample weights, same shape as ``input``, differentiable.
         dim: the sample dimensions; the others are batch dimensions kept in
             front of the bins axis. ``None``: all dimensions.
@@ -349,6 +376,14 @@ def histc(
         >>> h.sum().backward()
         >>> x.grad.shape
         torch.Size([4])
+
+        HL-Gauss value targets (Farebrother et al. 2024): each target's Gaussian
+        mass over the bins, normalized to sum to one.
+
+        >>> y = torch.tensor([0.3, 2.0])
+        >>> targets = softhist.histc(y[:, None], bins=5, min=0, max=1, bandwidth=0.1, dim=1, normalize_samples=True)
+        >>> targets.sum(1)
+        tensor([1., 1.])
     """
     _start(input, mode)
     bins = _checks.check_bin_count(bins)
@@ -368,6 +403,7 @@ def histc(
     hist = _bin(
         x.unsqueeze(-1), w, [edges], [(lo, hi)], hard_rule="histc",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
+        membership=membership, normalize_samples=normalize_samples,
     )
     return hist.to(out_dtype).reshape(*batch_shape, bins)
 
@@ -379,9 +415,11 @@ def histogram(
     range: Optional[Tuple[float, float]] = None,
     weight: Optional[Tensor] = None,
     density: bool = False,
-    kernel: KernelName = "gaussian",
+    kernel: KernelArg = "gaussian",
     bandwidth: Bandwidth = None,
     mode: Mode = "soft",
+    membership: Membership = "mass",
+    normalize_samples: bool = False,
     dim: Dim = None,
     backend: BackendName = "auto",
     group: Optional["ProcessGroup"] = None,
@@ -402,7 +440,8 @@ def histogram(
             min and max, widened by 0.5 each side when equal (as numpy).
         weight: per-sample weights, same shape as ``input``, differentiable.
         density: divide by the total mass and the bin widths, as numpy does.
-        kernel, bandwidth, mode, dim, backend, group: as in :func:`softhist.histc`.
+        kernel, bandwidth, mode, membership, normalize_samples, dim, backend, group:
+            as in :func:`softhist.histc`.
             ``None`` bandwidth is half the mean bin width. With a group, ``range=None``
             and ``density`` use every rank's samples.
 
@@ -443,6 +482,7 @@ def histogram(
     hist = _bin(
         x.unsqueeze(-1), w, [edges], [uniform], hard_rule="edges",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
+        membership=membership, normalize_samples=normalize_samples,
     )
     if density:
         hist = hist / torch.diff(edges).to(hist.dtype) / hist.sum(-1, keepdim=True)
@@ -461,6 +501,8 @@ def histogramdd(
     kernel: AxisKernels = "gaussian",
     bandwidth: Union[Bandwidth, Sequence[Union[float, Tensor]]] = None,
     mode: AxisModes = "soft",
+    membership: AxisMemberships = "mass",
+    normalize_samples: bool = False,
     backend: BackendName = "auto",
     group: Optional["ProcessGroup"] = None,
 ) -> Tuple[Tensor, List[Tensor]]:
@@ -480,7 +522,12 @@ def histogramdd(
             finite data's range, widened by 0.5 each side when empty, as numpy).
         weight: per-sample weights, shape ``(*batch, N)``, differentiable.
         density: divide by the total mass and the cell volumes, as numpy does.
-        kernel: one kernel name (see :func:`softhist.histc`) or one per axis.
+        kernel: one kernel (see :func:`softhist.histc`) or one per axis.
+        membership: ``"mass"`` or ``"center"`` (see :func:`softhist.histc`), one
+            or one per axis.
+        normalize_samples: divide each sample's cell values by their sum over all
+            cells it reaches (the product of its per-axis sums), so it contributes
+            exactly its weight.
         mode: one mode or one per axis. Axes may mix ``"hard"`` with ``"soft"``
             (or with ``"straight_through"``): a hard axis counts the sample in
             its own bin (numpy's rule, against the edges in the accumulation
@@ -490,7 +537,9 @@ def histogramdd(
         backend, group: as in :func:`softhist.histc`.
         bandwidth: one value for every axis or one per axis (floats, 0-d
             tensors or a 1-D tensor of length ``D``); standard deviations in
-            data units. ``None``: half of each axis's mean bin width.
+            data units. A centre-membership axis may take a 1-D tensor of one
+            bandwidth per bin (in a list of per-axis values).
+            ``None``: half of each axis's mean bin width.
 
     Returns:
         ``(hist, edges)``: ``hist`` of shape ``(*batch, B_0, ..., B_{D-1})`` in
@@ -551,6 +600,7 @@ def histogramdd(
     hist = _bin(
         x, w, edges, [u for _, u in axis_edges], hard_rule="edges",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
+        membership=membership, normalize_samples=normalize_samples,
     )
     if density:
         total = hist.flatten(1).sum(1).view(-1, *([1] * dims))
@@ -574,6 +624,8 @@ def histogram2d(
     kernel: AxisKernels = "gaussian",
     bandwidth: Union[Bandwidth, Sequence[Union[float, Tensor]]] = None,
     mode: AxisModes = "soft",
+    membership: AxisMemberships = "mass",
+    normalize_samples: bool = False,
     backend: BackendName = "auto",
     group: Optional["ProcessGroup"] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -587,7 +639,7 @@ def histogram2d(
         bins: an int, a pair of ints, one edges tensor for both axes, or a pair
             of edges tensors (or mixed).
         range: ``[(xmin, xmax), (ymin, ymax)]`` or ``None``.
-        weight, density, kernel, bandwidth, mode, backend, group: as in :func:`histogramdd`
+        weight, density, kernel, bandwidth, mode, membership, normalize_samples, backend, group: as in :func:`histogramdd`
             (``kernel``, ``bandwidth`` and ``mode`` one value or a pair).
 
     Returns:
@@ -614,5 +666,6 @@ def histogram2d(
     hist, (xedges, yedges) = histogramdd(
         torch.stack([x, y], -1), bins, range=range, weight=weight, density=density,
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
+        membership=membership, normalize_samples=normalize_samples,
     )
     return hist, xedges, yedges
