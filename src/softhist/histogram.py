@@ -26,7 +26,7 @@ from .kernels import Kernel, KernelName
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
-__all__ = ["backends", "histc", "histogram", "histogram2d", "histogramdd"]
+__all__ = ["backends", "histc", "histogram", "histogram2d", "histogramdd", "local_histogram"]
 
 Mode = Literal["soft", "hard", "straight_through"]
 AxisModes = Union[Mode, Sequence[Mode]]  # one mode, or one per axis (joint histograms)
@@ -378,12 +378,12 @@ def histc(
         torch.Size([4])
 
         HL-Gauss value targets (Farebrother et al. 2024): each target's Gaussian
-        mass over the bins, normalized to sum to one.
+        mass over the bins, normalized to sum to one (0 for a target that reaches no bin).
 
-        >>> y = torch.tensor([0.3, 2.0])
+        >>> y = torch.tensor([0.3, 0.95, 2.0])
         >>> targets = softhist.histc(y[:, None], bins=5, min=0, max=1, bandwidth=0.1, dim=1, normalize_samples=True)
         >>> targets.sum(1)
-        tensor([1., 1.])
+        tensor([1., 1., 0.])
     """
     _start(input, mode)
     bins = _checks.check_bin_count(bins)
@@ -669,3 +669,100 @@ def histogram2d(
         membership=membership, normalize_samples=normalize_samples,
     )
     return hist, xedges, yedges
+
+
+def _pool_sizes(value: object, spatial: int, name: str, *, minimum: int) -> Tuple[int, ...]:
+    """An int for every spatial dim, or one per spatial dim (as torch's pooling takes them)."""
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * spatial
+    if len(values) != spatial or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum for v in values):
+        raise ValueError(f"{name} must be an int >= {minimum} or {spatial} of them (one per spatial dim), got {value!r}")
+    return tuple(int(v) for v in values)
+
+
+def local_histogram(
+    input: Tensor,
+    bins: int,
+    range: Optional[Tuple[float, float]],
+    kernel_size: Union[int, Sequence[int]],
+    stride: Union[int, Sequence[int], None] = None,
+    padding: Union[int, Sequence[int]] = 0,
+    *,
+    kernel: KernelArg = "gaussian",
+    bandwidth: Bandwidth = None,
+    membership: Membership = "mass",
+    normalize_samples: bool = False,
+    mode: Mode = "soft",
+    backend: BackendName = "auto",
+) -> Tensor:
+    """Sliding-window histograms of images: one histogram per channel and window, like pooling.
+
+    Differentiable local histograms in the layout of :func:`torch.nn.functional.avg_pool2d`
+    (1 to 3 spatial dims): the histogram of the window at each output position, of every
+    channel separately. Parity: GatorSense's histogram layer (1x1 convolutions, an RBF and
+    ``AvgPool2d``) is ``kernel="gaussian", membership="center"`` up to its constant factors
+    (it averages where this counts).
+
+    One engine pass gives each pixel's soft memberships ``(pixels, bins)``, then a sum-pool over
+    the windows adds them up: memory ``O(input x bins + output)``, never windows x window volume x
+    bins; gradients reach ``input`` (and a tensor ``bandwidth``) through both.
+
+    Args:
+        input: ``(B, C, *spatial)`` with 1 to 3 spatial dims; floating point.
+        bins: number of equal-width bins on ``range``, ``>= 1``.
+        range: ``(min, max)``; ``None``: the finite data's range (one host sync).
+        kernel_size: window size, an int or one per spatial dim.
+        stride: window step (default ``kernel_size``), an int or one per spatial dim.
+        padding: implicit zero padding on each side, at most half the window; as with
+            ``count_include_pad=False`` it adds no samples: windows count only real pixels.
+        kernel, bandwidth, membership, normalize_samples, mode, backend: as in
+            :func:`softhist.histc` (with ``normalize_samples=True`` each pixel adds exactly 1
+            to every window holding it).
+
+    Returns:
+        ``(B, C, bins, *out_spatial)`` in ``input``'s dtype, ``out_spatial`` as
+        :func:`torch.nn.functional.avg_pool2d` computes it (``floor((L + 2p - k) / s) + 1``).
+
+    Example:
+        >>> import torch, softhist
+        >>> image = torch.rand(2, 3, 32, 32, requires_grad=True)
+        >>> h = softhist.local_histogram(image, 8, (0, 1), kernel_size=5, stride=1, padding=2)
+        >>> h.shape
+        torch.Size([2, 3, 8, 32, 32])
+        >>> h.sum().backward()
+        >>> counts = softhist.local_histogram(image, 8, (0, 1), 4, mode="hard")  # non-overlapping 4x4 patches
+        >>> counts.sum(2).unique()
+        tensor([16.])
+    """
+    _start(input, mode)
+    if not 3 <= input.dim() <= 5:
+        raise ValueError(f"input must have shape (B, C, *spatial) with 1 to 3 spatial dims, got shape {tuple(input.shape)}")
+    spatial = input.dim() - 2
+    bins = _checks.check_bin_count(bins)
+    size = _pool_sizes(kernel_size, spatial, "kernel_size", minimum=1)
+    step = size if stride is None else _pool_sizes(stride, spatial, "stride", minimum=1)
+    pad = _pool_sizes(padding, spatial, "padding", minimum=0)
+    if any(2 * p > k for p, k in zip(pad, size)):
+        raise ValueError(f"padding must be at most half of kernel_size, got padding={padding!r}, kernel_size={kernel_size!r}")
+    lengths = tuple(input.shape[2:])
+    out_spatial = tuple((n + 2 * p - k) // s + 1 for n, p, k, s in zip(lengths, pad, size, step))
+    if any(n + 2 * p < k for n, p, k in zip(lengths, pad, size)):
+        raise ValueError(f"kernel_size={kernel_size!r} is larger than the padded input {tuple(n + 2 * p for n, p in zip(lengths, pad))}")
+    out_dtype = _output_dtype(input)
+    x = input.reshape(-1, 1, 1)  # one-sample rows: each pixel's memberships
+    edges, uniform = _axis_edges(x[..., 0], bins, range, "bins", "range", numpy_dd=False, hard=mode == "hard")
+    _checks.check_cells(x.shape[0], (bins,))
+    per_pixel = _bin(
+        x, None, [edges], [uniform], hard_rule="edges", kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend,
+        membership=membership, normalize_samples=normalize_samples,
+    )
+    batch, channels = input.shape[:2]
+    per_pixel = per_pixel.to(out_dtype).view(batch, channels, *lengths, bins).movedim(-1, 2).reshape(batch, channels * bins, *lengths)
+    # A sum-pool (divisor 1) over zero padding: padding adds nothing, and every window counts its real pixels.
+    if spatial == 1:
+        pooled = torch.nn.functional.avg_pool2d(
+            per_pixel.unsqueeze(2), (1, size[0]), (1, step[0]), (0, pad[0]), divisor_override=1
+        ).squeeze(2)
+    else:
+        pool = torch.nn.functional.avg_pool2d if spatial == 2 else torch.nn.functional.avg_pool3d
+        pooled = pool(per_pixel, size, step, pad, divisor_override=1)
+    return pooled.view(batch, channels, bins, *out_spatial)
