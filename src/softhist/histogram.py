@@ -679,6 +679,28 @@ def _pool_sizes(value: object, spatial: int, name: str, *, minimum: int) -> Tupl
     return tuple(int(v) for v in values)
 
 
+def _window_sums(values: Tensor, dim: int, size: int, stride: int, padding: int, count: int) -> Tensor:
+    """Sums of ``count`` windows of ``size`` along ``dim``, ``stride`` apart, over zero padding: a
+    sum-pool, separable over the spatial dims (``k`` adds per dim instead of ``k^d`` per window);
+    padding adds nothing. Wide windows take differences of a float64 running sum."""
+    pads = [0, 0] * (values.dim() - 1 - dim) + [padding, padding]
+    padded = torch.nn.functional.pad(values, pads) if padding else values
+    span = (count - 1) * stride + 1
+    if size <= 32:
+        total = None
+        for j in range(size):
+            part = padded.narrow(dim, j, span)
+            part = part if stride == 1 else part.unfold(dim, 1, stride).squeeze(-1)
+            total = part if total is None else total + part
+        return total
+    running = torch.nn.functional.pad(padded.to(torch.float64).cumsum(dim), [0, 0] * (values.dim() - 1 - dim) + [1, 0])
+    starts = running.narrow(dim, 0, span)
+    ends = running.narrow(dim, size, span)
+    if stride != 1:
+        starts, ends = (t.unfold(dim, 1, stride).squeeze(-1) for t in (starts, ends))
+    return (ends - starts).to(values.dtype)
+
+
 def local_histogram(
     input: Tensor,
     bins: int,
@@ -757,12 +779,7 @@ def local_histogram(
     )
     batch, channels = input.shape[:2]
     per_pixel = per_pixel.to(out_dtype).view(batch, channels, *lengths, bins).movedim(-1, 2).reshape(batch, channels * bins, *lengths)
-    # A sum-pool (divisor 1) over zero padding: padding adds nothing, and every window counts its real pixels.
-    if spatial == 1:
-        pooled = torch.nn.functional.avg_pool2d(
-            per_pixel.unsqueeze(2), (1, size[0]), (1, step[0]), (0, pad[0]), divisor_override=1
-        ).squeeze(2)
-    else:
-        pool = torch.nn.functional.avg_pool2d if spatial == 2 else torch.nn.functional.avg_pool3d
-        pooled = pool(per_pixel, size, step, pad, divisor_override=1)
+    pooled = per_pixel
+    for d, (k, s, p, n) in enumerate(zip(size, step, pad, out_spatial)):
+        pooled = _window_sums(pooled, d + 2, k, s, p, n)
     return pooled.view(batch, channels, bins, *out_spatial)
