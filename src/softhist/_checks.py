@@ -152,7 +152,7 @@ def check_kernel(kernel: object, name: str = "kernel"):
         return kernel
     if not isinstance(kernel, str) or (kernel not in KERNELS and kernel not in KERNEL_ALIASES):
         raise ValueError(
-            f"{name} must be one of {sorted([*KERNELS, *KERNEL_ALIASES])} or a softhist.Kernel, got {kernel!r}"
+            f"{name} must be one of {sorted([*KERNELS, *KERNEL_ALIASES])}, got {kernel!r} (or a softhist.Kernel of your own)"
         )
     return get_kernel(kernel)
 
