@@ -558,13 +558,18 @@ def _table_backward(
 # gathered output gradients. Memory stays O(chunk x window cells); nothing is saved between passes.
 
 
+_FEW_SAMPLES = 16
+
+
 def _formula_chunks(x: Tensor, edges: Sequence[Tensor], binning: Binning) -> Iterator[Tuple[int, int, Tensor]]:
     """Chunk bounds and each chunk's histogram rows, sized by the window cells per sample."""
     cells = 1
     for axis, kernel, hard, e in zip(binning.axes, binning.kernels, binning.hard_axes, edges):
         cells *= 1 if hard else max(1, min(window_edges(axis, kernel, e.detach()), axis.bins + 1) - 1)
     n = max(x.shape[1], 1)
-    for start, end in _chunks(x.shape[0] * x.shape[1], _CHUNK_ELEMENTS // cells):
+    # A sixteenth of the window strategy's chunk: the formula keeps a dozen (m, cells) temporaries
+    # (and, backward, their autograd graph) alive at once.
+    for start, end in _chunks(x.shape[0] * x.shape[1], (_CHUNK_ELEMENTS // 16) // cells):
         yield start, end, torch.arange(start, end, device=x.device).div_(n, rounding_mode="floor")
 
 
@@ -575,10 +580,13 @@ def _formula_forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor
     rows, _, dims = x.shape
     bandwidth = binning.bandwidth_tensor(acc, x.device)
     flat_x, flat_w = x.reshape(-1, dims), None if weight is None else weight.reshape(-1)
-    hist = torch.zeros(rows * math.prod(binning.shape), dtype=_SUM_DTYPE, device=x.device)
+    # Cells of rows of few samples receive few additions: they sum in the accumulation dtype
+    # (local histograms have one sample per row, and rows x bins cells).
+    sum_dtype = _SUM_DTYPE if x.shape[1] > _FEW_SAMPLES else acc
+    hist = torch.zeros(rows * math.prod(binning.shape), dtype=sum_dtype, device=x.device)
     for start, end, row in _formula_chunks(x, edges, binning):
         w, index, axes = _ops.window_cells(flat_x[start:end], None if flat_w is None else flat_w[start:end], row, bandwidth, edges, binning)
-        hist.index_add_(0, index.reshape(-1), _ops.cell_values(w, axes).reshape(-1).to(_SUM_DTYPE))
+        hist.index_add_(0, index.reshape(-1), _ops.cell_values(w, axes).reshape(-1).to(sum_dtype))
     return hist.view(rows, *binning.shape).to(acc)
 
 

@@ -682,23 +682,47 @@ def _pool_sizes(value: object, spatial: int, name: str, *, minimum: int) -> Tupl
 def _window_sums(values: Tensor, dim: int, size: int, stride: int, padding: int, count: int) -> Tensor:
     """Sums of ``count`` windows of ``size`` along ``dim``, ``stride`` apart, over zero padding: a
     sum-pool, separable over the spatial dims (``k`` adds per dim instead of ``k^d`` per window);
-    padding adds nothing. Wide windows take differences of a float64 running sum."""
+    padding adds nothing. One output-sized buffer forward and one input-sized buffer backward."""
+    return _WindowSums.apply(values, dim, size, stride, padding, count)
+
+
+def _strided(t: Tensor, dim: int, start: int, count: int, stride: int) -> Tensor:
+    """``count`` entries of ``t`` along ``dim``, from ``start``, ``stride`` apart (a view)."""
+    part = t.narrow(dim, start, (count - 1) * stride + 1)
+    return part if stride == 1 else part.unfold(dim, 1, stride).squeeze(-1)
+
+
+class _WindowSums(torch.autograd.Function):
+    """:func:`_window_sums`; its backward (the adjoint: each output's gradient added back onto its
+    window) is written in differentiable ops, so second derivatives flow through it."""
+
+    @staticmethod
+    def forward(ctx, values, dim, size, stride, padding, count):
+        ctx.args = (dim, size, stride, padding, count, values.shape[dim])
+        return _window_sums_forward(values, dim, size, stride, padding, count)
+
+    @staticmethod
+    def backward(ctx, grad):
+        dim, size, stride, padding, count, length = ctx.args
+        shape = list(grad.shape)
+        shape[dim] = length + 2 * padding
+        spread = grad.new_zeros(shape)
+        for j in range(size):
+            if torch.is_grad_enabled():  # build a graph: out-of-place, through index_add
+                positions = torch.arange(count, device=grad.device) * stride + j
+                spread = spread.index_add(dim, positions, grad)
+            else:
+                _strided(spread, dim, j, count, stride).add_(grad)
+        return spread.narrow(dim, padding, length), None, None, None, None, None
+
+
+def _window_sums_forward(values: Tensor, dim: int, size: int, stride: int, padding: int, count: int) -> Tensor:
     pads = [0, 0] * (values.dim() - 1 - dim) + [padding, padding]
     padded = torch.nn.functional.pad(values, pads) if padding else values
-    span = (count - 1) * stride + 1
-    if size <= 32:
-        total = None
-        for j in range(size):
-            part = padded.narrow(dim, j, span)
-            part = part if stride == 1 else part.unfold(dim, 1, stride).squeeze(-1)
-            total = part if total is None else total + part
-        return total
-    running = torch.nn.functional.pad(padded.to(torch.float64).cumsum(dim), [0, 0] * (values.dim() - 1 - dim) + [1, 0])
-    starts = running.narrow(dim, 0, span)
-    ends = running.narrow(dim, size, span)
-    if stride != 1:
-        starts, ends = (t.unfold(dim, 1, stride).squeeze(-1) for t in (starts, ends))
-    return (ends - starts).to(values.dtype)
+    total = _strided(padded, dim, 0, count, stride).clone()
+    for j in range(1, size):
+        total += _strided(padded, dim, j, count, stride)
+    return total
 
 
 def local_histogram(
@@ -742,7 +766,8 @@ def local_histogram(
 
     Returns:
         ``(B, C, bins, *out_spatial)`` in ``input``'s dtype, ``out_spatial`` as
-        :func:`torch.nn.functional.avg_pool2d` computes it (``floor((L + 2p - k) / s) + 1``).
+        :func:`torch.nn.functional.avg_pool2d` computes it (``floor((L + 2p - k) / s) + 1``);
+        a view of a ``(B, C, *out_spatial, bins)`` tensor (call ``.contiguous()`` for a copy).
 
     Example:
         >>> import torch, softhist
@@ -778,8 +803,9 @@ def local_histogram(
         membership=membership, normalize_samples=normalize_samples,
     )
     batch, channels = input.shape[:2]
-    per_pixel = per_pixel.to(out_dtype).view(batch, channels, *lengths, bins).movedim(-1, 2).reshape(batch, channels * bins, *lengths)
-    pooled = per_pixel
+    # Windows are summed with the bins last (no copy of the memberships); the result is a view
+    # with the bins moved in front of the spatial dims.
+    pooled = per_pixel.to(out_dtype).view(batch, channels, *lengths, bins)
     for d, (k, s, p, n) in enumerate(zip(size, step, pad, out_spatial)):
         pooled = _window_sums(pooled, d + 2, k, s, p, n)
-    return pooled.view(batch, channels, bins, *out_spatial)
+    return pooled.movedim(-1, 2)
