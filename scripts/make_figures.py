@@ -1,4 +1,4 @@
-"""Draw the README's pictures: docs/demo.png, docs/kernels.png and docs/bench.png.
+"""Draw the README's pictures: docs/demo.png, docs/kernels.png, docs/membership.png and docs/bench.png.
 
     python scripts/make_figures.py                    # all three (the bench sweep takes minutes)
     python scripts/make_figures.py --only kernels     # one of them
@@ -8,6 +8,8 @@
 - kernels.png: the kernel gallery. Each kernel's weight curve, what one sample
   puts into a bin, how many samples get a gradient as the bandwidth shrinks, and
   each kernel's soft histogram next to the hard one at four bandwidths.
+- membership.png: one sample's bin values under ``membership="mass"`` and ``"center"``,
+  unnormalized and with ``normalize_samples=True``.
 - bench.png: ``softhist bench --sweep --plot``, time and memory against N on
   this machine (the figure names the device).
 
@@ -130,6 +132,32 @@ def figure_kernels() -> None:
     shrink_png(DOCS / "kernels.png")
 
 
+def figure_membership() -> None:
+    """One sample's contribution to each bin: the kernel's mass in the bin (``membership="mass"``)
+    against its density at the bin centre times the width (``"center"``), unnormalized and with
+    ``normalize_samples=True``."""
+    bins, x, h = 10, torch.tensor([0.43], dtype=torch.float64), 0.05
+    centres = (np.arange(bins) + 0.5) / bins
+    z = np.linspace(0, 1, 400)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 2.6), sharey=True)
+    for ax, normalize in zip(axes, (False, True)):
+        for offset, membership, color in ((-0.022, "mass", "tab:blue"), (0.022, "center", "tab:orange")):
+            values = softhist.histc(x, bins, 0, 1, bandwidth=h, membership=membership, normalize_samples=normalize)
+            ax.bar(centres + offset, values.numpy(), width=0.04, color=color, label=f'membership="{membership}"')
+        density = np.exp(-0.5 * ((z - 0.43) / h) ** 2) / (h * np.sqrt(2 * np.pi)) / bins
+        ax.plot(z, density, color="gray", lw=1, label="density × bin width")
+        ax.axvline(0.43, color="black", lw=0.8, ls=":")
+        for edge in np.linspace(0, 1, bins + 1):
+            ax.axvline(edge, color="lightgray", lw=0.5, zorder=0)
+        ax.set_title(f"normalize_samples={normalize}: sums {'to 1' if normalize else 'differ'}", fontsize=9)
+        ax.set_xlabel("x (sample at 0.43, Gaussian, bandwidth = half a bin)", fontsize=8)
+    axes[0].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(DOCS / "membership.png", dpi=80)
+    plt.close(fig)
+    shrink_png(DOCS / "membership.png")
+
+
 def figure_bench(quick: bool) -> None:
     """``softhist bench --sweep --plot docs/bench.png``, single-threaded; the table goes to stdout.
 
@@ -149,10 +177,10 @@ def figure_bench(quick: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["demo", "kernels", "bench"], action="append", help="draw only this figure (repeatable)")
+    parser.add_argument("--only", choices=["demo", "kernels", "membership", "bench"], action="append", help="draw only this figure (repeatable)")
     parser.add_argument("--quick-bench", action="store_true", help="the bench sweep up to N = 1M, without torch.compile")
     args = parser.parse_args(argv)
-    wanted: List[str] = args.only or ["demo", "kernels", "bench"]
+    wanted: List[str] = args.only or ["demo", "kernels", "membership", "bench"]
     DOCS.mkdir(exist_ok=True)
     for name in wanted:
         start = time.perf_counter()
@@ -161,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             figure_demo()
         elif name == "kernels":
             figure_kernels()
+        elif name == "membership":
+            figure_membership()
         else:
             figure_bench(args.quick_bench)
         print(f"  {time.perf_counter() - start:.0f} s", flush=True)

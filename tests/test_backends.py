@@ -12,6 +12,7 @@ import torch
 
 import softhist
 from softhist import _plan
+from softhist._plan import NATIVE_KERNELS
 from softhist.kernels import KERNELS
 
 triton = pytest.importorskip("triton")
@@ -23,7 +24,8 @@ elif os.environ.get("TRITON_INTERPRET") == "1":
 else:
     pytest.skip("needs CUDA or TRITON_INTERPRET=1 (make test runs it that way)", allow_module_level=True)
 
-KERNEL_NAMES = sorted(KERNELS)
+# The kernels every engine has (the Cauchy kernel and user kernels run on the torch engine: test_options.py).
+KERNEL_NAMES = sorted(NATIVE_KERNELS)
 
 
 def both_backends(fn, *inputs):

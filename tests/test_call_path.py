@@ -28,6 +28,13 @@ def test_the_plan_round_trips_through_its_text_by_name():
     )
     assert _plan.binning_from_spec(binning.spec) == binning
     assert "kernel:gaussian" in binning.spec and "bins:7" in binning.spec and "hard:1" in binning.spec
+    # The applications' options: membership and per-bin bandwidths per axis, normalization per call.
+    options = _plan.Binning(
+        (KERNELS["cauchy"], KERNELS["box"]), "soft",
+        (_plan.Axis(7, 0.1, (0.0, 1.0), "center", True), _plan.Axis(3, 0.2)), "edges", (False, False), normalize_samples=True,
+    )
+    assert _plan.binning_from_spec(options.spec) == options
+    assert "membership:center" in options.spec and "per_bin:1" in options.spec and "normalize_samples=1" in options.spec
 
 
 @pytest.mark.parametrize("mode", ["soft", "straight_through", "hard"])

@@ -397,7 +397,7 @@ def test_two_histogram_statistics_broadcast_as_scipy(p_shape, q_shape, dim):
         (lambda: softhist.mutual_information(torch.rand(5), torch.rand(6)), ValueError, r"x and y must have the same shape"),
         (lambda: softhist.mutual_information(torch.rand(5), torch.rand(5), normalized=1), TypeError, r"normalized must be a bool, got 1"),
         (lambda: softhist.mutual_information(torch.rand(5), torch.rand(5), range=(0, 1, 2)), ValueError, r"range must be \(min, max\)"),
-        (lambda: softhist.mutual_information(torch.rand(5), torch.rand(5), kernel="cauchy"), ValueError, r"kernel must be one of"),
+        (lambda: softhist.mutual_information(torch.rand(5), torch.rand(5), kernel="laplace"), ValueError, r"kernel must be one of"),
         (lambda: softhist.histogram_matching_loss(torch.rand(5), torch.rand(5), metric="l2"), ValueError,
          r"metric must be one of \['wasserstein', 'l1', 'kl'\], got 'l2'"),
         (lambda: softhist.histogram_matching_loss(torch.rand(5), torch.rand(5), target_type="pdf"), ValueError,

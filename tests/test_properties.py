@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from torch.profiler import ProfilerActivity, profile
 
 import softhist
+from softhist._plan import NATIVE_KERNELS
 from softhist.kernels import KERNELS
 
 F64 = torch.float64
@@ -115,7 +116,7 @@ def test_hard_histc_equals_torch_histc(data, dtype, same_ends):
 @st.composite
 def soft_case(draw):
     """Random soft binning: kernel, uniform or uneven edges, bandwidth from tiny to wider than the range, batches."""
-    kernel = draw(st.sampled_from(sorted(KERNELS)))
+    kernel = draw(st.sampled_from(sorted(NATIVE_KERNELS)))
     bins = draw(st.integers(1, 12))
     rows, n = draw(st.integers(0, 3)), draw(st.integers(0, 40))
     uniform = draw(st.booleans())
@@ -192,7 +193,7 @@ def largest_allocation(fn) -> int:
 
 @settings(max_examples=10, **SETTINGS)
 @given(
-    kernel=st.sampled_from(sorted(KERNELS)),
+    kernel=st.sampled_from(sorted(NATIVE_KERNELS)),
     bins=st.sampled_from([5000, 20000]),
     bandwidth_bins=st.sampled_from([0.02, 0.5, 3.0]),
     layout=st.sampled_from(["uniform", "uneven", "joint"]),

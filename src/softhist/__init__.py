@@ -2,8 +2,8 @@
 
 from . import applications, nn, reference
 from .applications import calibration_error, hellinger
-from .histogram import backends, histc, histogram, histogram2d, histogramdd
-from .kernels import KERNELS
+from .histogram import backends, histc, histogram, histogram2d, histogramdd, local_histogram
+from .kernels import KERNELS, Kernel
 from .losses import entropy, histogram_matching_loss, js_divergence, kl_divergence, mutual_information, wasserstein
 from .registration import local_mutual_information, mattes_mutual_information
 
@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KERNELS",
+    "Kernel",
     "__version__",
     "applications",
     "backends",
@@ -24,6 +25,7 @@ __all__ = [
     "histogramdd",
     "js_divergence",
     "kl_divergence",
+    "local_histogram",
     "local_mutual_information",
     "mattes_mutual_information",
     "mutual_information",

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 MODES = ("soft", "hard", "straight_through")
 Range = Tuple[float, float]
+MEMBERSHIPS = ("mass", "center")
 BACKENDS = ("auto", "torch", "cpp", "triton")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -134,6 +135,36 @@ def axis_options(value: object, dims: int, name: str) -> list:
             raise ValueError(f"{name} must be one value or one per axis (D = {dims}), got {len(value)}: {value!r}")
         return list(value)
     return [value] * dims
+
+
+def check_kernel(kernel: object, name: str = "kernel"):
+    """A kernel name (or alias) from the table, or a :class:`softhist.Kernel` (a user kernel): the Kernel."""
+    from .kernels import KERNEL_ALIASES, KERNELS, Kernel, get_kernel
+
+    if isinstance(kernel, Kernel):
+        if not (isinstance(kernel.name, str) and kernel.name):
+            raise TypeError(f"{name}.name must be a non-empty str, got {kernel.name!r}")
+        for part in ("cdf", "pdf"):
+            if not callable(getattr(kernel, part)):
+                raise TypeError(f"{name}.{part} must be a function of a tensor, got {getattr(kernel, part)!r}")
+        support = _real(kernel.support)
+        if support is None or not support > 0 or math.isnan(support):
+            raise ValueError(f"{name}.support must be a positive number (math.inf for none), got {kernel.support!r}")
+        return kernel
+    if not isinstance(kernel, str) or (kernel not in KERNELS and kernel not in KERNEL_ALIASES):
+        raise ValueError(
+            f"{name} must be one of {sorted([*KERNELS, *KERNEL_ALIASES])}, got {kernel!r} (or a softhist.Kernel of your own)"
+        )
+    return get_kernel(kernel)
+
+
+def check_membership(membership: object, dims: int) -> Tuple[str, ...]:
+    """``"mass"`` or ``"center"``, one for every axis or one per axis."""
+    values = tuple(axis_options(membership, dims, "membership"))
+    for value in values:
+        if value not in MEMBERSHIPS:
+            raise ValueError(f"membership must be one of {list(MEMBERSHIPS)} (or one per axis), got {membership!r}")
+    return values  # type: ignore[return-value]
 
 
 def input_mode(mode: object) -> str:
@@ -257,11 +288,20 @@ def check_edge_values(edges: Tensor, name: str, hard: bool) -> None:
         raise ValueError(f"{name} must be strictly increasing, got {shown} (mode='hard' accepts equal neighbours)")
 
 
-def bandwidth_value(value: object, name: str) -> Union[float, Tensor]:
-    """One axis's bandwidth: a positive, finite number, or a 0-d floating tensor (its value is
-    checked where the engine reads it, so a tensor costs no host sync here)."""
+def bandwidth_value(value: object, name: str, bins: Optional[int] = None, membership: str = "mass") -> Union[float, Tensor]:
+    """One axis's bandwidth: a positive, finite number, or a 0-d floating tensor, or (centre
+    membership, an axis of ``bins`` bins) a 1-D tensor of one bandwidth per bin. Values in a
+    tensor are checked where the engine reads them, so a tensor costs no host sync here."""
     if isinstance(value, Tensor):
-        if value.dim() != 0:
+        if value.dim() == 1 and bins is not None:
+            if membership != "center":
+                raise ValueError(
+                    f"{name}: one bandwidth per bin (a 1-D tensor of shape {tuple(value.shape)}) needs membership='center', "
+                    f"got membership={membership!r}"
+                )
+            if value.shape[0] != bins:
+                raise ValueError(f"{name} as per-bin bandwidths must have one value per bin ({bins}), got shape {tuple(value.shape)}")
+        elif value.dim() != 0:
             raise ValueError(f"{name} must be a float or a 0-d tensor, got shape {tuple(value.shape)}")
         if value.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name} must be floating point, got dtype {value.dtype}")
@@ -272,12 +312,17 @@ def bandwidth_value(value: object, name: str) -> Union[float, Tensor]:
     return number
 
 
-def check_bandwidths(values: Sequence[float], hard_axes: Sequence[bool]) -> None:
-    """Bandwidths read from a tensor: positive and finite on every soft axis."""
-    for d, (value, hard) in enumerate(zip(values, hard_axes)):
-        if not hard and not (math.isfinite(value) and value > 0):
-            name = "bandwidth" if len(values) == 1 else f"bandwidth[{d}]"
-            raise ValueError(f"{name} must be positive and finite, got {value}")
+def check_bandwidths(values: Sequence[float], hard_axes: Sequence[bool], sizes: Optional[Sequence[int]] = None) -> None:
+    """Bandwidths read from the call's flat tensor (``sizes``: entries per axis, default one):
+    positive and finite on every soft axis."""
+    sizes = [1] * len(hard_axes) if sizes is None else sizes
+    start = 0
+    for d, (size, hard) in enumerate(zip(sizes, hard_axes)):
+        for value in values[start : start + size]:
+            if not hard and not (math.isfinite(value) and value > 0):
+                name = "bandwidth" if len(hard_axes) == 1 else f"bandwidth[{d}]"
+                raise ValueError(f"{name} must be positive and finite, got {value}")
+        start += size
 
 
 @host_cache(maxsize=256)

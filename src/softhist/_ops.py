@@ -40,7 +40,7 @@ from torch import Tensor
 from . import _checks, _cpp_backend, _torch_backend
 from ._plan import Binning, Engine, accumulation_dtype, binning_from_spec, window_edges
 from ._torch_backend import hard_bins, hard_cells
-from .kernels import get_kernel
+from .kernels import get_kernel, is_builtin
 
 __all__ = ["backends", "differentiable_histogram", "hard", "run_hard", "run_soft", "select_backend", "soft"]
 
@@ -48,14 +48,26 @@ __all__ = ["backends", "differentiable_histogram", "hard", "run_hard", "run_soft
 # --------------------------------------------------------------------------- dispatch
 
 
-def select_backend(device: torch.device, backend: str):
+def select_backend(device: torch.device, backend: str, binning: Optional[Binning] = None):
     """The one place that decides which engine runs, as its module (``NAME``, ``*_ENGINE``).
 
     ``"auto"`` takes the native C++ kernels for CPU tensors and the fused Triton kernels for
-    CUDA tensors, where they are available, and the torch engine otherwise (saying once why,
-    when the native kernels are missing). ``"cpp"`` and ``"triton"`` never fall back: they
-    raise if their kernels cannot run on ``device``.
+    CUDA tensors, where they are available and have the call's options (``binning``: its
+    engine's ``supports``), and the torch engine otherwise (saying once why, when the native
+    kernels are missing). ``"cpp"`` and ``"triton"`` never fall back: they raise if their kernels
+    cannot run on ``device`` or lack an option of the call.
     """
+    module = _select_engine_module(device, backend)
+    if binning is not None and module is not _torch_backend:
+        reason = getattr(module, _ENGINE_NAMES[module.NAME]).supports(binning)
+        if reason is not None:
+            if backend == "auto":
+                return _torch_backend
+            raise ValueError(f"backend={backend!r} cannot run this call: {reason}; use backend='auto' or 'torch'")
+    return module
+
+
+def _select_engine_module(device: torch.device, backend: str):
     if backend == "torch":
         return _torch_backend
     on_cpu = device.type == "cpu"
@@ -85,8 +97,8 @@ def select_backend(device: torch.device, backend: str):
 _ENGINE_NAMES = {"torch": "TORCH_ENGINE", "cpp": "CPP_ENGINE", "triton": "TRITON_ENGINE"}
 
 
-def _engine(x: Tensor, backend: str) -> Engine:
-    module = select_backend(x.device, backend)
+def _engine(x: Tensor, backend: str, binning: Binning) -> Engine:
+    module = select_backend(x.device, backend, binning)
     return getattr(module, _ENGINE_NAMES[module.NAME])
 
 
@@ -134,7 +146,7 @@ def resolve(binning: Binning, bandwidth: Optional[Tensor], edges: Sequence[Tenso
             _checks.check_edge_values(e, "bins" if dims == 1 else f"bins[{d}]", hard_call)
     if bandwidth is not None:
         values = bandwidth.detach().double().tolist()
-        _checks.check_bandwidths(values, binning.hard_axes)
+        _checks.check_bandwidths(values, binning.hard_axes, binning.bandwidth_sizes)
         binning = binning.with_bandwidths(values)
     for axis, e, hard in zip(binning.axes, edges, binning.hard_axes):
         if not (hard_call or hard):
@@ -142,14 +154,15 @@ def resolve(binning: Binning, bandwidth: Optional[Tensor], edges: Sequence[Tenso
             # (often learned) edges are taken as they come.
             lo, hi = axis.uniform if axis.uniform is not None else (float(e[0]), float(e[-1]))
             magnitude = max(abs(lo), abs(hi)) if axis.uniform is not None else 0.0
-            _checks.check_scales((hi - lo) / axis.bins, axis.bandwidth, magnitude, acc)
+            narrowest = min(axis.bin_bandwidths) if axis.bin_bandwidths else axis.bandwidth
+            _checks.check_scales((hi - lo) / axis.bins, narrowest, magnitude, acc)
     return binning
 
 
 def run_soft(x: Tensor, weight: Optional[Tensor], bandwidth: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str) -> Tensor:
     """Soft (or straight-through) histograms ``(rows, *bins)`` of ``x: (rows, n, D)`` in the accumulation dtype."""
     acc = accumulation_dtype(x.dtype)
-    engine = _engine(x, backend)
+    engine = _engine(x, backend, binning)
     binning = resolve(binning, bandwidth, edges, acc)
     edges = [e.to(acc) for e in edges]  # the engines compare and compute in the accumulation dtype
     if binning.mode == "straight_through":
@@ -161,7 +174,7 @@ def run_soft_backward(grad, x, weight, bandwidth, edges, binning, backend, needs
     """``(dL/dx, dL/dweight, dL/dbandwidth, [dL/dedges])`` of :func:`run_soft` by the engine's fused
     backward pass; entries not in ``needs = (x, weight, bandwidth, *edges)`` are None."""
     acc = accumulation_dtype(x.dtype)
-    engine = _engine(x, backend)
+    engine = _engine(x, backend, binning)
     binning = resolve(binning, bandwidth, edges, acc)
     need_x, need_w, need_h, *need_edges = needs
     grad_x, grad_w, grad_h, grad_e = engine.backward(
@@ -177,15 +190,15 @@ def run_soft_backward(grad, x, weight, bandwidth, edges, binning, backend, needs
 
 def run_hard(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str) -> Tensor:
     """Exact counts (or weight sums) ``(rows, *bins)`` in float64 of ``x: (rows, n, D)``."""
-    engine = _engine(x, backend)
+    engine = _engine(x, backend, binning)
     return engine.hard(x, weight, edges, resolve(binning, None, edges, torch.float64))
 
 
 def _bandwidths(binning: Binning, bandwidth: Optional[Tensor], like: Tensor) -> Tensor:
-    """The bandwidths as a ``(D,)`` tensor for the plain-torch formulas (given, or the plan's numbers)."""
+    """The call's flat bandwidth tensor for the plain-torch formulas (given, or the plan's numbers)."""
     if bandwidth is not None:
         return bandwidth
-    return torch.tensor([axis.bandwidth for axis in binning.axes], dtype=accumulation_dtype(like.dtype), device=like.device)
+    return binning.bandwidth_tensor(accumulation_dtype(like.dtype), like.device)
 
 
 def _empty(like: Tensor, *shape: int, dtype: Optional[torch.dtype] = None) -> Tensor:
@@ -314,37 +327,73 @@ class _JumpingDensity(torch.autograd.Function):
 # --------------------------------------------------------------------------- the differentiable formula
 
 
-def _windows(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequence[Tensor], binning: Binning):
-    """Per-sample windows in differentiable torch ops: the weights ``(m,)``, each sample's window
-    cells in the flat ``(rows * cells)`` histogram ``(m, cells)``, and per axis ``(mass, z, pdf at z,
-    edge index)`` (the last three None on hard axes). Windows are the engines' (capped at the axis)."""
-    rows, n, dims = x.shape
-    acc = accumulation_dtype(x.dtype)
-    flat = x.reshape(-1, dims).to(acc)
+def _bandwidth_slices(bandwidth: Tensor, binning: Binning) -> List[Tensor]:
+    """Per axis, its entries of the flat bandwidth tensor: ``(1,)``, or ``(bins,)`` when per bin."""
+    return list(torch.split(bandwidth.reshape(-1), list(binning.bandwidth_sizes)))
+
+
+def window_cells(flat: Tensor, weight: Optional[Tensor], row: Tensor, bandwidth: Tensor, edges: Sequence[Tensor], binning: Binning):
+    """Per-sample windows in differentiable torch ops, for samples ``flat: (m, D)`` (any dtype;
+    computed in the accumulation dtype) of histogram rows ``row: (m,)``: the weights ``(m,)``
+    (0 for non-finite samples), each sample's window cells in the flat ``(rows * cells)``
+    histogram ``(m, cells)``, and per axis ``(factor, z, pdf at z, edge index)``, the last three
+    None on hard axes. Windows are the engines' (capped at the axis, so they lie in the range).
+
+    A mass axis's factor is ``F(z_{k+1}) - F(z_k)`` with ``z`` at the window's edges; a centre
+    axis's is ``width_k f(z_k) / h_k`` with ``z`` at its bins' centres (and per-bin ``h_k``).
+    With ``normalize_samples`` each axis's factors are divided by their sum (0 where it is 0),
+    so a sample's cells sum to its weight: the cell value is their product."""
+    acc = accumulation_dtype(flat.dtype)
+    flat = flat.to(acc)
     finite = torch.isfinite(flat).all(1)
     w = finite.to(acc) if weight is None else torch.where(finite, weight.reshape(-1).to(acc), 0.0)
-    index = torch.arange(rows, device=x.device).repeat_interleave(n).unsqueeze(1)
+    index = row.unsqueeze(1)
     axes = []
-    for d, (axis, kernel, hard, e) in enumerate(zip(binning.axes, binning.kernels, binning.hard_axes, edges)):
+    for d, (axis, kernel, hard, e, h) in enumerate(zip(binning.axes, binning.kernels, binning.hard_axes, edges, _bandwidth_slices(bandwidth, binning))):
         e = e.to(acc)
+        h = h.to(acc)
         column = torch.where(finite, flat[:, d], e.detach()[0])
         if hard:
             pos, valid = hard_bins(column.detach(), e.detach(), axis, binning.hard_rule)
             first, width = pos, 1
-            axes.append((valid.to(acc).unsqueeze(1), None, None, None))
+            factor = valid.to(acc).unsqueeze(1)
+            axes.append((factor, None, None, None))
         else:
             count = max(2, min(window_edges(axis, kernel, e.detach()), axis.bins + 1))
             reach = kernel.support * axis.bandwidth
             first = torch.searchsorted(e.detach(), (column.detach() - reach).contiguous(), right=True) - 1
             first = first.clamp(0, axis.bins + 1 - count)
-            edge_index = first.unsqueeze(1) + torch.arange(count, device=x.device)
-            z = (e[edge_index] - column.unsqueeze(1)) / bandwidth[d].to(acc)
-            cdf = kernel.cdf(z)
-            pdf = kernel.pdf(z) if math.isfinite(kernel.pdf_slope) else _JumpingDensity.apply(z, kernel.name)
-            axes.append((cdf[:, 1:] - cdf[:, :-1], z, pdf, edge_index))
+            edge_index = first.unsqueeze(1) + torch.arange(count, device=flat.device)
             width = count - 1
-        index = (index.unsqueeze(-1) * axis.bins + first.view(-1, 1, 1) + torch.arange(width, device=x.device)).flatten(1)
+            if axis.membership == "center":
+                lo_e, hi_e = e[edge_index[:, :-1]], e[edge_index[:, 1:]]
+                h_bin = h[edge_index[:, :-1]] if axis.per_bin else h
+                z = ((lo_e + hi_e) * 0.5 - column.unsqueeze(1)) / h_bin
+                pdf = kernel.pdf(z)
+                factor = (hi_e - lo_e) / h_bin * pdf
+            else:
+                z = (e[edge_index] - column.unsqueeze(1)) / h
+                cdf = kernel.cdf(z)
+                jumps = not math.isfinite(kernel.pdf_slope) and is_builtin(kernel)
+                pdf = _JumpingDensity.apply(z, kernel.name) if jumps else kernel.pdf(z)
+                factor = cdf[:, 1:] - cdf[:, :-1]
+            axes.append((factor, z, pdf, edge_index))
+        index = (index.unsqueeze(-1) * axis.bins + first.view(-1, 1, 1) + torch.arange(width, device=flat.device)).flatten(1)
+    if binning.normalize_samples:
+        normalized = []
+        for factor, *rest in axes:
+            total = factor.sum(1, keepdim=True)
+            reached = total != 0
+            normalized.append((torch.where(reached, factor / torch.where(reached, total, 1.0), 0.0), *rest))
+        axes = normalized
     return w, index, axes
+
+
+def _windows(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequence[Tensor], binning: Binning):
+    """:func:`window_cells` of every sample of ``x: (rows, n, D)``."""
+    rows, n, dims = x.shape
+    row = torch.arange(rows, device=x.device).repeat_interleave(n)
+    return window_cells(x.reshape(-1, dims), weight, row, bandwidth, edges, binning)
 
 
 def _outer(factors: Sequence[Tensor]) -> Tensor:
@@ -354,14 +403,47 @@ def _outer(factors: Sequence[Tensor]) -> Tensor:
     return out
 
 
+def cell_values(w: Tensor, axes) -> Tensor:
+    """``(m, cells)``: each sample's window cells, ``w * prod_d factor_d``; a cell the kernel does
+    not reach gets nothing, even from an infinite weight (0 * inf is NaN)."""
+    masses = _outer([factor for factor, *_ in axes])
+    return torch.where(masses != 0, w.unsqueeze(1) * masses, 0.0)
+
+
 def differentiable_histogram(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequence[Tensor], binning: Binning) -> Tensor:
     """``(rows, *bins)``: the soft histogram of ``x: (rows, n, D)`` in plain torch ops, which autograd
     and every ``torch.func`` transform differentiate to any order. ``O(N x window cells)`` memory."""
     w, index, axes = _windows(x, weight, bandwidth, edges, binning)
-    masses = _outer([mass for mass, *_ in axes])
-    values = torch.where(masses != 0, w.unsqueeze(1) * masses, 0.0)  # an infinite weight stays in its own cells
+    values = cell_values(w, axes)
     hist = torch.zeros(x.shape[0] * math.prod(binning.shape), dtype=values.dtype, device=x.device)
     return hist.index_add(0, index.reshape(-1), values.reshape(-1)).view(x.shape[0], *binning.shape)
+
+
+def _formula_vjp(grad: Tensor, x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequence[Tensor], binning: Binning):
+    """:func:`differentiable_vjp` for calls the hand-written VJP does not cover (centre membership,
+    per-bin bandwidths, normalized samples): ``torch.func.vjp`` of :func:`differentiable_histogram`,
+    itself differentiable again (and under every transform)."""
+    def f(x, weight, bandwidth, *edges):
+        return differentiable_histogram(x, weight, bandwidth, edges, binning)
+
+    weight_in = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if weight is None else weight
+    out, pullback = torch.func.vjp(f, x, weight_in, bandwidth, *edges)
+    grad_x, grad_w, grad_h, *grad_e = pullback(grad.to(out.dtype))
+    return grad_x, grad_w, grad_h, list(grad_e)
+
+
+def _formula_jvp(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequence[Tensor], binning: Binning, tangents) -> Tensor:
+    """:func:`histogram_jvp` for calls the hand-written one does not cover: ``torch.func.jvp``."""
+    x_t, weight_t, bandwidth_t, edges_t = tangents
+    weight_in = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if weight is None else weight  # same cells as None
+
+    def f(x, weight, bandwidth, *edges):
+        return differentiable_histogram(x, weight, bandwidth, edges, binning)
+
+    primals = (x, weight_in, bandwidth, *edges)
+    given = (x_t, weight_t, bandwidth_t, *(list(edges_t) + [None] * (len(edges) - len(edges_t))))
+    tangents = tuple(torch.zeros_like(p) if t is None else t.to(p.dtype) for p, t in zip(primals, given))
+    return torch.func.jvp(f, primals, tangents)[1]
 
 
 def histogram_jvp(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges: Sequence[Tensor], binning: Binning, tangents) -> Tensor:
@@ -370,6 +452,8 @@ def histogram_jvp(x: Tensor, weight: Optional[Tensor], bandwidth: Tensor, edges:
     ``w * prod_d a_d`` with ``a_d = F(z_hi) - F(z_lo)`` and ``z = (e - x) / h``, so its tangent is
     ``w_t * prod_d a_d + w * sum_d (a_d)_t * prod_{e != d} a_e``, where
     ``(a_d)_t = f(z_hi) z_hi_t - f(z_lo) z_lo_t`` and ``z_t = (e_t - x_t) / h - z h_t / h``."""
+    if not binning.plain:
+        return _formula_jvp(x, weight, bandwidth, edges, binning, tangents)
     x_t, weight_t, bandwidth_t, edges_t = tangents
     w, index, axes = _windows(x, weight, bandwidth, edges, binning)
     acc = w.dtype
@@ -402,7 +486,10 @@ def differentiable_vjp(grad: Tensor, x: Tensor, weight: Optional[Tensor], bandwi
     ``grad``, in plain torch ops: the engines' VJP (see ``csrc/softhist_cpu.cpp``) written so that
     autograd can differentiate it again. Per soft axis, with ``A`` the cells' gradients contracted
     with the other axes' masses and ``dF_p = w (A[p-1] - A[p])``, ``dz_p = dF_p f(z_p) / h``:
-    ``dL/dx = -sum dz``, ``dL/dh = -sum z dz``, ``dL/de_p = dz_p``."""
+    ``dL/dx = -sum dz``, ``dL/dh = -sum z dz``, ``dL/de_p = dz_p``. Centre membership, per-bin
+    bandwidths and normalized samples run :func:`_formula_vjp`."""
+    if not binning.plain:
+        return _formula_vjp(grad, x, weight, bandwidth, edges, binning)
     w, index, axes = _windows(x, weight, bandwidth, edges, binning)
     masses = [mass for mass, *_ in axes]
     cells = grad.reshape(-1).to(w.dtype)[index].view(-1, *(m.shape[1] for m in masses))  # (m, W_0, ..., W_{D-1})
@@ -614,7 +701,7 @@ def soft_histogram(x: Tensor, weight: Optional[Tensor], bandwidth: Optional[Tens
     engine under one autograd node; under ``torch.compile`` the op itself, whose registered autograd
     dynamo traces (dynamo does not trace a custom ``jvp``); under transforms :class:`SoftHistogram`."""
     if backend != "auto":  # an engine asked for by name must run here, whatever path the call takes
-        select_backend(x.device, backend)
+        select_backend(x.device, backend, binning)
     if torch.compiler.is_compiling():
         return soft(x, weight, bandwidth, list(edges), binning.spec, backend)
     if _eager(x):
@@ -632,7 +719,7 @@ def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor],
     """The public functions' entry to exact counts (see :func:`soft_histogram`)."""
     x = x.detach()  # counts are piecewise constant in the samples: no gradient, no graph
     if backend != "auto":
-        select_backend(x.device, backend)
+        select_backend(x.device, backend, binning)
     if torch.compiler.is_compiling():
         return hard(x, weight, list(edges), binning.spec, backend)
     if _eager(x):

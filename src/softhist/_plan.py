@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .kernels import Kernel
+from .kernels import Kernel, is_builtin, kernel_from_key, kernel_key
 
 # The interpolation error a sub-bin table is sized for: per unit of weight for the masses,
 # and relative to the peak for their derivatives.
@@ -48,6 +48,9 @@ class Axis:
     bins: int
     bandwidth: float
     uniform: Optional[Tuple[float, float]] = None
+    membership: str = "mass"  # "mass" (the kernel's mass in the bin) or "center" (its density at the bin centre)
+    per_bin: bool = False  # one bandwidth per bin (centre membership); ``bandwidth`` is then their largest
+    bin_bandwidths: Optional[Tuple[float, ...]] = None  # per-bin values, once an op has read them (not in the text)
 
     @property
     def scale(self) -> float:
@@ -68,6 +71,9 @@ class Binning:
     coordinate, edges and bandwidth get no gradient; its kernel is not used.
     ``hard_rule`` picks how hard counts assign samples: ``"histc"`` (torch.histc's
     arithmetic) or ``"edges"`` (compare with the edges, as numpy does).
+    Each axis says its ``membership`` (``"mass"`` or ``"center"``) and whether it has one
+    bandwidth per bin; ``normalize_samples`` divides each sample's cell values by their sum
+    over the cells it reaches, so the sample contributes exactly its weight (or nothing).
     """
 
     kernels: Tuple[Kernel, ...]
@@ -75,6 +81,7 @@ class Binning:
     axes: Tuple[Axis, ...]
     hard_rule: str = "edges"
     hard_axes: Tuple[bool, ...] = ()
+    normalize_samples: bool = False
 
     def __post_init__(self) -> None:
         dims = len(self.axes)
@@ -99,19 +106,58 @@ class Binning:
             raise ValueError(f"the axes use different kernels: {[k.name for k in self.kernels]}")
         return self.kernels[0]
 
+    @property
+    def bandwidth_sizes(self) -> Tuple[int, ...]:
+        """Entries per axis in the call's flat bandwidth tensor: ``bins`` for per-bin bandwidths, else 1."""
+        return tuple(axis.bins if axis.per_bin else 1 for axis in self.axes)
+
+    @property
+    def options(self) -> Tuple[str, ...]:
+        """The options of this call beyond bin-integrated built-in kernels, by their argument
+        (what an engine that lacks them names in its error)."""
+        found = []
+        if self.mode != "hard":
+            found += [f"kernel={k.name!r}" for k in dict.fromkeys(self.kernels) if not is_builtin(k) or not math.isfinite(k.support)]
+            if any(a.membership != "mass" for a in self.axes):
+                found.append("membership='center'")
+            if any(a.per_bin for a in self.axes):
+                found.append("per-bin bandwidths")
+            if self.normalize_samples:
+                found.append("normalize_samples=True")
+        return tuple(found)
+
     def with_bandwidths(self, values: Sequence[float]) -> "Binning":
-        """The same call with the bandwidths an op read from its bandwidth tensor."""
-        axes = tuple(replace(axis, bandwidth=float(h)) for axis, h in zip(self.axes, values))
-        return replace(self, axes=axes)
+        """The same call with the bandwidths an op read from its flat bandwidth tensor (per-bin
+        axes take their largest, which sizes their windows)."""
+        axes, start = [], 0
+        for axis, size in zip(self.axes, self.bandwidth_sizes):
+            mine = tuple(float(v) for v in values[start : start + size])
+            axes.append(replace(axis, bandwidth=max(mine), bin_bandwidths=mine if axis.per_bin else None))
+            start += size
+        return replace(self, axes=tuple(axes))
+
+    @property
+    def plain(self) -> bool:
+        """Whether every axis is bin-integrated with one bandwidth and samples are not normalized:
+        the calls the hand-written VJPs and the sub-bin tables cover."""
+        return not self.normalize_samples and all(a.membership == "mass" and not a.per_bin for a in self.axes)
+
+    def bandwidth_tensor(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """The call's flat bandwidth tensor, from the numbers this description holds."""
+        values = [v for a in self.axes for v in (a.bin_bandwidths if a.per_bin else (a.bandwidth,))]
+        return torch.tensor(values, dtype=dtype, device=device)
 
     @property
     def spec(self) -> str:
         """This description as text, the form the ``torch.library`` ops take it in (by name:
         ``mode=soft;hard_rule=histc;axis=kernel:gaussian,bins:256,bandwidth:0.5,lo:0.0,hi:1.0,hard:0``).
         :func:`binning_from_spec` reads it back; floats are written with ``repr``, which round-trips."""
-        parts = [f"mode={self.mode}", f"hard_rule={self.hard_rule}"]
+        parts = [f"mode={self.mode}", f"hard_rule={self.hard_rule}", f"normalize_samples={int(self.normalize_samples)}"]
         for axis, kernel, hard in zip(self.axes, self.kernels, self.hard_axes):
-            fields = {"kernel": kernel.name, "bins": axis.bins, "bandwidth": repr(float(axis.bandwidth)), "hard": int(hard)}
+            fields = {
+                "kernel": kernel_key(kernel), "bins": axis.bins, "bandwidth": repr(float(axis.bandwidth)), "hard": int(hard),
+                "membership": axis.membership, "per_bin": int(axis.per_bin),
+            }
             if axis.uniform is not None:
                 fields.update(lo=repr(float(axis.uniform[0])), hi=repr(float(axis.uniform[1])))
             parts.append("axis=" + ",".join(f"{k}:{v}" for k, v in fields.items()))
@@ -121,8 +167,6 @@ class Binning:
 @functools.lru_cache(maxsize=512)
 def binning_from_spec(spec: str) -> Binning:
     """The :class:`Binning` that :attr:`Binning.spec` wrote."""
-    from .kernels import get_kernel
-
     top, axes = {}, []
     for part in spec.split(";"):
         key, _, value = part.partition("=")
@@ -131,13 +175,18 @@ def binning_from_spec(spec: str) -> Binning:
         else:
             top[key] = value
     binning = Binning(
-        kernels=tuple(get_kernel(a["kernel"]) for a in axes),
+        kernels=tuple(kernel_from_key(a["kernel"]) for a in axes),
         mode=top["mode"],
         axes=tuple(
-            Axis(int(a["bins"]), float(a["bandwidth"]), (float(a["lo"]), float(a["hi"])) if "lo" in a else None) for a in axes
+            Axis(
+                int(a["bins"]), float(a["bandwidth"]), (float(a["lo"]), float(a["hi"])) if "lo" in a else None,
+                a.get("membership", "mass"), a.get("per_bin", "0") == "1",
+            )
+            for a in axes
         ),
         hard_rule=top["hard_rule"],
         hard_axes=tuple(a["hard"] == "1" for a in axes),
+        normalize_samples=top.get("normalize_samples", "0") == "1",
     )
     return binning
 
@@ -198,10 +247,27 @@ class Engine:
     ``forward(x, weight, edges, binning) -> (rows, *bins)`` in the accumulation dtype, and
     ``backward(grad, x, weight, edges, binning, needs) -> (grad_x, grad_w, grad_h, grad_edges)``
     where ``needs = (x, weight, bandwidth, per-axis edges)`` says which gradients to compute;
-    ``grad_h`` has shape ``(D,)`` and ``grad_edges`` holds one entry (or None) per axis.
+    ``grad_h`` has the shape of the flat bandwidth tensor (``sum(binning.bandwidth_sizes)``) and
+    ``grad_edges`` holds one entry (or None) per axis.
     ``hard(x, weight, edges, binning) -> (rows, *bins)``: exact counts in float64.
+    ``supports(binning)``: None when the engine runs that call, else why not (the dispatch in
+    :func:`._ops.select_backend` reads it); by default the native engines' options.
     """
 
     forward: Callable[..., Tensor]
     backward: Callable[..., Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], List[Optional[Tensor]]]]
     hard: Callable[..., Tensor]
+    supports: Callable[[Binning], Optional[str]] = lambda binning: native_unsupported(binning)
+
+
+NATIVE_KERNELS = frozenset({"gaussian", "logistic", "box", "triangular", "epanechnikov", "bspline", "bspline2"})
+
+
+def native_unsupported(binning: Binning) -> Optional[str]:
+    """Why the native engines (C++, Triton) cannot run ``binning``, or None: they have today's
+    options, bin-integrated (mass) membership of the built-in compact or cut kernels, one bandwidth
+    per axis and no per-sample normalization (hard counts need none of these)."""
+    options = [o for o in binning.options]
+    options += [f"kernel={k.name!r}" for k in dict.fromkeys(binning.kernels) if binning.mode != "hard" and k.name not in NATIVE_KERNELS
+                and f"kernel={k.name!r}" not in options]
+    return None if not options else f"it does not have {', '.join(options)} yet (the torch engine has)"

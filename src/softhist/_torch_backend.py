@@ -394,10 +394,10 @@ class _Table:
 
 def _plan_table(x: Tensor, binning: Binning) -> Optional[_Table]:
     """The sub-bin grid for this call, or None when the window strategy must run."""
-    if len(binning.axes) != 1 or binning.hard_axes[0] or x.dtype == torch.float64 or x.numel() == 0:
+    if len(binning.axes) != 1 or binning.hard_axes[0] or x.dtype == torch.float64 or x.numel() == 0 or not binning.plain:
         return None
     kernel = binning.kernels[0]
-    if not math.isfinite(kernel.pdf_slope):
+    if not (math.isfinite(kernel.pdf_slope) and math.isfinite(kernel.support)):
         return None
     axis = binning.axes[0]
     if axis.uniform is None:
@@ -549,10 +549,92 @@ def _table_backward(
     return grad_x, grad_w, grad_h
 
 
+# --------------------------------------------------------------------------- formula strategy
+
+
+# Centre membership, per-bin bandwidths and normalized samples run the plain-torch formula of
+# :mod:`._ops` (``window_cells``: the same windows, as differentiable ops) in chunks of samples:
+# forward sums its cells, backward differentiates each chunk's cells with autograd against the
+# gathered output gradients. Memory stays O(chunk x window cells); nothing is saved between passes.
+
+
+_FEW_SAMPLES = 16
+
+
+def _formula_chunks(x: Tensor, edges: Sequence[Tensor], binning: Binning) -> Iterator[Tuple[int, int, Tensor]]:
+    """Chunk bounds and each chunk's histogram rows, sized by the window cells per sample."""
+    cells = 1
+    for axis, kernel, hard, e in zip(binning.axes, binning.kernels, binning.hard_axes, edges):
+        cells *= 1 if hard else max(1, min(window_edges(axis, kernel, e.detach()), axis.bins + 1) - 1)
+    n = max(x.shape[1], 1)
+    # A sixteenth of the window strategy's chunk: the formula keeps a dozen (m, cells) temporaries
+    # (and, backward, their autograd graph) alive at once.
+    for start, end in _chunks(x.shape[0] * x.shape[1], (_CHUNK_ELEMENTS // 16) // cells):
+        yield start, end, torch.arange(start, end, device=x.device).div_(n, rounding_mode="floor")
+
+
+def _formula_forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
+    from . import _ops  # the formula's module imports this one
+
+    acc = accumulation_dtype(x.dtype)
+    rows, _, dims = x.shape
+    bandwidth = binning.bandwidth_tensor(acc, x.device)
+    flat_x, flat_w = x.reshape(-1, dims), None if weight is None else weight.reshape(-1)
+    # Cells of rows of few samples receive few additions: they sum in the accumulation dtype
+    # (local histograms have one sample per row, and rows x bins cells).
+    sum_dtype = _SUM_DTYPE if x.shape[1] > _FEW_SAMPLES else acc
+    hist = torch.zeros(rows * math.prod(binning.shape), dtype=sum_dtype, device=x.device)
+    for start, end, row in _formula_chunks(x, edges, binning):
+        w, index, axes = _ops.window_cells(flat_x[start:end], None if flat_w is None else flat_w[start:end], row, bandwidth, edges, binning)
+        hist.index_add_(0, index.reshape(-1), _ops.cell_values(w, axes).reshape(-1).to(sum_dtype))
+    return hist.view(rows, *binning.shape).to(acc)
+
+
+def _formula_backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, needs):
+    from . import _ops
+
+    need_x, need_w, need_h, need_edges = needs
+    acc = accumulation_dtype(x.dtype)
+    dims = x.shape[2]
+    flat_x, flat_w = x.reshape(-1, dims).detach(), None if weight is None else weight.reshape(-1).detach()
+    grad = grad.reshape(-1).to(acc)
+    bandwidth = binning.bandwidth_tensor(acc, x.device).requires_grad_(need_h)
+    edge_leaves = [e.detach().to(acc).requires_grad_(bool(need)) for e, need in zip(edges, need_edges)]
+    grad_x = torch.zeros(flat_x.shape, dtype=acc, device=x.device) if need_x else None
+    grad_w = torch.zeros(flat_x.shape[0], dtype=acc, device=x.device) if need_w else None
+    grad_h = torch.zeros(bandwidth.shape, dtype=_SUM_DTYPE, device=x.device) if need_h else None
+    grad_e = [torch.zeros(e.shape, dtype=_SUM_DTYPE, device=x.device) if need else None for e, need in zip(edges, need_edges)]
+    for start, end, row in _formula_chunks(x, edges, binning):
+        with torch.enable_grad():
+            xc = flat_x[start:end].to(acc).requires_grad_(need_x)
+            wc = None if flat_w is None else flat_w[start:end].to(acc).requires_grad_(need_w)
+            w, index, axes = _ops.window_cells(xc, wc, row, bandwidth, edge_leaves, binning)
+            values = _ops.cell_values(w, axes)
+            leaves = [xc if need_x else None, wc if need_w else None, bandwidth if need_h else None, *(
+                e if need else None for e, need in zip(edge_leaves, need_edges))]
+            wanted = [t for t in leaves if t is not None]
+            if not wanted or not values.requires_grad:
+                continue
+            found = iter(torch.autograd.grad(values, wanted, _take(grad, index), allow_unused=True))
+        got = [None if t is None else next(found) for t in leaves]
+        if need_x and got[0] is not None:
+            grad_x[start:end] = got[0]
+        if need_w and got[1] is not None:
+            grad_w[start:end] = got[1]
+        if need_h and got[2] is not None:
+            grad_h += got[2]
+        for d, g in enumerate(got[3:]):
+            if g is not None:
+                grad_e[d] += g
+    return grad_x, grad_w, grad_h, grad_e
+
+
 # --------------------------------------------------------------------------- autograd
 
 
 def _soft_forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
+    if not binning.plain:
+        return _formula_forward(x, weight, edges, binning)
     table = _plan_table(x, binning)
     if table is not None:
         return _table_forward(x[..., 0], weight, binning.axes[0], binning.kernels[0], table)
@@ -561,6 +643,8 @@ def _soft_forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], 
 
 def _soft_backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, needs):
     need_x, need_w, need_h, need_edges = needs
+    if not binning.plain:
+        return _formula_backward(grad, x, weight, edges, binning, needs)
     table = _plan_table(x, binning)
     smooth_enough = math.isfinite(binning.kernels[0].pdf_curvature) or not (need_x or need_h)
     if table is None or not smooth_enough or any(need_edges):
@@ -571,4 +655,4 @@ def _soft_backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Seq
     return grad_x, grad_w, None if grad_h is None else grad_h.view(1), [None]
 
 
-TORCH_ENGINE = Engine(_soft_forward, _soft_backward, hard_histogram)
+TORCH_ENGINE = Engine(_soft_forward, _soft_backward, hard_histogram, supports=lambda binning: None)

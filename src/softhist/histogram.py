@@ -21,16 +21,19 @@ from torch import Tensor
 
 from . import _checks, _ops
 from ._plan import Axis, Binning, accumulation_dtype, default_bandwidth, host_cache
-from .kernels import KernelName, get_kernel
+from .kernels import Kernel, KernelName
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
-__all__ = ["backends", "histc", "histogram", "histogram2d", "histogramdd"]
+__all__ = ["backends", "histc", "histogram", "histogram2d", "histogramdd", "local_histogram"]
 
 Mode = Literal["soft", "hard", "straight_through"]
 AxisModes = Union[Mode, Sequence[Mode]]  # one mode, or one per axis (joint histograms)
-AxisKernels = Union[KernelName, Sequence[KernelName]]  # one kernel, or one per axis
+KernelArg = Union[KernelName, Kernel]  # a kernel's name, or a softhist.Kernel (a user kernel)
+AxisKernels = Union[KernelArg, Sequence[KernelArg]]  # one kernel, or one per axis
+Membership = Literal["mass", "center"]
+AxisMemberships = Union[Membership, Sequence[Membership]]
 BackendName = Literal["auto", "torch", "cpp", "triton"]
 Bandwidth = Union[float, Tensor, None]
 Dim = Union[int, Sequence[int], None]
@@ -189,15 +192,21 @@ def _axis_edges(
 # --------------------------------------------------------------------------- the call description
 
 
-def _bandwidths(bandwidth: object, edges: Sequence[Tensor], uniforms: Sequence[Optional[Tuple[float, float]]], acc: torch.dtype):
-    """Per-axis bandwidths: Python floats (and None) when every one is a number, else a ``(D,)``
-    tensor (and its values, read inside the op) that stays differentiable.
+def _bandwidths(
+    bandwidth: object, edges: Sequence[Tensor], uniforms: Sequence[Optional[Tuple[float, float]]], acc: torch.dtype,
+    memberships: Sequence[str],
+):
+    """Per-axis bandwidths: Python floats (and None) when every one is a number, else the call's
+    flat bandwidth tensor (and its values, read inside the op) that stays differentiable; and,
+    per axis, whether it has one bandwidth per bin.
 
     ``bandwidth`` is None (half the mean bin width: a number for equal-width bins, a tensor of the
     edges, differentiable in them, for explicit edges), one value for every axis, or one per
-    axis (a sequence, or a 1-D tensor of length D).
+    axis (a sequence, or a 1-D tensor of length D). With centre membership an axis's value may
+    be a 1-D tensor of one bandwidth per bin (for a 1-D histogram, ``bandwidth`` itself).
     """
     dims = len(edges)
+    bins = [e.shape[0] - 1 for e in edges]
     if bandwidth is None:
         parts = [default_bandwidth(*(u if u is not None else (e[0], e[-1])), e.shape[0] - 1) for e, u in zip(edges, uniforms)]
     else:
@@ -206,14 +215,17 @@ def _bandwidths(bandwidth: object, edges: Sequence[Tensor], uniforms: Sequence[O
         if isinstance(bandwidth, (list, tuple)):
             if len(bandwidth) != dims:
                 raise ValueError(f"bandwidth must have one value per axis ({dims}), got {len(bandwidth)}")
-            parts = [_checks.bandwidth_value(v, f"bandwidth[{d}]") for d, v in enumerate(bandwidth)]
+            parts = [_checks.bandwidth_value(v, f"bandwidth[{d}]", bins[d], memberships[d]) for d, v in enumerate(bandwidth)]
+        elif dims == 1:
+            parts = [_checks.bandwidth_value(bandwidth, "bandwidth", bins[0], memberships[0])]
         else:
             parts = [_checks.bandwidth_value(bandwidth, "bandwidth")] * dims
+    per_bin = tuple(isinstance(v, Tensor) and v.dim() == 1 for v in parts)
     if not any(isinstance(v, Tensor) for v in parts):
-        return parts, None
+        return parts, per_bin, None
     device = next(e.device for e in edges)
-    tensors = [v.to(dtype=acc, device=device) if isinstance(v, Tensor) else torch.tensor(v, dtype=acc, device=device) for v in parts]
-    return [0.0] * dims, torch.stack(tensors)
+    tensors = [v.to(dtype=acc, device=device).reshape(-1) if isinstance(v, Tensor) else torch.tensor([v], dtype=acc, device=device) for v in parts]
+    return [0.0] * dims, per_bin, torch.cat(tensors)
 
 
 def _bin(
@@ -227,20 +239,25 @@ def _bin(
     bandwidth: object,
     mode: object,
     backend: str,
+    membership: object = "mass",
+    normalize_samples: object = False,
     group: Optional["ProcessGroup"] = None,
 ) -> Tensor:
     """The engine entry: ``x: (rows, n, D)`` -> ``(rows, *bins)``, summed over the group's ranks.
 
-    ``kernel`` and ``mode`` are one value or one per axis (see :func:`._checks.call_mode`).
-    Hard counts come back in float64, soft histograms in the accumulation dtype.
+    ``kernel``, ``mode`` and ``membership`` are one value or one per axis (see
+    :func:`._checks.call_mode`). Hard counts come back in float64, soft histograms in the
+    accumulation dtype.
     """
     backend = _checks.check_backend(backend)
-    if isinstance(kernel, str) and isinstance(mode, str) and _is_number_or_none(bandwidth) and None not in uniforms:
+    common = isinstance(kernel, str) and isinstance(mode, str) and isinstance(membership, str) and type(normalize_samples) is bool
+    if common and _is_number_or_none(bandwidth) and None not in uniforms:
         # The common call (names, a number, equal-width bins) is described once and reused.
         shape = tuple(e.shape[0] - 1 for e in edges)
-        binning, bandwidth_tensor = _uniform_binning(kernel, mode, bandwidth, shape, tuple(uniforms), hard_rule), None
+        binning = _uniform_binning(kernel, mode, membership, normalize_samples, bandwidth, shape, tuple(uniforms), hard_rule)
+        bandwidth_tensor = None
     else:
-        binning, bandwidth_tensor = _describe(x, edges, uniforms, hard_rule, kernel, bandwidth, mode)
+        binning, bandwidth_tensor = _describe(x, edges, uniforms, hard_rule, kernel, bandwidth, mode, membership, normalize_samples)
     if binning.mode == "hard":
         hist = _ops.hard_histogram(x, weight, edges, binning, backend)
     else:
@@ -252,39 +269,41 @@ def _is_number_or_none(value: object) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
-def _describe(x, edges, uniforms, hard_rule, kernel, bandwidth, mode) -> Tuple[Binning, Optional[Tensor]]:
+def _describe(x, edges, uniforms, hard_rule, kernel, bandwidth, mode, membership, normalize_samples) -> Tuple[Binning, Optional[Tensor]]:
     """The call's :class:`Binning`, and its bandwidths as a tensor when any is one (see :func:`_bandwidths`)."""
     dims = len(edges)
-    kernels = tuple(k if isinstance(k, str) else get_kernel(k).name for k in _checks.axis_options(kernel, dims, "kernel"))
-    for k in set(kernels):
-        get_kernel(k)  # an unknown name raises here, listing the valid ones
+    kernels = tuple(_checks.check_kernel(k) for k in _checks.axis_options(kernel, dims, "kernel"))
+    memberships = _checks.check_membership(membership, dims)
+    normalize = _checks.check_flag(normalize_samples, "normalize_samples")
     mode, hard_axes = _checks.call_mode(mode, dims)
-    if mode == "hard":
+    if mode == "hard":  # exact counts: one cell per sample, whatever the membership (normalized, still 1)
         _warn_if_trained(bandwidth, edges)
-        values, bandwidth_tensor = [0.0] * dims, None
-    else:
-        values, bandwidth_tensor = _bandwidths(bandwidth, edges, uniforms, accumulation_dtype(x.dtype))
-    axes = tuple(Axis(e.shape[0] - 1, float(h), u) for e, h, u in zip(edges, values, uniforms))
-    return Binning(tuple(get_kernel(k) for k in kernels), mode, axes, hard_rule, hard_axes), bandwidth_tensor
+        axes = tuple(Axis(e.shape[0] - 1, 0.0, u) for e, u in zip(edges, uniforms))
+        return Binning(kernels, mode, axes, hard_rule, hard_axes, False), None
+    values, per_bin, bandwidth_tensor = _bandwidths(bandwidth, edges, uniforms, accumulation_dtype(x.dtype), memberships)
+    axes = tuple(Axis(e.shape[0] - 1, float(h), u, m, p) for e, h, u, m, p in zip(edges, values, uniforms, memberships, per_bin))
+    return Binning(kernels, mode, axes, hard_rule, hard_axes, normalize), bandwidth_tensor
 
 
 @host_cache(maxsize=256)
 def _uniform_binning(
-    kernel: str, mode: str, bandwidth: Optional[float], shape: Tuple[int, ...], uniforms: Tuple[Tuple[float, float], ...], hard_rule: str,
+    kernel: str, mode: str, membership: str, normalize: bool, bandwidth: Optional[float], shape: Tuple[int, ...],
+    uniforms: Tuple[Tuple[float, float], ...], hard_rule: str,
 ) -> Binning:
-    """:func:`_describe` for one kernel name, one mode, a number (or None) for the bandwidth and
-    equal-width bins on every axis: what most calls pass, checked and described once."""
+    """:func:`_describe` for one kernel name, mode and membership, a number (or None) for the
+    bandwidth and equal-width bins on every axis: what most calls pass, checked and described once."""
     dims = len(shape)
-    kernels = (get_kernel(kernel),) * dims
+    kernels = (_checks.check_kernel(kernel),) * dims
+    memberships = _checks.check_membership(membership, dims)
     call, hard_axes = _checks.call_mode(mode, dims)
     if call == "hard":
-        values = [0.0] * dims
-    elif bandwidth is None:
+        return Binning(kernels, call, tuple(Axis(bins, 0.0, u) for bins, u in zip(shape, uniforms)), hard_rule, hard_axes, False)
+    if bandwidth is None:
         values = [default_bandwidth(lo, hi, bins) for bins, (lo, hi) in zip(shape, uniforms)]
     else:
         values = [_checks.bandwidth_value(bandwidth, "bandwidth")] * dims
-    axes = tuple(Axis(bins, float(h), u) for bins, h, u in zip(shape, values, uniforms))
-    return Binning(kernels, call, axes, hard_rule, hard_axes)
+    axes = tuple(Axis(bins, float(h), u, m) for bins, h, u, m in zip(shape, values, uniforms, memberships))
+    return Binning(kernels, call, axes, hard_rule, hard_axes, normalize)
 
 
 def _warn_if_trained(bandwidth: object, edges: Sequence[Tensor]) -> None:
@@ -315,9 +334,11 @@ def histc(
     min: float = 0.0,
     max: float = 0.0,
     *,
-    kernel: KernelName = "gaussian",
+    kernel: KernelArg = "gaussian",
     bandwidth: Bandwidth = None,
     mode: Mode = "soft",
+    membership: Membership = "mass",
+    normalize_samples: bool = False,
     weight: Optional[Tensor] = None,
     dim: Dim = None,
     backend: BackendName = "auto",
@@ -338,11 +359,21 @@ def histc(
         kernel: ``"gaussian"``, ``"logistic"``, ``"box"``, ``"triangular"``,
             ``"epanechnikov"``, ``"bspline"`` (cubic) or ``"bspline2"`` (quadratic);
             ``"bspline0"`` to ``"bspline3"`` name the B-splines by order (box,
-            triangular, quadratic, cubic).
-        bandwidth: kernel standard deviation in data units, a float or a 0-d
-            tensor (may require grad). ``None``: half a bin width.
+            triangular, quadratic, cubic); ``"cauchy"`` (heavy-tailed, never cut);
+            or a :class:`softhist.Kernel` of your own (torch engine).
+        bandwidth: kernel standard deviation in data units (the scale for
+            ``"cauchy"``), a float or a 0-d tensor (may require grad). With
+            ``membership="center"`` also a 1-D tensor of one bandwidth per bin.
+            ``None``: half a bin width.
         mode: ``"soft"``; ``"hard"`` for exact counts, equal to ``torch.histc``;
             ``"straight_through"`` for hard counts forward, soft gradients back.
+        membership: ``"mass"``: a sample puts the kernel's mass in each bin (the
+            CDF difference); ``"center"``: the kernel's density at the bin centre
+            times the bin width, ``w * width_k * K((c_k - x)/h) / h`` (kornia,
+            MONAI's Gaussian window, HistoGAN, histogram layers).
+        normalize_samples: divide each sample's contributions by their sum over
+            the bins it reaches, so it contributes exactly its weight (HL-Gauss
+            targets); a sample that reaches no bin contributes 0.
         weight: per-sample weights, same shape as ``input``, differentiable.
         dim: the sample dimensions; the others are batch dimensions kept in
             front of the bins axis. ``None``: all dimensions.
@@ -377,6 +408,14 @@ def histc(
         >>> h.sum().backward()
         >>> x.grad.shape
         torch.Size([4])
+
+        HL-Gauss value targets (Farebrother et al. 2024): each target's Gaussian
+        mass over the bins, normalized to sum to one (0 for a target that reaches no bin).
+
+        >>> y = torch.tensor([0.3, 0.95, 2.0])
+        >>> targets = softhist.histc(y[:, None], bins=5, min=0, max=1, bandwidth=0.1, dim=1, normalize_samples=True)
+        >>> targets.sum(1)
+        tensor([1., 1., 0.])
     """
     _start(input, mode)
     bins = _checks.check_bin_count(bins)
@@ -396,6 +435,7 @@ def histc(
     hist = _bin(
         x.unsqueeze(-1), w, [edges], [(lo, hi)], hard_rule="histc",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
+        membership=membership, normalize_samples=normalize_samples,
     )
     return hist.to(out_dtype).reshape(*batch_shape, bins)
 
@@ -407,9 +447,11 @@ def histogram(
     range: Optional[Tuple[float, float]] = None,
     weight: Optional[Tensor] = None,
     density: bool = False,
-    kernel: KernelName = "gaussian",
+    kernel: KernelArg = "gaussian",
     bandwidth: Bandwidth = None,
     mode: Mode = "soft",
+    membership: Membership = "mass",
+    normalize_samples: bool = False,
     dim: Dim = None,
     backend: BackendName = "auto",
     group: Optional["ProcessGroup"] = None,
@@ -430,7 +472,8 @@ def histogram(
             min and max, widened by 0.5 each side when equal (as numpy).
         weight: per-sample weights, same shape as ``input``, differentiable.
         density: divide by the total mass and the bin widths, as numpy does.
-        kernel, bandwidth, mode, dim, backend, group: as in :func:`softhist.histc`.
+        kernel, bandwidth, mode, membership, normalize_samples, dim, backend, group:
+            as in :func:`softhist.histc`.
             ``None`` bandwidth is half the mean bin width. With a group, ``range=None``
             and ``density`` use every rank's samples.
 
@@ -471,6 +514,7 @@ def histogram(
     hist = _bin(
         x.unsqueeze(-1), w, [edges], [uniform], hard_rule="edges",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
+        membership=membership, normalize_samples=normalize_samples,
     )
     if density:
         hist = hist / torch.diff(edges).to(hist.dtype) / hist.sum(-1, keepdim=True)
@@ -489,6 +533,8 @@ def histogramdd(
     kernel: AxisKernels = "gaussian",
     bandwidth: Union[Bandwidth, Sequence[Union[float, Tensor]]] = None,
     mode: AxisModes = "soft",
+    membership: AxisMemberships = "mass",
+    normalize_samples: bool = False,
     backend: BackendName = "auto",
     group: Optional["ProcessGroup"] = None,
 ) -> Tuple[Tensor, List[Tensor]]:
@@ -509,7 +555,12 @@ def histogramdd(
             finite data's range, widened by 0.5 each side when empty, as numpy).
         weight: per-sample weights, shape ``(*batch, N)``, differentiable.
         density: divide by the total mass and the cell volumes, as numpy does.
-        kernel: one kernel name (see :func:`softhist.histc`) or one per axis.
+        kernel: one kernel (see :func:`softhist.histc`) or one per axis.
+        membership: ``"mass"`` or ``"center"`` (see :func:`softhist.histc`), one
+            or one per axis.
+        normalize_samples: divide each sample's cell values by their sum over all
+            cells it reaches (the product of its per-axis sums), so it contributes
+            exactly its weight.
         mode: one mode or one per axis. Axes may mix ``"hard"`` with ``"soft"``
             (or with ``"straight_through"``): a hard axis counts the sample in
             its own bin (numpy's rule, against the edges in the accumulation
@@ -519,7 +570,9 @@ def histogramdd(
         backend, group: as in :func:`softhist.histc`.
         bandwidth: one value for every axis or one per axis (floats, 0-d
             tensors or a 1-D tensor of length ``D``); standard deviations in
-            data units. ``None``: half of each axis's mean bin width.
+            data units. A centre-membership axis may take a 1-D tensor of one
+            bandwidth per bin (in a list of per-axis values).
+            ``None``: half of each axis's mean bin width.
 
     Returns:
         ``(hist, edges)``: ``hist`` of shape ``(*batch, B_0, ..., B_{D-1})`` in
@@ -580,6 +633,7 @@ def histogramdd(
     hist = _bin(
         x, w, edges, [u for _, u in axis_edges], hard_rule="edges",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
+        membership=membership, normalize_samples=normalize_samples,
     )
     if density:
         total = hist.flatten(1).sum(1).view(-1, *([1] * dims))
@@ -603,6 +657,8 @@ def histogram2d(
     kernel: AxisKernels = "gaussian",
     bandwidth: Union[Bandwidth, Sequence[Union[float, Tensor]]] = None,
     mode: AxisModes = "soft",
+    membership: AxisMemberships = "mass",
+    normalize_samples: bool = False,
     backend: BackendName = "auto",
     group: Optional["ProcessGroup"] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -616,7 +672,7 @@ def histogram2d(
         bins: an int, a pair of ints, one edges tensor for both axes, or a pair
             of edges tensors (or mixed).
         range: ``[(xmin, xmax), (ymin, ymax)]`` or ``None``.
-        weight, density, kernel, bandwidth, mode, backend, group: as in :func:`histogramdd`
+        weight, density, kernel, bandwidth, mode, membership, normalize_samples, backend, group: as in :func:`histogramdd`
             (``kernel``, ``bandwidth`` and ``mode`` one value or a pair).
 
     Returns:
@@ -643,9 +699,150 @@ def histogram2d(
     hist, (xedges, yedges) = histogramdd(
         torch.stack([x, y], -1), bins, range=range, weight=weight, density=density,
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
+        membership=membership, normalize_samples=normalize_samples,
     )
     return hist, xedges, yedges
 
 
-for _public in (histc, histogram, histogramdd, histogram2d):
+def _pool_sizes(value: object, spatial: int, name: str, *, minimum: int) -> Tuple[int, ...]:
+    """An int for every spatial dim, or one per spatial dim (as torch's pooling takes them)."""
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * spatial
+    if len(values) != spatial or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum for v in values):
+        raise ValueError(f"{name} must be an int >= {minimum} or {spatial} of them (one per spatial dim), got {value!r}")
+    return tuple(int(v) for v in values)
+
+
+def _window_sums(values: Tensor, dim: int, size: int, stride: int, padding: int, count: int) -> Tensor:
+    """Sums of ``count`` windows of ``size`` along ``dim``, ``stride`` apart, over zero padding: a
+    sum-pool, separable over the spatial dims (``k`` adds per dim instead of ``k^d`` per window);
+    padding adds nothing. One output-sized buffer forward and one input-sized buffer backward."""
+    return _WindowSums.apply(values, dim, size, stride, padding, count)
+
+
+def _strided(t: Tensor, dim: int, start: int, count: int, stride: int) -> Tensor:
+    """``count`` entries of ``t`` along ``dim``, from ``start``, ``stride`` apart (a view)."""
+    part = t.narrow(dim, start, (count - 1) * stride + 1)
+    return part if stride == 1 else part.unfold(dim, 1, stride).squeeze(-1)
+
+
+class _WindowSums(torch.autograd.Function):
+    """:func:`_window_sums`; its backward (the adjoint: each output's gradient added back onto its
+    window) is written in differentiable ops, so second derivatives flow through it."""
+
+    @staticmethod
+    def forward(ctx, values, dim, size, stride, padding, count):
+        ctx.args = (dim, size, stride, padding, count, values.shape[dim])
+        return _window_sums_forward(values, dim, size, stride, padding, count)
+
+    @staticmethod
+    def backward(ctx, grad):
+        dim, size, stride, padding, count, length = ctx.args
+        shape = list(grad.shape)
+        shape[dim] = length + 2 * padding
+        spread = grad.new_zeros(shape)
+        for j in range(size):
+            if torch.is_grad_enabled():  # build a graph: out-of-place, through index_add
+                positions = torch.arange(count, device=grad.device) * stride + j
+                spread = spread.index_add(dim, positions, grad)
+            else:
+                _strided(spread, dim, j, count, stride).add_(grad)
+        return spread.narrow(dim, padding, length), None, None, None, None, None
+
+
+def _window_sums_forward(values: Tensor, dim: int, size: int, stride: int, padding: int, count: int) -> Tensor:
+    pads = [0, 0] * (values.dim() - 1 - dim) + [padding, padding]
+    padded = torch.nn.functional.pad(values, pads) if padding else values
+    total = _strided(padded, dim, 0, count, stride).clone()
+    for j in range(1, size):
+        total += _strided(padded, dim, j, count, stride)
+    return total
+
+
+def local_histogram(
+    input: Tensor,
+    bins: int,
+    range: Optional[Tuple[float, float]],
+    kernel_size: Union[int, Sequence[int]],
+    stride: Union[int, Sequence[int], None] = None,
+    padding: Union[int, Sequence[int]] = 0,
+    *,
+    kernel: KernelArg = "gaussian",
+    bandwidth: Bandwidth = None,
+    membership: Membership = "mass",
+    normalize_samples: bool = False,
+    mode: Mode = "soft",
+    backend: BackendName = "auto",
+) -> Tensor:
+    """Sliding-window histograms of images: one histogram per channel and window, like pooling.
+
+    Differentiable local histograms in the layout of :func:`torch.nn.functional.avg_pool2d`
+    (1 to 3 spatial dims): the histogram of the window at each output position, of every
+    channel separately. Parity: GatorSense's histogram layer (1x1 convolutions, an RBF and
+    ``AvgPool2d``) is ``kernel="gaussian", membership="center"`` up to its constant factors
+    (it averages where this counts).
+
+    One engine pass gives each pixel's soft memberships ``(pixels, bins)``, then a sum-pool over
+    the windows adds them up: memory ``O(input x bins + output)``, never windows x window volume x
+    bins; gradients reach ``input`` (and a tensor ``bandwidth``) through both.
+
+    Args:
+        input: ``(B, C, *spatial)`` with 1 to 3 spatial dims; floating point.
+        bins: number of equal-width bins on ``range``, ``>= 1``.
+        range: ``(min, max)``; ``None``: the finite data's range (one host sync).
+        kernel_size: window size, an int or one per spatial dim.
+        stride: window step (default ``kernel_size``), an int or one per spatial dim.
+        padding: implicit zero padding on each side, at most half the window; as with
+            ``count_include_pad=False`` it adds no samples: windows count only real pixels.
+        kernel, bandwidth, membership, normalize_samples, mode, backend: as in
+            :func:`softhist.histc` (with ``normalize_samples=True`` each pixel adds exactly 1
+            to every window holding it).
+
+    Returns:
+        ``(B, C, bins, *out_spatial)`` in ``input``'s dtype, ``out_spatial`` as
+        :func:`torch.nn.functional.avg_pool2d` computes it (``floor((L + 2p - k) / s) + 1``);
+        a view of a ``(B, C, *out_spatial, bins)`` tensor (call ``.contiguous()`` for a copy).
+
+    Example:
+        >>> import torch, softhist
+        >>> image = torch.rand(2, 3, 32, 32, requires_grad=True)
+        >>> h = softhist.local_histogram(image, 8, (0, 1), kernel_size=5, stride=1, padding=2)
+        >>> h.shape
+        torch.Size([2, 3, 8, 32, 32])
+        >>> h.sum().backward()
+        >>> counts = softhist.local_histogram(image, 8, (0, 1), 4, mode="hard")  # non-overlapping 4x4 patches
+        >>> counts.sum(2).unique()
+        tensor([16.])
+    """
+    _start(input, mode)
+    if not 3 <= input.dim() <= 5:
+        raise ValueError(f"input must have shape (B, C, *spatial) with 1 to 3 spatial dims, got shape {tuple(input.shape)}")
+    spatial = input.dim() - 2
+    bins = _checks.check_bin_count(bins)
+    size = _pool_sizes(kernel_size, spatial, "kernel_size", minimum=1)
+    step = size if stride is None else _pool_sizes(stride, spatial, "stride", minimum=1)
+    pad = _pool_sizes(padding, spatial, "padding", minimum=0)
+    if any(2 * p > k for p, k in zip(pad, size)):
+        raise ValueError(f"padding must be at most half of kernel_size, got padding={padding!r}, kernel_size={kernel_size!r}")
+    lengths = tuple(input.shape[2:])
+    out_spatial = tuple((n + 2 * p - k) // s + 1 for n, p, k, s in zip(lengths, pad, size, step))
+    if any(n + 2 * p < k for n, p, k in zip(lengths, pad, size)):
+        raise ValueError(f"kernel_size={kernel_size!r} is larger than the padded input {tuple(n + 2 * p for n, p in zip(lengths, pad))}")
+    out_dtype = _output_dtype(input)
+    x = input.reshape(-1, 1, 1)  # one-sample rows: each pixel's memberships
+    edges, uniform = _axis_edges(x[..., 0], bins, range, "bins", "range", numpy_dd=False, hard=mode == "hard")
+    _checks.check_cells(x.shape[0], (bins,))
+    per_pixel = _bin(
+        x, None, [edges], [uniform], hard_rule="edges", kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend,
+        membership=membership, normalize_samples=normalize_samples,
+    )
+    batch, channels = input.shape[:2]
+    # Windows are summed with the bins last (no copy of the memberships); the result is a view
+    # with the bins moved in front of the spatial dims.
+    pooled = per_pixel.to(out_dtype).view(batch, channels, *lengths, bins)
+    for d, (k, s, p, n) in enumerate(zip(size, step, pad, out_spatial)):
+        pooled = _window_sums(pooled, d + 2, k, s, p, n)
+    return pooled.movedim(-1, 2)
+
+
+for _public in (histc, histogram, histogramdd, histogram2d, local_histogram):
     _public.__prepare_scriptable__ = _checks.refuse_torchscript  # torch.jit.script(histc) says what to use

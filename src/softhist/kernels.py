@@ -30,6 +30,13 @@ order-n B-spline at bin centers one bin apart equals the bin masses of the order
 B-spline kernel** with knots one bin apart: ITK's and MONAI's cubic Parzen window is
 ``"bspline2"`` with ``bandwidth = bin width / 2``, and order 0 evaluated at the centers
 (nearest-bin counting) is hard binning.
+
+One kernel is not unit-variance: ``"cauchy"``, density ``1 / (pi (1 + z^2))`` and CDF
+``1/2 + atan(z) / pi``, has no variance, so its bandwidth is its scale ``gamma`` (the
+half-width at half maximum). Its tails are heavy (at ``150 gamma`` the density still holds
+``4e-5`` of the peak), so it is never cut: its support is ``inf`` and its window is the whole
+axis (a call costs what the dense formula costs). HistoGAN's inverse-quadratic kernel
+``1 / (1 + d^2 / sigma^2)`` is this density at ``gamma = sigma``, with centre membership.
 """
 
 from __future__ import annotations
@@ -44,20 +51,40 @@ from torch import Tensor
 __all__ = ["Kernel", "KERNELS", "KERNEL_ALIASES", "KernelName", "get_kernel"]
 
 KernelName = Literal[
-    "gaussian", "logistic", "box", "triangular", "epanechnikov", "bspline", "bspline2", "bspline0", "bspline1", "bspline3"
+    "gaussian", "logistic", "box", "triangular", "epanechnikov", "bspline", "bspline2", "bspline0", "bspline1", "bspline3",
+    "cauchy",
 ]
 
 
 @dataclass(frozen=True)
 class Kernel:
-    """A unit-variance smoothing kernel: CDF, density, support and smoothness."""
+    """A smoothing kernel: CDF, density, support and smoothness, as torch functions of the
+    standardized offset ``z`` (in bandwidths).
+
+    The built-in kernels are in :data:`KERNELS`. A user kernel is any ``Kernel(name, cdf, pdf,
+    support)`` (``support``: ``T`` with ``F(z) = 0`` below ``-T`` and ``1`` above ``T``, in the
+    same units, ``math.inf`` for none); it is accepted wherever ``kernel=`` is and runs on the
+    torch engine. ``pdf`` must be the derivative of ``cdf`` for gradients to be right, and
+    differentiable by autograd for centre membership and second derivatives.
+
+    Example:
+        >>> import math, torch, softhist
+        >>> laplace = softhist.Kernel(
+        ...     "laplace",
+        ...     cdf=lambda z: torch.where(z < 0, 0.5 * torch.exp(z * math.sqrt(2)), 1 - 0.5 * torch.exp(-z * math.sqrt(2))),
+        ...     pdf=lambda z: torch.exp(-z.abs() * math.sqrt(2)) / math.sqrt(2),
+        ...     support=math.inf,
+        ... )
+        >>> softhist.histc(torch.tensor([0.5]), bins=4, min=0, max=1, kernel=laplace, bandwidth=0.1).sum().item() > 0.99
+        True
+    """
 
     name: str
     cdf: Callable[[Tensor], Tensor]
     pdf: Callable[[Tensor], Tensor]
     support: float
-    pdf_slope: float
-    pdf_curvature: float
+    pdf_slope: float = math.inf  # unknown for a user kernel: no sub-bin table
+    pdf_curvature: float = math.inf
 
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -184,6 +211,15 @@ def _bspline2_pdf(z: Tensor) -> Tensor:
     return torch.where(t < 0.5, inner, outer) / _BSP2_B
 
 
+# Cauchy with scale 1 (it has no variance: its bandwidth is the scale gamma). Never cut.
+def _cauchy_cdf(z: Tensor) -> Tensor:
+    return 0.5 + torch.atan(z) / math.pi
+
+
+def _cauchy_pdf(z: Tensor) -> Tensor:
+    return 1.0 / (math.pi * (1.0 + z * z))
+
+
 KERNELS: Dict[str, Kernel] = {
     k.name: k
     for k in (
@@ -197,11 +233,41 @@ KERNELS: Dict[str, Kernel] = {
         Kernel("epanechnikov", _epanechnikov_cdf, _epanechnikov_pdf, _EPA_A, 1.5 / _EPA_A**2, math.inf),
         Kernel("bspline", _bspline_cdf, _bspline_pdf, 2.0 * _BSP_B, (2.0 / 3.0) / _BSP_B**2, 2.0 / _BSP_B**3),
         Kernel("bspline2", _bspline2_cdf, _bspline2_pdf, 1.5 * _BSP2_B, 1.0 / _BSP2_B**2, 2.0 / _BSP2_B**3),
+        # max |f'| = 3 sqrt(3) / (8 pi) at z = 1/sqrt(3); max |f''| = 2/pi at z = 0.
+        Kernel("cauchy", _cauchy_cdf, _cauchy_pdf, math.inf, 3.0 * math.sqrt(3.0) / (8.0 * math.pi), 2.0 / math.pi),
     )
 }
 
 # B-splines by order: order 0 is the box, order 1 the triangle, order 3 the cubic "bspline".
 KERNEL_ALIASES: Dict[str, str] = {"bspline0": "box", "bspline1": "triangular", "bspline3": "bspline"}
+
+
+# User kernels by the key the ops' text names them with (filled when a call is described).
+_USER_KERNELS: Dict[str, Kernel] = {}
+
+
+def is_builtin(kernel: Kernel) -> bool:
+    """Whether ``kernel`` is one of :data:`KERNELS` (not a user kernel of the same name)."""
+    return KERNELS.get(kernel.name) is kernel
+
+
+def kernel_key(kernel: Kernel) -> str:
+    """The name an op's text gives ``kernel``: a built-in's name, or a generated key under which
+    a user kernel is kept for :func:`kernel_from_key` (in this process)."""
+    if is_builtin(kernel):
+        return kernel.name
+    key = f"user-{''.join(c if c.isalnum() else '_' for c in kernel.name)}-{id(kernel):x}"
+    _USER_KERNELS[key] = kernel
+    return key
+
+
+def kernel_from_key(key: str) -> Kernel:
+    """The kernel :func:`kernel_key` named."""
+    if key.startswith("user-"):
+        if key not in _USER_KERNELS:
+            raise ValueError(f"the user kernel {key!r} was described in another process; user kernels travel by reference only")
+        return _USER_KERNELS[key]
+    return get_kernel(key)
 
 
 def get_kernel(name: str) -> Kernel:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
+from . import _checks
 from ._checks import (
     check_bool,
     check_dim_argument,
@@ -34,8 +35,8 @@ from ._checks import (
 from ._plan import default_bandwidth
 from .applications import histogram_loss, hl_gauss_probs
 from .histogram import Dim, Mode, histogram
-from .kernels import KernelName, get_kernel
-from .losses import _samples_range, _mutual_information_from_joint
+from .kernels import Kernel, KernelName, get_kernel, is_builtin
+from .losses import _mutual_information_from_joint, _samples_range
 from .registration import (
     local_mutual_information,
     mattes_mutual_information,
@@ -80,7 +81,7 @@ class SoftHistogram(nn.Module):
     Args:
         bins: number of bins, ``>= 1``.
         range: ``(min, max)`` of the (initial) edges.
-        kernel, mode: as in :func:`softhist.histc`.
+        kernel, mode, membership, normalize_samples: as in :func:`softhist.histc`.
         bandwidth: kernel standard deviation in data units, a number or a
             0-d tensor (one that requires grad gets its gradient, as in
             :func:`softhist.histc`); ``None`` is half the mean bin width,
@@ -129,9 +130,11 @@ class SoftHistogram(nn.Module):
         bins: int,
         range: Range,
         *,
-        kernel: KernelName = "gaussian",
+        kernel: Union[KernelName, Kernel] = "gaussian",
         bandwidth: Optional[float] = None,
         mode: Mode = "soft",
+        membership: Literal["mass", "center"] = "mass",
+        normalize_samples: bool = False,
         dim: Dim = -1,
         learnable_edges: bool = False,
         learnable_bandwidth: bool = False,
@@ -141,8 +144,11 @@ class SoftHistogram(nn.Module):
         self.group = check_group(group)
         self.bins = check_int_at_least(bins, "bins")
         self.range = check_range_pair(range)
-        self.kernel = get_kernel(kernel).name
+        checked = _checks.check_kernel(kernel)
+        self.kernel = checked.name if is_builtin(checked) else checked
         self.mode = check_mode(mode)
+        self.membership = _checks.check_membership(membership, 1)[0]
+        self.normalize_samples = _checks.check_flag(normalize_samples, "normalize_samples")
         self.dim = check_dim_argument(dim)
         self.learnable_edges = check_bool(learnable_edges, "learnable_edges")
         self.learnable_bandwidth = check_bool(learnable_bandwidth, "learnable_bandwidth")
@@ -190,6 +196,7 @@ class SoftHistogram(nn.Module):
             hist, _ = histogram(
                 input, bins, range=range_, weight=weight, kernel=self.kernel,
                 bandwidth=self._bandwidth(edges), mode=self.mode, dim=self.dim, group=self.group,
+                membership=self.membership, normalize_samples=self.normalize_samples,
             )
         except ValueError as error:
             if not (self.learnable_edges and str(error).startswith("bins must be")):
@@ -210,6 +217,8 @@ class SoftHistogram(nn.Module):
             f"bins={self.bins}, range={self.range}, kernel={self.kernel!r}, bandwidth={bandwidth}, "
             f"mode={self.mode!r}, dim={self.dim}, learnable_edges={self.learnable_edges}, "
             f"learnable_bandwidth={self.learnable_bandwidth}"
+            + (f", membership={self.membership!r}" if self.membership != "mass" else "")
+            + (", normalize_samples=True" if self.normalize_samples else "")
         )
 
 

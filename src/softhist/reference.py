@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .kernels import get_kernel
+from .kernels import Kernel, get_kernel
 
 __all__ = [
     "soft_histogram",
@@ -46,34 +46,49 @@ def soft_histogramdd(
     x: Tensor,
     edges: Sequence[Tensor],
     bandwidth: Sequence,
-    kernel: Union[str, Sequence[str]] = "gaussian",
+    kernel: Union[str, Kernel, Sequence[Union[str, Kernel]]] = "gaussian",
     weight: Optional[Tensor] = None,
     hard: Optional[Sequence[bool]] = None,
+    membership: Union[str, Sequence[str]] = "mass",
+    normalize_samples: bool = False,
 ) -> Tensor:
     """Soft joint histogram of ``x: (N, D)`` over per-axis ``edges``, dense: ``(B_0, ..., B_{D-1})``.
 
     The count of a cell is ``sum_i w_i * prod_d a_d(x_id)``, with ``a_d`` the 1-D
-    CDF differences along axis ``d`` (``kernel``: one name or one per axis), or on
-    axes flagged in ``hard`` the indicator of the bin ``e_k <= x < e_{k+1}`` (the
-    last bin closed); samples with a non-finite coordinate are dropped.
+    CDF differences along axis ``d`` (``kernel``: one name or :class:`Kernel`, or one
+    per axis), or on axes flagged in ``hard`` the indicator of the bin ``e_k <= x < e_{k+1}``
+    (the last bin closed); samples with a non-finite coordinate are dropped.
+
+    With ``membership="center"`` (one, or one per axis) ``a_d`` is instead the density at the
+    bin centres times the bin widths, ``(e_{k+1} - e_k) f((c_k - x)/h_k) / h_k``, where an
+    axis's bandwidth may be a 1-D tensor of one ``h_k`` per bin. With ``normalize_samples``
+    each sample's cells are divided by their sum over all cells (0 where that sum is 0).
     """
     dims = len(edges)
-    kernels = [kernel] * dims if isinstance(kernel, str) else list(kernel)
+    kernels = list(kernel) if isinstance(kernel, (list, tuple)) else [kernel] * dims
+    kernels = [get_kernel(k) if isinstance(k, str) else k for k in kernels]
+    memberships = [membership] * dims if isinstance(membership, str) else list(membership)
     hard = [False] * dims if hard is None else list(hard)
     keep = torch.isfinite(x).all(1)
     w = torch.ones(x.shape[0], dtype=x.dtype, device=x.device) if weight is None else weight
     x, w = x[keep], w[keep]
-    hist = w
+    hist = torch.ones_like(w)
     for d, (e, h) in enumerate(zip(edges, bandwidth)):
         if hard[d]:
             right_of = (x[:, d : d + 1] >= e.unsqueeze(0)).to(x.dtype)  # (N, B_d + 1)
             right_of[:, -1] = 0.0  # the last bin is closed: x == e_B counts in it
             factor = (right_of[:, :-1] - right_of[:, 1:]) * (x[:, d : d + 1] <= e[-1]).to(x.dtype)
+        elif memberships[d] == "center":
+            centers, widths = (e[1:] + e[:-1]) / 2, e[1:] - e[:-1]
+            factor = widths / h * kernels[d].pdf((centers.unsqueeze(0) - x[:, d : d + 1]) / h)  # (N, B_d)
         else:
-            per_edge = get_kernel(kernels[d]).cdf((e.unsqueeze(0) - x[:, d : d + 1]) / h)  # (N, B_d + 1)
+            per_edge = kernels[d].cdf((e.unsqueeze(0) - x[:, d : d + 1]) / h)  # (N, B_d + 1)
             factor = per_edge[:, 1:] - per_edge[:, :-1]
         hist = hist.unsqueeze(-1) * factor.view(-1, *([1] * d), factor.shape[1])
-    return hist.sum(0)
+    if normalize_samples:
+        total = hist.reshape(hist.shape[0], -1).sum(1).view(-1, *([1] * dims))
+        hist = torch.where(total != 0, hist / torch.where(total != 0, total, 1.0), 0.0)
+    return (w.view(-1, *([1] * dims)) * hist).sum(0)
 
 
 def slope_to_bandwidth(slope: float) -> float:
