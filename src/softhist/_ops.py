@@ -152,7 +152,7 @@ def resolve(binning: Binning, bandwidth: Optional[Tensor], edges: Sequence[Tenso
         if not (hard_call or hard):
             # Equal-width bins: the bandwidth must also resolve positions on the range. Explicit
             # (often learned) edges are taken as they come.
-            lo, hi = axis.uniform if axis.uniform is not None else (float(e[0]), float(e[-1]))
+            lo, hi = axis.uniform if axis.uniform is not None else tuple(e.detach()[[0, -1]].tolist())
             magnitude = max(abs(lo), abs(hi)) if axis.uniform is not None else 0.0
             narrowest = min(axis.bin_bandwidths) if axis.bin_bandwidths else axis.bandwidth
             _checks.check_scales((hi - lo) / axis.bins, narrowest, magnitude, acc)
