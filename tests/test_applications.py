@@ -524,7 +524,7 @@ LAYER_CASES = [  # (B, C, H, W), bins, kernel_size, stride, padding, normalize_c
     ((4, 3, 64, 64), 4, 3, 1, 0, True, True),
     ((2, 5, 17, 23), 7, (3, 2), (2, 1), (1, 1), True, True),
     ((3, 1, 9, 8), 1, 4, 4, 2, True, True),
-    ((2, 3, 11, 10), 4, 3, 2, 1, False, True),
+    ((2, 3, 11, 10), 4, (3, 3), 2, 1, False, True),  # an int kernel_size: see test_histogram_layer_gradcheck_and_other_ranks
     ((2, 2, 10, 9), 3, 2, 1, 0, True, False),
 ]
 
@@ -555,6 +555,17 @@ def test_histogram_layer_gradcheck_and_other_ranks():
         return torch.func.functional_call(layer, {"centers": centers, "widths": widths}, (inp,))
 
     assert gradcheck(run, params)
+    # normalize_count=False: the average times the window's volume. GatorSense multiplies by
+    # np.prod(kernel_size), which for an int kernel_size k is k, not k^2: we take k^2.
+    counts = softhist.nn.HistogramLayer(2, 3, 3, normalize_count=False)
+    counts.load_state_dict(layer.float().state_dict())
+    _, ref = _paired_layers(2, 3, 3, 1, 0, normalize_count=False)
+    with torch.no_grad():
+        ref.bin_centers_conv.bias.copy_(-counts.centers.flatten())
+        ref.bin_widths_conv.weight.copy_(counts.widths.reshape(-1, 1, 1, 1))
+    image = torch.rand(2, 2, 6, 7)
+    torch.testing.assert_close(counts(image), 3 * ref(image), rtol=1e-6, atol=1e-6)
+    layer.double()
     assert layer(torch.rand(2, 2, 9, dtype=F64)).shape == (2, 6, 9)  # 1-D: avg_pool1d
     assert layer(torch.rand(1, 2, 4, 5, 6, dtype=F64)).shape == (1, 6, 4, 5, 6)  # 3-D: avg_pool3d
 

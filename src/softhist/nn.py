@@ -645,7 +645,10 @@ class HistogramLayer(nn.Module):
         stride: window step, an int or one per spatial dim (default 1, as in the reference).
         padding: implicit padding per side, at most half the window; padded pixels are not
             counted (``count_include_pad=False``).
-        normalize_count: average over the window (True) or average times the window volume.
+        normalize_count: average over the window (True) or the average times the window's
+            volume (False; GatorSense multiplies by ``np.prod(kernel_size)``, which for an int
+            ``kernel_size`` ``k`` is ``k``, not ``k^2``: this layer takes ``k^2``; with padding
+            the border windows, counting only real pixels, are scaled by the full volume as there).
         normalize_bins: divide each pixel's votes by their sum over the bins plus ``1e-5``.
 
     Attributes:
