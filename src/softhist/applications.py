@@ -394,7 +394,7 @@ def hellinger(p: Tensor, q: Tensor, dim: int = -1) -> Tensor:
 # --------------------------------------------------------------------------- RGB-uv histogram
 
 _HISTOGAN_EPS = 1e-6  # HistoGAN's EPS: inside the logs, the intensity's square root and the final division
-_CHUNK_ELEMENTS = 1 << 21  # kernel values per factor matrix and chunk of pixels (8 MB in float32)
+_CHUNK_ELEMENTS = 1 << 18  # kernel values per factor matrix and chunk of pixels (1 MB in float32)
 
 
 def _inverse_quadratic(x: Tensor, centres: Tensor, sigma: float) -> Tuple[Tensor, Tensor]:
