@@ -508,8 +508,8 @@ def rgb_uv_histogram(
         >>> import torch, softhist
         >>> images = torch.rand(2, 3, 32, 32, requires_grad=True)
         >>> h = softhist.rgb_uv_histogram(images, bins=16)
-        >>> h.shape, h.sum((1, 2, 3))
-        (torch.Size([2, 3, 16, 16]), tensor([1.0000, 1.0000], grad_fn=<SumBackward1>))
+        >>> h.shape, torch.allclose(h.sum((1, 2, 3)), torch.ones(2))
+        (torch.Size([2, 3, 16, 16]), True)
         >>> softhist.hellinger(h.flatten(1), h.detach().flip(0).flatten(1)).sum().backward()
         >>> images.grad.shape
         torch.Size([2, 3, 32, 32])
