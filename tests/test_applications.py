@@ -1,18 +1,22 @@
 """Applications against the references their users run: pytorch-metric-learning's HistogramLoss,
-torchmetrics' calibration errors, the HL-Gauss listing of Farebrother et al. (2024) and
-HistoGAN's Hellinger loss (the last two reimplemented here, as published)."""
+torchmetrics' calibration errors, the HL-Gauss listing of Farebrother et al. (2024),
+HistoGAN's Hellinger loss and RGB-uv histogram and GatorSense's RBF histogram layer (the last
+four reimplemented here, as published)."""
 
 import math
 import pathlib
 import subprocess
 import sys
+import textwrap
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as nnf
 from torch.autograd import gradcheck
 
 import softhist
-from softhist.applications import _normalizing_weight, histogram_loss, hl_gauss_probs
+from softhist.applications import histogram_loss, hl_gauss_probs
 
 F64 = torch.float64
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -169,17 +173,17 @@ def test_soft_calibration_error_tends_to_hard_and_straight_through_is_both():
     torch.testing.assert_close(p_st.grad, p_soft.grad, rtol=1e-12, atol=1e-15)
 
 
-def test_per_sample_normalization_gives_each_sample_its_weight():
-    x = torch.tensor([-0.3, -0.01, 0.0, 0.02, 0.5, 0.99, 1.0, 1.04, 7.0], dtype=F64, requires_grad=True)
-    w = torch.tensor([1.0, 2.0, 1.0, 0.5, 1.0, 3.0, 1.0, 1.0, 1.0], dtype=F64)
-    for kernel in ("gaussian", "box", "bspline"):
-        scaled = _normalizing_weight(x, w, 0.0, 1.0, kernel, 0.05)
-        per_sample = softhist.histc(x[:, None], 8, 0.0, 1.0, kernel=kernel, bandwidth=0.05, weight=scaled[:, None], dim=1)
-        expected = w.clone()
-        expected[[0, -1]] = 0  # -0.3 and 7.0 are beyond every kernel's reach: no mass, weight 0
-        torch.testing.assert_close(per_sample.sum(1), expected, rtol=1e-12, atol=1e-12)
-    per_sample.sum().backward()
-    assert x.grad.isfinite().all()
+def test_soft_calibration_error_normalizes_each_confidence_to_one():
+    # Soft-binned ECE spreads each confidence over the bins of [0, 1] with total membership 1,
+    # so mass the kernel puts past 0 or 1 stays in the end bins.
+    conf = torch.tensor([0.0, 0.01, 0.5, 0.98, 1.0], dtype=F64)
+    target = torch.tensor([0, 0, 1, 1, 1])
+    value = softhist.calibration_error(conf, target, 6, mode="soft", bandwidth=0.05)
+    mass = softhist.histc(conf[:, None], 6, 0.0, 1.0, bandwidth=0.05, dim=1)  # (5, 6)
+    member = mass / mass.sum(1, keepdim=True)  # the normalization written out
+    count, acc, conf_sum = member.sum(0), (member * target[:, None]).sum(0), (member * conf[:, None]).sum(0)
+    torch.testing.assert_close(count.sum(), torch.tensor(5.0, dtype=F64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(value, (acc - conf_sum).abs().sum() / count.sum(), rtol=0, atol=1e-12)
 
 
 def test_calibration_error_bad_input():
@@ -326,11 +330,275 @@ def test_hellinger_gradcheck_values_and_soft_histograms():
         softhist.hellinger(torch.rand(3), torch.rand(4))
 
 
+# --------------------------------------------------------------------------- RGB-uv histogram
+
+HISTOGAN_EPS = 1e-6
+
+
+def histogan_rgb_uv(x, h=64, insz=150, sigma=0.02, intensity_scale=True, hist_boundary=(-3, 3)):
+    """HistoGAN's ``RGBuvHistBlock.forward`` (Afifi et al., CVPR 2021,
+    ``histogram_classes/RGBuvHistBlock.py``) with ``method='inverse-quadratic'`` and
+    ``resizing='interpolation'``: one image at a time, the three anchors' ``(N, h)`` factors
+    in float64 against numpy's centres, cast to float32, multiplied, and normalized together."""
+    x = torch.clamp(x, 0, 1)
+    if x.shape[2] > insz or x.shape[3] > insz:
+        x = nnf.interpolate(x, size=(insz, insz), mode="bilinear", align_corners=False)
+    centres = torch.tensor(np.linspace(hist_boundary[0], hist_boundary[1], num=h)).unsqueeze(0)
+    hists = torch.zeros((x.shape[0], 3, h, h))
+    for l, image in enumerate(torch.unbind(x, 0)):
+        pixels = torch.t(torch.reshape(image, (3, -1)))
+        squares = pixels**2
+        if intensity_scale:
+            iy = torch.sqrt(squares[:, 0] + squares[:, 1] + squares[:, 2] + HISTOGAN_EPS).unsqueeze(1)
+        else:
+            iy = 1
+        for anchor, (p, q) in enumerate([(1, 2), (0, 2), (0, 1)]):
+            iu = (torch.log(pixels[:, anchor] + HISTOGAN_EPS) - torch.log(pixels[:, p] + HISTOGAN_EPS)).unsqueeze(1)
+            iv = (torch.log(pixels[:, anchor] + HISTOGAN_EPS) - torch.log(pixels[:, q] + HISTOGAN_EPS)).unsqueeze(1)
+            du = (1 / (1 + torch.pow(abs(iu - centres), 2) / sigma**2)).type(torch.float32)
+            dv = (1 / (1 + torch.pow(abs(iv - centres), 2) / sigma**2)).type(torch.float32)
+            hists[l, anchor] = torch.mm(torch.t(iy * du), dv)
+    return hists / (hists.sum(dim=1).sum(dim=1).sum(dim=1).view(-1, 1, 1, 1) + HISTOGAN_EPS)
+
+
+def _photo_like(shape):
+    image = torch.rand(shape)
+    if shape[2] > 2:
+        image[0, :, 0, :5] = 0  # black pixels: log(0 + eps)
+        image[0, 0, 1, :5] = 1.3  # clamped
+        image[-1, :, -1, -3:] = 0.5  # grey: u = v = 0
+    return image
+
+
+RGB_UV_CASES = [  # (shape, bins, sigma, intensity_weighted)
+    ((2, 3, 37, 41), 64, 0.02, True),
+    ((3, 3, 20, 19), 17, 0.1, False),
+    ((1, 3, 1, 1), 2, 0.02, True),
+    ((1, 3, 150, 150), 64, 0.02, True),
+]
+
+
+@pytest.mark.parametrize("case", RGB_UV_CASES, ids=lambda c: f"{'x'.join(map(str, c[0]))}-B{c[1]}-s{c[2]}-I{int(c[3])}")
+def test_rgb_uv_histogram_equals_histogan(case):
+    shape, bins, sigma, weighted = case
+    image = _photo_like(shape)
+    ours_in, ref_in = image.clone().requires_grad_(), image.clone().requires_grad_()
+    ours = softhist.rgb_uv_histogram(ours_in, bins, sigma, intensity_weighted=weighted)
+    ref = histogan_rgb_uv(ref_in, bins, sigma=sigma, intensity_scale=weighted)
+    assert ours.shape == (shape[0], 3, bins, bins) and ours.dtype == torch.float32
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-9)
+    grad = torch.randn_like(ours)
+    (ours * grad).sum().backward()
+    (ref * grad).sum().backward()
+    # Both float32 gradients are within 1.8e-5 (of the largest) of the float64 one, each by its rounding.
+    scale = ref_in.grad.abs().max()
+    torch.testing.assert_close(ours_in.grad / scale, ref_in.grad / scale, rtol=0, atol=4e-5)
+
+
+def test_rgb_uv_histogram_of_a_resized_image_equals_histogan_on_a_large_one():
+    image = _photo_like((1, 3, 173, 160))
+    resized = nnf.interpolate(image.clamp(0, 1), size=(150, 150), mode="bilinear", align_corners=False)  # clamp first, as HistoGAN
+    torch.testing.assert_close(softhist.rgb_uv_histogram(resized), histogan_rgb_uv(image), rtol=0, atol=1e-5)
+
+
+def test_rgb_uv_histogram_is_cauchy_centre_membership_normalized():
+    # k(d) = 1 / (1 + (d/sigma)^2) is the Cauchy density of scale sigma up to pi sigma; centre
+    # membership multiplies by the bin width: constants the per-image normalization cancels.
+    image = torch.rand(1, 3, 9, 11, dtype=F64)
+    bins, sigma = 12, 0.3
+    spacing = 6 / (bins - 1)
+    x = image.reshape(3, -1)
+    logs = torch.log(x + HISTOGAN_EPS)
+    weight = torch.sqrt((x * x).sum(0) + HISTOGAN_EPS)
+    joint = torch.stack([
+        softhist.histogram2d(
+            logs[a] - logs[p], logs[a] - logs[q], bins, range=[(-3 - spacing / 2, 3 + spacing / 2)] * 2, weight=weight,
+            kernel="cauchy", bandwidth=sigma, membership="center",
+        )[0]
+        for a, (p, q) in enumerate([(1, 2), (0, 2), (0, 1)])
+    ])
+    total = joint.sum()
+    ours = softhist.rgb_uv_histogram(image, bins, sigma)[0]
+    constant = (spacing / (math.pi * sigma)) ** 2
+    torch.testing.assert_close(ours, joint / (total + HISTOGAN_EPS * constant), rtol=1e-12, atol=0)
+
+
+def test_rgb_uv_histogram_gradcheck_chunks_and_half_precision(monkeypatch):
+    image = (0.1 + 0.8 * torch.rand(2, 3, 4, 5, dtype=F64)).requires_grad_()
+    assert gradcheck(lambda im: softhist.rgb_uv_histogram(im, 6, 0.3), (image,))
+    whole = softhist.rgb_uv_histogram(image, 6, 0.3)
+    monkeypatch.setattr(softhist.applications, "_CHUNK_ELEMENTS", 1)  # one pixel per chunk
+    torch.testing.assert_close(softhist.rgb_uv_histogram(image, 6, 0.3), whole, rtol=1e-14, atol=0)
+    assert gradcheck(lambda im: softhist.rgb_uv_histogram(im, 6, 0.3), (image,))
+    half = softhist.rgb_uv_histogram(image.detach().half(), 6, 0.3)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, whole.float(), rtol=0, atol=2e-3)
+
+
+def test_rgb_uv_histogram_bad_input():
+    image = torch.rand(1, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"images must be RGB images of shape \(B, 3, H, W\), got shape \(1, 4, 4, 4\)"):
+        softhist.rgb_uv_histogram(torch.rand(1, 4, 4, 4))
+    with pytest.raises(TypeError, match="images must be floating point"):
+        softhist.rgb_uv_histogram(torch.ones(1, 3, 4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="bins must be an integer >= 2, got 1"):
+        softhist.rgb_uv_histogram(image, bins=1)
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        softhist.rgb_uv_histogram(image, sigma=0.0)
+    with pytest.raises(ValueError, match="range must be finite"):
+        softhist.rgb_uv_histogram(image, range=(3, -3))
+    with pytest.raises(TypeError, match="intensity_weighted must be a bool"):
+        softhist.rgb_uv_histogram(image, intensity_weighted=1)
+
+
+def test_rgb_uv_histogram_memory_is_pixels_plus_bins_squared():
+    # 8 images of 256^2, 64 bins, forward and backward: the kernel values of every pixel, bin and
+    # anchor would be 8 * 65536 * 64 * 3 * 2 floats (805 MB); the images are 6.3 MB.
+    script = textwrap.dedent(
+        """
+        import torch, softhist
+
+        def peak_rss():  # VmHWM: unlike ru_maxrss, not inherited from the parent through fork + exec
+            with open("/proc/self/status") as status:
+                return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+        torch.manual_seed(0)
+        images = torch.rand(8, 3, 256, 256, requires_grad=True)
+        softhist.rgb_uv_histogram(torch.rand(1, 3, 8, 8, requires_grad=True)).sum().backward()  # imports, first call
+        before = peak_rss()
+        h = softhist.rgb_uv_histogram(images)
+        (h * torch.rand(64, 64)).sum().backward()
+        print(peak_rss() - before, tuple(h.shape))
+        """
+    )
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads peak RSS from /proc")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True)
+    growth, shape = out.stdout.split(maxsplit=1)
+    assert shape.strip() == "(8, 3, 64, 64)"
+    assert 0 < int(growth) <= 200 * 1000 * 1000  # ~100 MB measured: a dozen floats per pixel and channel
+
+
+# --------------------------------------------------------------------------- RBF histogram layer
+
+
+class GatorSenseRBFLayer(torch.nn.Module):
+    """GatorSense's ``HistogramLayer`` (``Utils/RBFHistogramPooling.py``, Peeples et al.) with
+    ``dim=2`` and its defaults: a grouped 1x1 convolution of weight 1 and bias ``-centres``, a
+    grouped 1x1 convolution by the widths, ``exp(-(.)^2)``, the bins' sum plus ``10e-6``
+    divided out, and ``AvgPool2d(count_include_pad=False)``."""
+
+    def __init__(self, in_channels, kernel_size, num_bins, stride=1, padding=0, normalize_count=True, normalize_bins=True):
+        super().__init__()
+        self.num_bins, self.normalize_count, self.normalize_bins = num_bins, normalize_count, normalize_bins
+        self.bin_centers_conv = torch.nn.Conv2d(in_channels, num_bins * in_channels, 1, groups=in_channels, bias=True)
+        self.bin_centers_conv.weight.data.fill_(1)
+        self.bin_centers_conv.weight.requires_grad = False
+        self.bin_widths_conv = torch.nn.Conv2d(
+            num_bins * in_channels, num_bins * in_channels, 1, groups=num_bins * in_channels, bias=False
+        )
+        self.hist_pool = torch.nn.AvgPool2d(kernel_size, stride=stride, padding=padding, count_include_pad=False)
+
+    def forward(self, xx):
+        xx = torch.exp(-(self.bin_widths_conv(self.bin_centers_conv(xx)) ** 2))
+        if self.normalize_bins:
+            n, c, h, w = xx.size()
+            xx_sum = xx.reshape(n, c // self.num_bins, self.num_bins, h, w).sum(2) + torch.tensor(10e-6)
+            xx = xx / torch.repeat_interleave(xx_sum, self.num_bins, dim=1)
+        if self.normalize_count:
+            return self.hist_pool(xx)
+        return np.prod(np.asarray(self.hist_pool.kernel_size)) * self.hist_pool(xx)
+
+
+def _paired_layers(channels, bins, size, step, pad, **flags):
+    ours = softhist.nn.HistogramLayer(channels, bins, size, step, pad, **flags)
+    ref = GatorSenseRBFLayer(channels, size, bins, step, pad, **flags)
+    with torch.no_grad():
+        ref.bin_centers_conv.bias.copy_(-ours.centers.flatten())
+        ref.bin_widths_conv.weight.copy_(ours.widths.reshape(-1, 1, 1, 1))
+    return ours, ref
+
+
+LAYER_CASES = [  # (B, C, H, W), bins, kernel_size, stride, padding, normalize_count, normalize_bins
+    ((4, 3, 64, 64), 4, 3, 1, 0, True, True),
+    ((2, 5, 17, 23), 7, (3, 2), (2, 1), (1, 1), True, True),
+    ((3, 1, 9, 8), 1, 4, 4, 2, True, True),
+    ((2, 3, 11, 10), 4, (3, 3), 2, 1, False, True),  # an int kernel_size: see test_histogram_layer_gradcheck_and_other_ranks
+    ((2, 2, 10, 9), 3, 2, 1, 0, True, False),
+]
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=lambda c: f"{'x'.join(map(str, c[0]))}-K{c[1]}-k{c[2]}-s{c[3]}-p{c[4]}-c{int(c[5])}b{int(c[6])}")
+def test_histogram_layer_equals_gatorsense(case):
+    shape, bins, size, step, pad, normalize_count, normalize_bins = case
+    ours, ref = _paired_layers(shape[1], bins, size, step, pad, normalize_count=normalize_count, normalize_bins=normalize_bins)
+    x = 2 * torch.rand(shape) - 0.5
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ours, out_ref = ours(x_ours), ref(x_ref)
+    assert out_ours.shape == out_ref.shape
+    torch.testing.assert_close(out_ours, out_ref, rtol=0, atol=1e-5)
+    grad = torch.randn_like(out_ref)
+    (out_ours * grad).sum().backward()
+    (out_ref * grad).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.centers.grad.flatten(), -ref.bin_centers_conv.bias.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.widths.grad.flatten(), ref.bin_widths_conv.weight.grad.flatten(), rtol=1e-4, atol=1e-4)
+
+
+def test_histogram_layer_gradcheck_and_other_ranks():
+    layer = softhist.nn.HistogramLayer(2, 3, 3, 1, 1).double()
+    x = torch.rand(2, 2, 5, 4, dtype=F64, requires_grad=True)
+    params = (x, layer.centers, layer.widths)
+
+    def run(inp, centers, widths):
+        return torch.func.functional_call(layer, {"centers": centers, "widths": widths}, (inp,))
+
+    assert gradcheck(run, params)
+    # normalize_count=False: the average times the window's volume. GatorSense multiplies by
+    # np.prod(kernel_size), which for an int kernel_size k is k, not k^2: we take k^2.
+    counts = softhist.nn.HistogramLayer(2, 3, 3, normalize_count=False)
+    counts.load_state_dict(layer.float().state_dict())
+    _, ref = _paired_layers(2, 3, 3, 1, 0, normalize_count=False)
+    with torch.no_grad():
+        ref.bin_centers_conv.bias.copy_(-counts.centers.flatten())
+        ref.bin_widths_conv.weight.copy_(counts.widths.reshape(-1, 1, 1, 1))
+    image = torch.rand(2, 2, 6, 7)
+    torch.testing.assert_close(counts(image), 3 * ref(image), rtol=1e-6, atol=1e-6)
+    layer.double()
+    assert layer(torch.rand(2, 2, 9, dtype=F64)).shape == (2, 6, 9)  # 1-D: avg_pool1d
+    assert layer(torch.rand(1, 2, 4, 5, 6, dtype=F64)).shape == (1, 6, 4, 5, 6)  # 3-D: avg_pool3d
+
+
+def test_histogram_layer_bad_arguments():
+    with pytest.raises(ValueError, match="in_channels must be an integer >= 1, got 0"):
+        softhist.nn.HistogramLayer(0, 4, 3)
+    with pytest.raises(ValueError, match="num_bins"):
+        softhist.nn.HistogramLayer(3, 0, 3)
+    with pytest.raises(ValueError, match="kernel_size must be"):
+        softhist.nn.HistogramLayer(3, 4, 0)
+    with pytest.raises(TypeError, match="stride must be an int"):
+        softhist.nn.HistogramLayer(3, 4, 3, stride=1.5)
+    with pytest.raises(TypeError, match="normalize_bins must be a bool"):
+        softhist.nn.HistogramLayer(3, 4, 3, normalize_bins="yes")
+    layer = softhist.nn.HistogramLayer(3, 4, 3, padding=2)
+    with pytest.raises(ValueError, match=r"input must have shape \(B, 3, \*spatial\)"):
+        layer(torch.rand(1, 2, 8, 8))
+    with pytest.raises(ValueError, match="padding must be at most half of kernel_size"):
+        layer(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"kernel_size must be an int >= 1 or 2 of them"):
+        softhist.nn.HistogramLayer(3, 4, (3, 3, 3))(torch.rand(1, 3, 8, 8))
+
+
 # --------------------------------------------------------------------------- examples
 
 
 @pytest.mark.parametrize(
-    "script", ["calibration_digits.py", "metric_learning_digits.py", "hl_gauss_diabetes.py", "hellinger_digits.py"]
+    "script",
+    [
+        "calibration_digits.py", "metric_learning_digits.py", "hl_gauss_diabetes.py", "hellinger_digits.py",
+        "colour_transfer.py", "texture_histogram_layer.py",
+    ],
 )
 def test_example_runs(script):
     pytest.importorskip("sklearn")

@@ -6,6 +6,7 @@ from .histogram import backends, histc, histogram, histogram2d, histogramdd, loc
 from .kernels import KERNELS, Kernel
 from .losses import entropy, histogram_matching_loss, js_divergence, kl_divergence, mutual_information, wasserstein
 from .registration import local_mutual_information, mattes_mutual_information
+from .applications import rgb_uv_histogram
 
 __version__ = "0.1.0"
 
@@ -31,5 +32,6 @@ __all__ = [
     "mutual_information",
     "nn",
     "reference",
+    "rgb_uv_histogram",
     "wasserstein",
 ]

@@ -573,3 +573,23 @@ def check_real(value: object, name: str, positive: bool = False) -> float:
     if positive and value <= 0:
         raise ValueError(f"{name} must be positive, got {value!r}")
     return float(value)
+
+
+def check_images_rgb(images: object, name: str = "images") -> Tensor:
+    """Floating-point RGB images ``(B, 3, H, W)``."""
+    check_tensor(images, name)
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got dtype {images.dtype}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"{name} must be RGB images of shape (B, 3, H, W), got shape {tuple(images.shape)}")
+    return images
+
+
+def check_kernel_size_nd(value: object, name: str, spatial: int, minimum: int) -> Tuple[int, ...]:
+    """An int, or one int per spatial dim, each ``>= minimum``."""
+    sizes = (value,) * spatial if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+    if not isinstance(sizes, (list, tuple)) or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in sizes):
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")
+    if len(sizes) != spatial or any(s < minimum for s in sizes):
+        raise ValueError(f"{name} must be an int >= {minimum} or {spatial} of them, got {value!r}")
+    return tuple(int(s) for s in sizes)

@@ -9,12 +9,16 @@
   "Stop Regressing"); module face :class:`softhist.nn.HLGaussLoss`.
 * :func:`hellinger`: the Hellinger distance between histograms (HistoGAN's colour loss), with
   finite gradients at empty bins.
+* :func:`rgb_uv_histogram`: HistoGAN's RGB-uv log-chroma histograms of images, equal to its
+  ``RGBuvHistBlock`` in ``O(pixels + bins^2)`` memory.
 
-None of them builds a samples x bins tensor, except HL-Gauss, whose output is one.
+None of them builds a samples x bins tensor, except HL-Gauss, whose output is one (and
+:func:`rgb_uv_histogram`, one chunk of pixels at a time).
 """
 
 from __future__ import annotations
 
+import builtins
 import math
 from typing import Literal, Tuple
 
@@ -22,12 +26,12 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
-from ._checks import check_int_at_least, check_mode, check_real, check_tensor
+from ._checks import check_bool, check_images_rgb, check_int_at_least, check_mode, check_range_pair, check_real, check_tensor
 from .histogram import Bandwidth, Mode, histc, histogram
-from .kernels import KERNELS, get_kernel
+from .kernels import KERNELS
 from .losses import _paired_probabilities, _result_dtype
 
-__all__ = ["calibration_error", "hellinger", "histogram_loss", "hl_gauss_probs"]
+__all__ = ["calibration_error", "hellinger", "histogram_loss", "hl_gauss_probs", "rgb_uv_histogram"]
 
 Norm = Literal["l1", "l2", "max"]
 Task = Literal["binary", "multiclass"]
@@ -45,24 +49,6 @@ def _sqrt0(t: Tensor) -> Tensor:
     """
     positive = t > 0
     return torch.where(positive, torch.sqrt(torch.where(positive, t, torch.ones_like(t))), torch.zeros_like(t))
-
-
-# --------------------------------------------------------------------------- per-sample normalization
-
-
-def _normalizing_weight(x: Tensor, weight: Tensor, lo: float, hi: float, kernel: str, bandwidth: Bandwidth) -> Tensor:
-    """Per-sample normalization: weights that make each sample contribute exactly its weight.
-
-    A sample's soft contributions to the bins of ``[lo, hi]`` sum to its mass
-    ``F((hi - x)/h) - F((lo - x)/h)`` (the sums telescope), so ``weight / mass`` normalizes
-    them; the gradient through ``mass`` is part of the normalized histogram's gradient. A
-    sample with no mass in the range (far outside it) contributes 0, with a finite gradient.
-    This stands in for the engine option ``normalize_samples=True``, and can be swapped for it.
-    """
-    cdf = get_kernel(kernel).cdf
-    mass = cdf((hi - x) / bandwidth) - cdf((lo - x) / bandwidth)
-    has_mass = mass > 0
-    return torch.where(has_mass, weight / torch.where(has_mass, mass, torch.ones_like(mass)), torch.zeros_like(mass))
 
 
 # --------------------------------------------------------------------------- histogram loss
@@ -201,9 +187,8 @@ def _calibration_soft(conf: Tensor, acc: Tensor, n_bins: int, norm: str, bandwid
     # to total membership 1, so mass that the kernel puts past 0 or 1 stays in the end bins.
     if bandwidth is None:
         bandwidth = 0.5 / n_bins
-    unit = _normalizing_weight(conf, torch.ones_like(conf), 0.0, 1.0, "gaussian", bandwidth)
-    weight = torch.stack([unit, unit * acc, unit * conf])
-    hist = histc(conf.expand(3, -1), n_bins, 0.0, 1.0, bandwidth=bandwidth, weight=weight, dim=1)
+    weight = torch.stack([torch.ones_like(conf), acc, conf])
+    hist = histc(conf.expand(3, -1), n_bins, 0.0, 1.0, bandwidth=bandwidth, weight=weight, dim=1, normalize_samples=True)
     return _calibration_from_bins(hist[0], hist[1], hist[2], norm)
 
 
@@ -404,3 +389,149 @@ def hellinger(p: Tensor, q: Tensor, dim: int = -1) -> Tensor:
     pp, qq = _paired_probabilities(p, q, dim)
     squared = (_sqrt0(pp) - _sqrt0(qq)).pow(2).sum(-1)
     return _sqrt0(0.5 * squared).to(_result_dtype(p, q))
+
+
+# --------------------------------------------------------------------------- RGB-uv histogram
+
+_HISTOGAN_EPS = 1e-6  # HistoGAN's EPS: inside the logs, the intensity's square root and the final division
+_CHUNK_ELEMENTS = 1 << 18  # kernel values per factor matrix and chunk of pixels (1 MB in float32)
+
+
+def _inverse_quadratic(x: Tensor, centres: Tensor, sigma: float) -> Tuple[Tensor, Tensor]:
+    """``(..., n) -> (..., n, bins)`` twice: ``k = 1 / (1 + (d / sigma)^2)`` at ``d = x - c_k`` and
+    its derivative ``dk/dx = -2 d / sigma^2 * k^2``. ``k`` is ``pi sigma`` times the Cauchy density
+    of scale ``sigma`` (softhist's ``kernel="cauchy", membership="center"`` up to the constant
+    ``width / (pi sigma)``, which the normalization cancels)."""
+    d = x.unsqueeze(-1) - centres
+    k = 1.0 / (1.0 + (d / sigma).square())
+    return k, d.mul_(-2.0 / sigma**2).mul_(k.square())
+
+
+def _uv_counts_fwd(u: Tensor, v: Tensor, w: Tensor, centres: Tensor, sigma: float, chunk: int) -> Tensor:
+    """``H[b, a, i, j] = sum_n w[b, n] k(u[b, a, n] - c_i) k(v[b, a, n] - c_j)``, float64: per chunk
+    of pixels one matmul ``(w K_u)^T K_v`` of two ``(n, bins)`` factor matrices per image and anchor,
+    never an ``(n, bins, bins)`` tensor."""
+    batch, bins = u.shape[0], centres.shape[0]
+    hist = u.new_zeros(batch, 3, bins, bins, dtype=torch.float64)
+    for start in builtins.range(0, u.shape[-1], chunk):
+        part = slice(start, start + chunk)
+        ku = _inverse_quadratic(u[..., part], centres, sigma)[0].mul_(w[..., part].unsqueeze(-1))  # (B, 3, n, bins)
+        kv = _inverse_quadratic(v[..., part], centres, sigma)[0]
+        hist += (ku.transpose(-1, -2) @ kv).double()  # cells sum in float64
+    return hist
+
+
+# VJP, with G = dL/dH and per chunk K_u, K_v (n, bins) and their derivatives K_u', K_v':
+#   P = K_u G          (n, bins):  dL/dv_n = w_n sum_j K_v'[n, j] P[n, j]
+#   Q = K_v G^T        (n, bins):  dL/du_n = w_n sum_i K_u'[n, i] Q[n, i]
+#   dL/dw_n = sum_anchors sum_j P[n, j] K_v[n, j]
+# Only u, v, w are kept for the backward pass; it recomputes each chunk's factors.
+def _uv_counts_bwd(
+    grad: Tensor, u: Tensor, v: Tensor, w: Tensor, centres: Tensor, sigma: float, chunk: int
+) -> Tuple[Tensor, Tensor, Tensor]:
+    grad = grad.to(u.dtype)
+    grad_u, grad_v, grad_w = torch.empty_like(u), torch.empty_like(v), torch.empty_like(w)
+    for start in builtins.range(0, u.shape[-1], chunk):
+        part = slice(start, start + chunk)
+        ku, dku = _inverse_quadratic(u[..., part], centres, sigma)
+        kv, dkv = _inverse_quadratic(v[..., part], centres, sigma)
+        p, q = ku @ grad, kv @ grad.transpose(-1, -2)
+        wp = w[..., part]
+        grad_w[..., part] = (p * kv).sum((1, 3)).unsqueeze(1)
+        grad_u[..., part] = (dku * q).sum(-1) * wp
+        grad_v[..., part] = (dkv * p).sum(-1) * wp
+    return grad_u, grad_v, grad_w
+
+
+class _UVCounts(torch.autograd.Function):
+    """The RGB-uv histograms' cells from log-chromas ``u, v (B, 3, N)`` and weights ``w (B, 1, N)``."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, v: Tensor, w: Tensor, centres: Tensor, sigma: float, chunk: int) -> Tensor:
+        ctx.save_for_backward(u, v, w, centres)
+        ctx.sigma, ctx.chunk = sigma, chunk
+        return _uv_counts_fwd(u, v, w, centres, sigma, chunk)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        u, v, w, centres = ctx.saved_tensors
+        return (*_uv_counts_bwd(grad, u, v, w, centres, ctx.sigma, ctx.chunk), None, None, None)
+
+
+def rgb_uv_histogram(
+    images: Tensor,
+    bins: int = 64,
+    sigma: float = 0.02,
+    *,
+    range: Tuple[float, float] = (-3.0, 3.0),
+    intensity_weighted: bool = True,
+) -> Tensor:
+    """HistoGAN's RGB-uv histogram: per-image log-chroma histograms, differentiable in the pixels.
+
+    Parity: ``RGBuvHistBlock(h=bins, sigma=sigma, method='inverse-quadratic',
+    intensity_scale=intensity_weighted, hist_boundary=list(range))`` of HistoGAN (Afifi et al.,
+    CVPR 2021, ``histogram_classes/RGBuvHistBlock.py``) on images of at most ``insz`` pixels a
+    side (to ``1e-5``, gradients included), in ``O(pixels + bins^2)`` memory.
+
+    With pixels clamped to ``[0, 1]`` and ``eps = 1e-6``, each channel is an anchor: for R,
+    ``u = log(R + eps) - log(G + eps)``, ``v = log(R + eps) - log(B + eps)`` (G: ``G/R``, ``G/B``;
+    B: ``B/R``, ``B/G``). Each pixel adds ``I_y * k(u - c_i) * k(v - c_j)`` to cell ``(i, j)`` of
+    its anchor's histogram, with ``I_y = sqrt(R^2 + G^2 + B^2 + eps)`` (1 without
+    ``intensity_weighted``), the inverse-quadratic kernel ``k(d) = 1 / (1 + (d / sigma)^2)`` (the
+    Cauchy density of scale ``sigma``: ``kernel="cauchy", membership="center"`` up to a constant)
+    and the bin centres ``c = linspace(*range, bins)``. The three histograms are divided together
+    by their total plus ``eps``, so an image's ``(3, bins, bins)`` sums to 1.
+
+    Args:
+        images: ``(B, 3, H, W)`` RGB in ``[0, 1]``, floating point.
+        bins: bins per axis, ``>= 2`` (the centres include both ends of ``range``).
+        sigma: the kernel's scale, in log-chroma units, ``> 0``.
+        range: the first and last bin centres (HistoGAN's ``hist_boundary``).
+        intensity_weighted: weight each pixel by its intensity ``I_y`` (HistoGAN's ``intensity_scale``).
+
+    Returns:
+        ``(B, 3, bins, bins)`` in ``images``' dtype (float32 for half precision); channel 0 is
+        anchored on R, 1 on G, 2 on B; rows are ``u``, columns ``v``.
+
+    Note:
+        HistoGAN first resizes images larger than ``insz = 150`` pixels a side to ``150 x 150``
+        (bilinear, ``align_corners=False``, after the clamp); this function bins every pixel given.
+        For its exact values on large images, pass ``torch.nn.functional.interpolate(images.clamp(0, 1),
+        size=(150, 150), mode="bilinear", align_corners=False)``. It also drops channels past the third; here
+        ``images`` must have 3. The pixels are binned in chunks: the backward pass recomputes a
+        chunk's ``(pixels, bins)`` kernel values instead of keeping all of them, where HistoGAN
+        keeps ``(pixels, bins)`` factors per image and anchor for its backward pass. Not twice
+        differentiable.
+
+    Example:
+        >>> import torch, softhist
+        >>> images = torch.rand(2, 3, 32, 32, requires_grad=True)
+        >>> h = softhist.rgb_uv_histogram(images, bins=16)
+        >>> h.shape, torch.allclose(h.sum((1, 2, 3)), torch.ones(2))
+        (torch.Size([2, 3, 16, 16]), True)
+        >>> softhist.hellinger(h.flatten(1), h.detach().flip(0).flatten(1)).sum().backward()
+        >>> images.grad.shape
+        torch.Size([2, 3, 32, 32])
+    """
+    check_images_rgb(images)
+    bins = check_int_at_least(bins, "bins", 2)
+    sigma = check_real(sigma, "sigma", positive=True)
+    lo, hi = check_range_pair(range)
+    intensity_weighted = check_bool(intensity_weighted, "intensity_weighted")
+    if images.dtype in _HALF_DTYPES:
+        images = images.float()
+    batch = images.shape[0]
+    x = images.clamp(0, 1).reshape(batch, 3, -1)  # (B, 3, N)
+    logs = torch.log(x + _HISTOGAN_EPS)
+    u = logs - logs[:, [1, 0, 0]]  # anchors R, G, B: log(R/G), log(G/R), log(B/R)
+    v = logs - logs[:, [2, 2, 1]]  # log(R/B), log(G/B), log(B/G)
+    if intensity_weighted:
+        w = torch.sqrt(x.pow(2).sum(1, keepdim=True) + _HISTOGAN_EPS)  # (B, 1, N)
+    else:
+        w = torch.ones_like(x[:, :1])
+    centres = torch.linspace(lo, hi, bins, dtype=torch.float64).to(x.dtype)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, batch * 3 * bins))
+    hist = _UVCounts.apply(u, v, w.expand_as(x[:, :1]), centres, sigma, chunk)
+    hist = hist / (hist.sum((1, 2, 3), keepdim=True) + _HISTOGAN_EPS)
+    return hist.to(x.dtype)

@@ -614,3 +614,115 @@ class HLGaussLoss(nn.Module):
 
 for _module in (SoftHistogram, MutualInformationLoss, MattesMutualInformationLoss, LocalMutualInformationLoss, HistogramLoss, HLGaussLoss):
     _module.__prepare_scriptable__ = refuse_torchscript  # torch.jit.script(module) says what to use
+
+
+class HistogramLayer(nn.Module):
+    """Peeples et al.'s RBF histogram layer: learnable bin centres and widths, local histograms per window.
+
+    Parity: GatorSense's ``HistogramLayer`` (``Utils/RBFHistogramPooling.py`` of
+    github.com/GatorSense/Histogram_Layer; Peeples, Xu and Zare, "Histogram Layers for Texture
+    Analysis", IEEE TAI 2021) with ``dim=2`` and its defaults (``normalize_count=True``,
+    ``normalize_bins=True``, ``count_include_pad=False``, ``ceil_mode=False``): to ``1e-5`` given
+    the same parameters, gradients included. Its ``bin_centers_conv.bias`` is ``-centers.flatten()``
+    and its ``bin_widths_conv.weight`` is ``widths.flatten()``.
+
+    Each pixel ``x`` of channel ``c`` votes ``r_k = exp(-(widths[c, k] * (x - centers[c, k]))^2)``
+    for bin ``k``, an unnormalized Gaussian of std ``1 / (sqrt 2 |widths[c, k]|)``; with
+    ``normalize_bins`` the votes are divided by ``sum_k r_k + 1e-5`` (the reference's constant),
+    and the window average (``normalize_count``; otherwise the average times the window volume)
+    is the local histogram.
+
+    It is computed directly, not by :func:`softhist.local_histogram`: that function's bins are
+    equal-width bins of one range, and these centres are free parameters per channel and bin.
+    Memory is ``O(input x num_bins)`` (the votes, the output's size at stride 1), as in the
+    reference; the reference's two grouped 1x1 convolutions become one broadcast
+    ``(x - centers) * widths``.
+
+    Args:
+        in_channels: channels ``C`` of the input, ``>= 1``.
+        num_bins: bins ``K`` per channel, ``>= 1``.
+        kernel_size: window size, an int or one per spatial dim.
+        stride: window step, an int or one per spatial dim (default 1, as in the reference).
+        padding: implicit padding per side, at most half the window; padded pixels are not
+            counted (``count_include_pad=False``).
+        normalize_count: average over the window (True) or the average times the window's
+            volume (False; GatorSense multiplies by ``np.prod(kernel_size)``, which for an int
+            ``kernel_size`` ``k`` is ``k``, not ``k^2``: this layer takes ``k^2``; with padding
+            the border windows, counting only real pixels, are scaled by the full volume as there).
+        normalize_bins: divide each pixel's votes by their sum over the bins plus ``1e-5``.
+
+    Attributes:
+        centers, widths: ``(in_channels, num_bins)`` parameters, initialized uniform on
+            ``[-1, 1]`` as the reference's convolutions initialize its bias and weight.
+
+    Shape:
+        ``(B, C, *spatial) -> (B, C * num_bins, *out_spatial)`` with 1 to 3 spatial dims, channel
+        ``c * num_bins + k`` holding bin ``k`` of channel ``c``; ``out_spatial`` as
+        :func:`torch.nn.functional.avg_pool2d` computes it.
+
+    Example:
+        >>> import torch, softhist
+        >>> layer = softhist.nn.HistogramLayer(3, num_bins=4, kernel_size=3)
+        >>> out = layer(torch.rand(2, 3, 16, 16))
+        >>> out.shape
+        torch.Size([2, 12, 14, 14])
+        >>> out.sum().backward()
+        >>> layer.centers.grad.shape, layer.widths.grad.shape
+        (torch.Size([3, 4]), torch.Size([3, 4]))
+    """
+
+    _POOLS = {1: nnf.avg_pool1d, 2: nnf.avg_pool2d, 3: nnf.avg_pool3d}
+    _BIN_EPS = 1e-5  # the reference's `torch.tensor(10e-6)` added to the bins' sum
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_bins: int,
+        kernel_size: Union[int, Sequence[int]],
+        stride: Union[int, Sequence[int]] = 1,
+        padding: Union[int, Sequence[int]] = 0,
+        *,
+        normalize_count: bool = True,
+        normalize_bins: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_channels = check_int_at_least(in_channels, "in_channels")
+        self.num_bins = check_int_at_least(num_bins, "num_bins")
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.normalize_count = check_bool(normalize_count, "normalize_count")
+        self.normalize_bins = check_bool(normalize_bins, "normalize_bins")
+        self.centers = nn.Parameter(torch.empty(self.in_channels, self.num_bins).uniform_(-1.0, 1.0))
+        self.widths = nn.Parameter(torch.empty(self.in_channels, self.num_bins).uniform_(-1.0, 1.0))
+        for name, value, least in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0)):
+            spatial = len(value) if isinstance(value, (list, tuple)) else 1
+            _checks.check_kernel_size_nd(value, name, spatial, least)
+
+    def forward(self, input: Tensor) -> Tensor:
+        _checks.check_tensor(input, "input")
+        if not 3 <= input.dim() <= 5 or input.shape[1] != self.in_channels:
+            raise ValueError(
+                f"input must have shape (B, {self.in_channels}, *spatial) with 1 to 3 spatial dims, got shape {tuple(input.shape)}"
+            )
+        spatial = input.dim() - 2
+        size = _checks.check_kernel_size_nd(self.kernel_size, "kernel_size", spatial, 1)
+        step = _checks.check_kernel_size_nd(self.stride, "stride", spatial, 1)
+        pad = _checks.check_kernel_size_nd(self.padding, "padding", spatial, 0)
+        if any(2 * p > k for p, k in zip(pad, size)):
+            raise ValueError(f"padding must be at most half of kernel_size, got padding={self.padding!r}, kernel_size={self.kernel_size!r}")
+        shape = (1, self.in_channels, self.num_bins) + (1,) * spatial
+        z = (input.unsqueeze(2) - self.centers.view(shape)) * self.widths.view(shape)
+        votes = torch.exp(-(z * z))  # (B, C, K, *spatial)
+        if self.normalize_bins:
+            votes = votes / (votes.sum(2, keepdim=True) + self._BIN_EPS)
+        pooled = self._POOLS[spatial](votes.flatten(1, 2), size, step, pad, count_include_pad=False)
+        return pooled if self.normalize_count else pooled * math.prod(size)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, num_bins={self.num_bins}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, normalize_count={self.normalize_count}, normalize_bins={self.normalize_bins}"
+        )
+
+
+__all__.append("HistogramLayer")
+HistogramLayer.__prepare_scriptable__ = refuse_torchscript  # torch.jit.script(module) says what to use
