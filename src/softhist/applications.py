@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
-from ._checks import check_bool, check_images_rgb, check_int_at_least, check_mode, check_range_pair, check_real, check_tensor
+from ._checks import refuse_torchscript, check_bool, check_images_rgb, check_int_at_least, check_mode, check_range_pair, check_real, check_tensor
 from .histogram import Bandwidth, Mode, histc, histogram
 from .kernels import KERNELS
 from .losses import _paired_probabilities, _result_dtype
@@ -535,3 +535,7 @@ def rgb_uv_histogram(
     hist = _UVCounts.apply(u, v, w.expand_as(x[:, :1]), centres, sigma, chunk)
     hist = hist / (hist.sum((1, 2, 3), keepdim=True) + _HISTOGAN_EPS)
     return hist.to(x.dtype)
+
+
+for _public in (calibration_error, hellinger, histogram_loss, hl_gauss_probs, rgb_uv_histogram):
+    _public.__prepare_scriptable__ = refuse_torchscript  # torch.jit.script says what to use

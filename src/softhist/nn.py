@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HLGaussLoss",
+    "HistogramLayer",
     "HistogramLoss",
     "LocalMutualInformationLoss",
     "MattesMutualInformationLoss",
@@ -612,8 +613,6 @@ class HLGaussLoss(nn.Module):
         return f"min_value={self.min_value}, max_value={self.max_value}, num_bins={self.num_bins}, sigma={self.sigma}"
 
 
-for _module in (SoftHistogram, MutualInformationLoss, MattesMutualInformationLoss, LocalMutualInformationLoss, HistogramLoss, HLGaussLoss):
-    _module.__prepare_scriptable__ = refuse_torchscript  # torch.jit.script(module) says what to use
 
 
 class HistogramLayer(nn.Module):
@@ -724,5 +723,5 @@ class HistogramLayer(nn.Module):
         )
 
 
-__all__.append("HistogramLayer")
-HistogramLayer.__prepare_scriptable__ = refuse_torchscript  # torch.jit.script(module) says what to use
+for _module in (SoftHistogram, MutualInformationLoss, MattesMutualInformationLoss, LocalMutualInformationLoss, HistogramLoss, HLGaussLoss, HistogramLayer):
+    _module.__prepare_scriptable__ = refuse_torchscript  # torch.jit.script(module) says what to use
