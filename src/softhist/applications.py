@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
-from ._checks import refuse_torchscript, check_bool, check_images_rgb, check_int_at_least, check_mode, check_range_pair, check_real, check_tensor
+from ._checks import check_bool, check_images_rgb, check_int_at_least, check_mode, check_range_pair, check_real, check_tensor, refuse_torchscript
 from .histogram import Bandwidth, Mode, histc, histogram
 from .kernels import KERNELS
 from .losses import _paired_probabilities, _result_dtype
