@@ -236,16 +236,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     }
   }
 
-  torch::stable::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+  // One float32 table axis writes its gradients itself; other plans need the windows.
+  const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && a0.kind == TABLE;
+  auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
     std::vector<std::vector<double>> dA;
     int64_t widest = 0;
     for (const Axis& a : p.axes) widest = std::max(widest, a.cells);
-    for (const Axis& a : p.axes) ws.emplace_back(a), dA.emplace_back(widest + 1, 0.0);
-    std::vector<uint8_t> valid(BLOCK);
-    std::vector<double> wt(BLOCK), coords(BLOCK), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(BLOCK * D), block_gw(BLOCK);
-    std::vector<double> dots(8 * BLOCK);
-    std::unique_ptr<TableBlock> tb(new TableBlock);
+    if (!table_1d) for (const Axis& a : p.axes) ws.emplace_back(a), dA.emplace_back(widest + 1, 0.0);
+    const int64_t block = table_1d ? 0 : BLOCK;
+    std::vector<uint8_t> valid(block);
+    std::vector<double> wt(block), coords(block), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(block * D), block_gw(block);
+    std::unique_ptr<double[]> dots(new double[table_1d ? 8 * BLOCK : 0]);
+    std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = u / chunks, k = u % chunks;
       double* gh = partial.data() + u * per_unit;
@@ -254,7 +257,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
       for (int64_t a = begin; a < end; a += BLOCK) {
         const int64_t m = std::min(BLOCK, end - a);
         if constexpr (std::is_same_v<scalar_t, float>) {
-          if (D == 1 && a0.kind == TABLE) {  // writes its float32 gradients itself
+          if (table_1d) {
             table_positions(a0, xp + a, wp ? wp + a : nullptr, m, *tb);
             float* gx_block = gx ? gx + a : nullptr;
             float* gw_block = gw ? gw + a : nullptr;
@@ -263,7 +266,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
               gtable_1d_backward(a0, *tb, m, gx ? gv : nullptr, gw ? gv + gv_size : nullptr, need.h ? gv + 2 * gv_size : nullptr,
                                  gx_block, gw_block, gh);
             } else {
-              table_1d_backward(a0, *tb, grow, m, gw != nullptr, need.h, dots.data(), gx_block, gw_block, gh);
+              table_1d_backward(a0, *tb, grow, m, gw != nullptr, need.h, dots.get(), gx_block, gw_block, gh);
             }
             continue;
           }
@@ -279,7 +282,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
         if (gw) for (int64_t i = 0; i < m; ++i) gw[a + i] = scalar_t(block_gw[i]);
       }
     }
-  });
+  };
+  if (units == 1) run(0, 1);
+  else torch::stable::parallel_for(0, units, 1, run);
   Tensor grad_h = torch::stable::new_zeros(x, {need.h ? D : 0}, ScalarType::Double);
   Tensor grad_e = torch::stable::new_zeros(x, {any_edges ? edge_total : 0}, ScalarType::Double);
   double* hp = need.h ? grad_h.mutable_data_ptr<double>() : nullptr;

@@ -115,12 +115,14 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const scalar_t* wp = weight ? weight->const_data_ptr<scalar_t>() : nullptr;
   const std::vector<int64_t> offsets = D > 2 ? window_offsets(p) : std::vector<int64_t>{};
-  torch::stable::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+  // One float32 table axis reads its block of positions alone; other plans need the windows.
+  const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && p.axes[0].kind == TABLE;
+  auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
-    for (const Axis& a : p.axes) ws.emplace_back(a);
-    std::vector<uint8_t> valid(BLOCK);
-    std::vector<double> wt(BLOCK), coords(BLOCK), vals(offsets.size() + 1);
-    std::unique_ptr<TableBlock> tb(new TableBlock);
+    if (!table_1d) for (const Axis& a : p.axes) ws.emplace_back(a);
+    std::vector<uint8_t> valid(table_1d ? 0 : BLOCK);
+    std::vector<double> wt(table_1d ? 0 : BLOCK), coords(table_1d ? 0 : BLOCK), vals(offsets.size() + 1);
+    std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
     std::unique_ptr<double[]> scratch(new double[direct ? size : 0]);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = u / chunks, k = u % chunks;
@@ -130,7 +132,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
       for (int64_t a = begin; a < end; a += BLOCK) {
         const int64_t m = std::min(BLOCK, end - a);
         if constexpr (std::is_same_v<scalar_t, float>) {
-          if (D == 1 && p.axes[0].kind == TABLE) {
+          if (table_1d) {
             table_positions(p.axes[0], xp + a, wp ? wp + a : nullptr, m, *tb);
             table_1d_forward(p.axes[0], *tb, m, hist, lanes, p.stored);
             continue;
@@ -148,7 +150,10 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
       }
       if (direct) crop_row(hist, lanes, row, 0, p.cells);
     }
-  });
+  };
+  // A single unit runs here: no pool hand-off for small calls.
+  if (units == 1) run(0, 1);
+  else torch::stable::parallel_for(0, units, 1, run);
   if (!direct) {  // each row's partials, in chunk order
     torch::stable::parallel_for(0, p.rows * p.cells, 4096, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1;) {
