@@ -250,10 +250,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     std::unique_ptr<double[]> dots(new double[table_1d ? 8 * BLOCK : 0]);
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t row = u / chunks, k = u % chunks;
+      const int64_t row = chunks == 1 ? u : u / chunks, k = chunks == 1 ? 0 : u % chunks;  // no divisions per short row
       double* gh = partial.data() + u * per_unit;
       const double* grow = g.data() + row * p.stored;
-      const int64_t begin = row * p.n + k * p.n / chunks, end = row * p.n + (k + 1) * p.n / chunks;
+      const int64_t begin = row * p.n + (chunks == 1 ? 0 : k * p.n / chunks);
+      const int64_t end = chunks == 1 ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += BLOCK) {
         const int64_t m = std::min(BLOCK, end - a);
         if constexpr (std::is_same_v<scalar_t, float>) {

@@ -105,7 +105,18 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   scalar_t* op = out.mutable_data_ptr<scalar_t>();
   const std::vector<int64_t> crop = crop_offsets(p);
   // The cells of `row` from its `count` stored copies (lanes, or chunks x lanes), in copy order.
-  auto crop_row = [&](const double* src, int64_t count, int64_t row, int64_t c0, int64_t c1) {
+  auto crop_row = [&](double* src, int64_t count, int64_t row, int64_t c0, int64_t c1) {
+    if (D == 1) {  // one axis: contiguous cells after the padding, the copies summed into the
+      // first in copy order (the same sums as below, in vector loops; the copies are read once)
+      double* at = src + p.axes[0].pad;
+      for (int64_t k = 1; k < count; ++k)
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) at[c] += at[k * p.stored + c];
+      scalar_t* to = op + row * p.cells;
+#pragma omp simd
+      for (int64_t c = c0; c < c1; ++c) to[c] = scalar_t(at[c]);
+      return;
+    }
     for (int64_t c = c0; c < c1; ++c) {
       double s = 0.0;
       for (int64_t k = 0; k < count; ++k) s += src[k * p.stored + crop[c]];
@@ -125,10 +136,10 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
     std::unique_ptr<double[]> scratch(new double[direct ? size : 0]);
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t row = u / chunks, k = u % chunks;
+      const int64_t row = direct ? u : u / chunks, k = direct ? 0 : u % chunks;  // no divisions per short row
       double* hist = direct ? scratch.get() : partial.get() + u * size;
       std::fill(hist, hist + size, 0.0);
-      const int64_t begin = row * p.n + k * p.n / chunks, end = row * p.n + (k + 1) * p.n / chunks;
+      const int64_t begin = row * p.n + (direct ? 0 : k * p.n / chunks), end = direct ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += BLOCK) {
         const int64_t m = std::min(BLOCK, end - a);
         if constexpr (std::is_same_v<scalar_t, float>) {
