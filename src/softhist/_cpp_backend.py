@@ -56,7 +56,7 @@ def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor],
         return _torch_backend.hard_histogram(x, weight, edges, binning)
     histc_rule = binning.hard_rule == "histc"
     ranges = [v for axis in binning.axes for v in (axis.uniform if histc_rule else (0.0, 0.0))]
-    flat_edges = _arithmetic_edges(binning.axes) if histc_rule else torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])
+    flat_edges = _flat_edges(edges, binning) if histc_rule else torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])
     w = None if weight is None else weight.detach().to(torch.float64).contiguous()
     return torch.ops.softhist._native_hard(x.contiguous(), w, flat_edges, [a.bins for a in binning.axes], ranges, histc_rule)
 
@@ -207,6 +207,9 @@ def _tables(keys: Tuple[tuple, ...]) -> Tensor:
     return joined
 
 
+_CACHED_EDGES_MAX = 1 << 16
+
+
 @host_cache(maxsize=64)
 def _arithmetic_edges(axes: Tuple[Axis, ...]) -> Tensor:
     """Edges ``lo + k (hi - lo) / B`` of equal-width axes, flattened in float64."""
@@ -219,7 +222,8 @@ def _flat_edges(edges: Sequence[Tensor], binning: Binning) -> Tensor:
     """Every axis's edges in one float64 tensor. The kernels read the edges only on axes without
     equal widths and on hard axes: when no axis needs them, the arithmetic edges of the binning
     stand in, built once instead of concatenated per call."""
-    if all(a.uniform is not None and not hard for a, hard in zip(binning.axes, binning.hard_axes)):
+    small = sum(a.bins for a in binning.axes) <= _CACHED_EDGES_MAX  # never hold a large tensor in the cache
+    if small and all(a.uniform is not None and not hard for a, hard in zip(binning.axes, binning.hard_axes)):
         return _arithmetic_edges(binning.axes)
     return torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])
 
