@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "plan.h"
+#include "simd.h"
 #include "windows.h"
 
 namespace softhist::native {
@@ -25,13 +26,41 @@ namespace softhist::native {
 using torch::headeronly::ScalarType;
 
 template <typename scalar_t>
-int64_t histc_bin(scalar_t x, scalar_t lo, scalar_t hi, scalar_t bins, int64_t B, bool& ok) {
-  ok = x >= lo && x <= hi;  // false for NaN
+SOFTHIST_INLINE int64_t histc_bin(scalar_t x, scalar_t lo, scalar_t hi, scalar_t bins, int64_t B, bool& ok) {
+  ok = (x >= lo) & (x <= hi);  // false for NaN
   scalar_t pos = (x - lo) * bins;
   pos = pos / (hi - lo);
   if (pos != pos) pos = 0;  // nan_to_num
   pos = std::min(std::max(pos, scalar_t(0)), bins);
   return std::min(int64_t(pos), B - 1);
+}
+
+// torch.histc's rule along one axis for a block of m samples (stride D): cell[i] += bin * stride,
+// inside[i] &= whether the sample counts. One loop without branches, so it vectorizes (the
+// division included); one clone per ISA for each input dtype.
+template <typename scalar_t>
+SOFTHIST_INLINE void histc_axis(const scalar_t* xs, int64_t D, int64_t m, scalar_t lo, scalar_t hi, int64_t B, int64_t stride,
+                                int64_t* __restrict cell, uint8_t* __restrict inside) {
+  const scalar_t fb = scalar_t(B);
+#pragma omp simd
+  for (int64_t i = 0; i < m; ++i) {
+    bool ok;
+    cell[i] += histc_bin<scalar_t>(xs[i * D], lo, hi, fb, B, ok) * stride;
+    inside[i] &= uint8_t(ok);
+  }
+}
+SOFTHIST_HOT void histc_axis_f32(const float* xs, int64_t D, int64_t m, float lo, float hi, int64_t B, int64_t stride, int64_t* cell,
+                                 uint8_t* inside) {
+  histc_axis<float>(xs, D, m, lo, hi, B, stride, cell, inside);
+}
+SOFTHIST_HOT void histc_axis_f64(const double* xs, int64_t D, int64_t m, double lo, double hi, int64_t B, int64_t stride, int64_t* cell,
+                                 uint8_t* inside) {
+  histc_axis<double>(xs, D, m, lo, hi, B, stride, cell, inside);
+}
+
+// Adds each counted sample into its lane's copy of the histogram (i % lanes).
+SOFTHIST_HOT void count_block(const int64_t* cell, const uint8_t* inside, int64_t m, int64_t lanes, int64_t cells, int64_t* count) {
+  for (int64_t i = 0; i < m; ++i) count[(i & (lanes - 1)) * cells + cell[i]] += inside[i];
 }
 
 template <typename scalar_t>
@@ -84,12 +113,9 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
           const scalar_t* xs = xp + a * D + d;
           const int64_t B = bins[d], stride = strides[d];
           if (histc_rule) {
-            const scalar_t lo = scalar_t(ranges[2 * d]), hi = scalar_t(ranges[2 * d + 1]), fb = scalar_t(B);
-            for (int64_t i = 0; i < m; ++i) {
-              bool ok;
-              cell[i] += histc_bin<scalar_t>(xs[i * D], lo, hi, fb, B, ok) * stride;
-              inside[i] &= uint8_t(ok);
-            }
+            const scalar_t lo = scalar_t(ranges[2 * d]), hi = scalar_t(ranges[2 * d + 1]);
+            if constexpr (std::is_same_v<scalar_t, float>) histc_axis_f32(xs, D, m, lo, hi, B, stride, cell, inside);
+            else histc_axis_f64(xs, D, m, lo, hi, B, stride, cell, inside);
           } else {
             const double* ed = e + offsets[d];
             const EdgeSearch search(ed, B);
@@ -104,7 +130,7 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
         if (weighted) {
           for (int64_t i = 0; i < m; ++i) sum[(i & (lanes - 1)) * cells + cell[i]] += inside[i] ? wp[a + i] : 0.0;
         } else {
-          for (int64_t i = 0; i < m; ++i) count[(i & (lanes - 1)) * cells + cell[i]] += inside[i];
+          count_block(cell, inside, m, lanes, cells, count);
         }
       }
       if (direct) weighted ? merge_row(sum, lanes, row) : merge_row(count, lanes, row);
