@@ -72,7 +72,8 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
   for (int64_t d = D - 1; d >= 0; --d) strides[d] = cells, cells = checked_mul(cells, bins[d], "histogram cells");
   checked_mul(rows, cells, "rows x histogram cells");
   for (int64_t d = 0; d < D; ++d) offsets[d] = edge_total, edge_total += bins[d] + 1;
-  const int64_t lanes = lanes_for(cells, n), size = lanes * cells;  // sorted or constant data
+  // Interleaved copies only for long rows: a count is one add, cheaper than a short row's extra copy.
+  const int64_t lanes = n >= 8 * cells ? lanes_for(cells, n) : 1, size = lanes * cells;  // sorted or constant data
   const int64_t chunks = chunks_per_row(rows, n, size), units = rows * chunks;
   const bool weighted = weight.has_value();
   // As in the soft forward (soft_forward.cpp): one chunk per row goes through a thread's scratch
@@ -87,12 +88,15 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
   for (int64_t b : bins) sizes.push_back(b);
   Tensor out = torch::stable::new_empty(x, sizes, ScalarType::Double);
   double* op = out.mutable_data_ptr<double>();
-  auto merge_row = [&](const auto* src, int64_t copies, int64_t row) {  // int64 counts or float64 sums
-    for (int64_t c = 0; c < cells; ++c) {
-      std::remove_const_t<std::remove_pointer_t<decltype(src)>> s = 0;
-      for (int64_t k = 0; k < copies; ++k) s += src[k * cells + c];
-      op[row * cells + c] = double(s);
-    }
+  // int64 counts or float64 sums: the copies added into the first in copy order (vector loops;
+  // each copy is read once), then written out.
+  auto merge_row = [&](auto* src, int64_t copies, int64_t row) {
+    for (int64_t k = 1; k < copies; ++k)
+#pragma omp simd
+      for (int64_t c = 0; c < cells; ++c) src[c] += src[k * cells + c];
+    double* to = op + row * cells;
+#pragma omp simd
+    for (int64_t c = 0; c < cells; ++c) to[c] = double(src[c]);
   };
   torch::stable::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
     int64_t cell[BLOCK];
@@ -100,11 +104,11 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
     std::vector<int64_t> own_counts(direct && !weighted ? size : 0);
     std::vector<double> own_sums(direct && weighted ? size : 0);
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t row = u / chunks, k = u % chunks;
+      const int64_t row = direct ? u : u / chunks, k = direct ? 0 : u % chunks;  // no divisions per short row
       int64_t* count = direct ? own_counts.data() : counts.data() + u * size;
       double* sum = direct ? own_sums.data() : sums.data() + u * size;
       if (direct) weighted ? std::fill(sum, sum + size, 0.0) : std::fill(count, count + size, int64_t(0));
-      const int64_t begin = row * n + k * n / chunks, end = row * n + (k + 1) * n / chunks;
+      const int64_t begin = row * n + (direct ? 0 : k * n / chunks), end = direct ? begin + n : row * n + (k + 1) * n / chunks;
       for (int64_t a = begin; a < end; a += BLOCK) {
         const int64_t m = std::min(BLOCK, end - a);
         std::fill(cell, cell + m, int64_t(0));
