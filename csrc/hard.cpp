@@ -98,6 +98,9 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
 #pragma omp simd
     for (int64_t c = 0; c < cells; ++c) to[c] = double(src[c]);
   };
+  std::vector<EdgeSearch> searches;  // numpy's rule: one lookup per axis, built once
+  if (!histc_rule)
+    for (int64_t d = 0; d < D; ++d) searches.emplace_back(e + offsets[d], bins[d]);
   torch::stable::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
     int64_t cell[BLOCK];
     uint8_t inside[BLOCK];
@@ -122,7 +125,7 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
             else histc_axis_f64(xs, D, m, lo, hi, B, stride, cell, inside);
           } else {
             const double* ed = e + offsets[d];
-            const EdgeSearch search(ed, B);
+            const EdgeSearch& search = searches[d];
             for (int64_t i = 0; i < m; ++i) {  // numpy's rule: e_k <= v < e_{k+1}, the last bin closed
               const double v = double(xs[i * D]);
               const bool ok = v >= ed[0] && v <= ed[B];  // false for NaN

@@ -14,6 +14,14 @@ SOFTHIST_HOT void lerp_rows(const float* tab, int64_t w8, const int32_t* q, cons
   }
 }
 
+AxisWindows::AxisWindows(const Axis& a)
+    : first(BLOCK), mass(BLOCK * a.cells), dx(BLOCK * a.cells), dh(BLOCK * a.cells), q(BLOCK), t(BLOCK) {
+  if (a.kind == EXACT_UNIFORM || a.kind == EXACT_EDGES)  // z: 8 doubles of slack for the packing below
+    z.resize(BLOCK * a.width + 8), cdf.resize(BLOCK * a.width), dens.resize(BLOCK * a.width);
+  if (a.kind == EXACT_EDGES || a.kind == HARD) search.reset(new EdgeSearch(a.edges, a.bins));
+  if (a.kind == EXACT_EDGES) own.resize(BLOCK), packed.resize(2 * (BLOCK * a.width + 8) + 8);
+}
+
 SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisWindows& w, uint8_t* valid, Wants want) {
   // Raw, unaliased pointers: stores through the vectors would make the compiler reload them.
   int32_t* __restrict first = w.first.data();
@@ -31,7 +39,7 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
   }
   if (a.kind == HARD) {  // the indicator of the sample's bin, e_k <= x < e_{k+1} (the last bin closed)
     const double* e = a.edges;
-    const EdgeSearch search(e, a.bins);
+    const EdgeSearch& search = *w.search;
     for (int64_t i = 0; i < m; ++i) {
       const double v = xs[i];
       const bool ok = v >= e[0] && v <= e[a.bins];  // false for NaN
@@ -43,6 +51,7 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
   }
   const int64_t K = a.width, C = a.cells;
   double* __restrict z = w.z.data();
+  int32_t* __restrict own = w.own.data();
   if (a.kind == EXACT_UNIFORM) {
     const double hb = a.h * scale, reach = a.support * hb, inv_hb = 1.0 / hb, last = double(a.bins + 1 - K);
     for (int64_t i = 0; i < m; ++i) {
@@ -57,7 +66,7 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
   } else {
     const double* e = a.edges;
     const double reach = a.support * a.h, inv_h = 1.0 / a.h;
-    const EdgeSearch search(e, a.bins);
+    const EdgeSearch& search = *w.search;
     for (int64_t i = 0; i < m; ++i) {
       double v = xs[i];
       bool ok = v > e[0] - reach && v < e[a.bins] + reach;
@@ -66,8 +75,56 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
       s = std::min(std::max<int64_t>(s, 0), a.bins + 1 - K);
       first[i] = int32_t(s);
       for (int64_t p = 0; p < K; ++p) z[i * K + p] = (e[s + p] - v) * inv_h;
+      // The window is as wide as the narrowest bins need; this sample's own support ends at the
+      // first edge at or past v + T h (z >= T), and every edge after it has the same F (clamped
+      // at T) and f = 0. Only the first `own` edges are evaluated.
+      const int64_t end = std::min(search.last_at_or_below(v + reach) + 1, a.bins);
+      own[i] = int32_t(std::min(std::max<int64_t>(end - s + 1, 1), K));
       valid[i] &= uint8_t(ok);
     }
+  }
+  if (a.kind == EXACT_EDGES && K > 2) {
+    // Non-uniform edges: the kernel at each sample's own edges only, packed (z, then F or f);
+    // past them F holds its last value and f is 0, exactly what every later edge gives, so a
+    // window bin p has mass and derivatives only while p + 1 < own. The buffers have 8 doubles
+    // of slack: packing copies whole groups of 8, and the selects below read past a sample's own.
+    double* __restrict zp = w.packed.data();
+    double* __restrict vp = zp + m * K + 8;
+    int64_t total = 0;
+    for (int64_t i = 0; i < m; total += own[i], ++i)
+      for (int64_t p = 0; p < own[i]; p += 8) SOFTHIST_AT8(zp + total + p) = SOFTHIST_LOAD8(z + i * K + p);
+    if (want.mass) {
+      double* __restrict mass = w.mass.data();
+      std::copy(zp, zp + total, vp);
+      eval_cdf(a.kernel, vp, total);
+      for (int64_t i = 0, at = 0; i < m; at += own[i], ++i) {
+        const double* F = vp + at;
+        const int64_t o = own[i];
+#pragma omp simd
+        for (int64_t p = 0; p < C; ++p) mass[i * C + p] = p + 1 < o ? F[p + 1] - F[p] : 0.0;
+      }
+    }
+    if (want.x || want.h || want.edges) {
+      eval_pdf(a.kernel, zp, vp, total);
+      const double inv_h = 1.0 / a.h;
+      double* __restrict dx = w.dx.data();
+      double* __restrict dh = w.dh.data();
+      double* __restrict dens = w.dens.data();
+      for (int64_t i = 0, at = 0; i < m; at += own[i], ++i) {
+        const double *f = vp + at, *zi = zp + at;
+        const int64_t o = own[i];
+        if (want.x)
+#pragma omp simd
+          for (int64_t p = 0; p < C; ++p) dx[i * C + p] = p + 1 < o ? -(f[p + 1] - f[p]) * inv_h : 0.0;
+        if (want.h)
+#pragma omp simd
+          for (int64_t p = 0; p < C; ++p) dh[i * C + p] = p + 1 < o ? -(zi[p + 1] * f[p + 1] - zi[p] * f[p]) * inv_h : 0.0;
+        if (want.edges)
+#pragma omp simd
+          for (int64_t p = 0; p < K; ++p) dens[i * K + p] = p < o ? f[p] : 0.0;
+      }
+    }
+    return;
   }
   if (want.mass) {  // F at the K edges, differenced into K - 1 bin masses
     double* __restrict F = w.cdf.data();
