@@ -72,8 +72,9 @@ Tensor hard_impl(const Tensor& x, const std::optional<Tensor>& weight, const dou
   for (int64_t d = D - 1; d >= 0; --d) strides[d] = cells, cells = checked_mul(cells, bins[d], "histogram cells");
   checked_mul(rows, cells, "rows x histogram cells");
   for (int64_t d = 0; d < D; ++d) offsets[d] = edge_total, edge_total += bins[d] + 1;
-  // Interleaved copies only for long rows: a count is one add, cheaper than a short row's extra copy.
-  const int64_t lanes = n >= 8 * cells ? lanes_for(cells, n) : 1, size = lanes * cells;  // sorted or constant data
+  // Interleaved copies (sorted or constant data) only for long rows and small histograms: a count
+  // is one aligned 8-byte add, whose store forwards to the next load, so copies buy less here.
+  const int64_t lanes = n >= 8 * cells && LANES * cells <= 4096 ? LANES : 1, size = lanes * cells;
   const int64_t chunks = chunks_per_row(rows, n, size), units = rows * chunks;
   const bool weighted = weight.has_value();
   // As in the soft forward (soft_forward.cpp): one chunk per row goes through a thread's scratch
