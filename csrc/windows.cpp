@@ -10,7 +10,7 @@ namespace softhist::native {
 SOFTHIST_HOT void lerp_rows(const float* tab, int64_t w8, const int32_t* q, const float* t, int64_t m, double factor, double* out) {
   for (int64_t i = 0; i < m; ++i) {
     const float* row = tab + int64_t(q[i]) * 2 * w8;
-    for (int64_t j = 0; j < w8; j += 8) SOFTHIST_AT8(out + i * w8 + j) = factor * SOFTHIST_LERP8(row, w8, j, t[i]);
+    for (int64_t j = 0; j < w8; j += 8) SOFTHIST_AT8(out + i * w8 + j) = factor * SOFTHIST_LERP8F(row, w8, j, t[i]);
   }
 }
 
