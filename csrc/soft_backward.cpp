@@ -127,6 +127,20 @@ SOFTHIST_HOT void backward_block(const Plan& p, const double* grow, const std::v
   const double** A_of = D > 8 ? many.data() : As;
   bool any_edges = false;
   for (int64_t d = 0; d < D; ++d) any_edges = any_edges || need.edges[d];
+  if (D == 1 && !any_edges) {  // one exact axis: A_0 is the gradient itself at the window
+    const int64_t C = p.axes[0].cells;
+    const AxisWindows& w0 = ws[0];
+    double sum_h = 0.0;
+    for (int64_t i = 0; i < m; ++i) {
+      const double* A = grow + w0.first[i];
+      const bool ok = valid[i];
+      gx[i] = ok && need.x ? wt[i] * dot(A, w0.dx.data() + i * C, C) : 0.0;
+      gw[i] = ok && need.w ? dot(A, w0.mass.data() + i * C, C) : 0.0;
+      if (ok && need.h) sum_h += wt[i] * dot(A, w0.dh.data() + i * C, C);
+    }
+    gh[0] += sum_h;
+    return;
+  }
   for (int64_t i = 0; i < m; ++i) {
     if (!valid[i]) {
       for (int64_t d = 0; d < D; ++d) gx[i * D + d] = 0.0;
