@@ -15,9 +15,9 @@ SOFTHIST_HOT void lerp_rows(const float* tab, int64_t w8, const int32_t* q, cons
 }
 
 AxisWindows::AxisWindows(const Axis& a)
-    : first(BLOCK), mass(BLOCK * a.cells), dx(BLOCK * a.cells), dh(BLOCK * a.cells), q(BLOCK), t(BLOCK) {
-  if (a.kind == EXACT_UNIFORM || a.kind == EXACT_EDGES)  // z: 8 doubles of slack for the packing below
-    z.resize(BLOCK * a.width + 8), cdf.resize(BLOCK * a.width), dens.resize(BLOCK * a.width);
+    : first(BLOCK), mass(BLOCK * a.cells + 8), dx(BLOCK * a.cells), dh(BLOCK * a.cells), q(BLOCK), t(BLOCK) {
+  if (a.kind == EXACT_UNIFORM || a.kind == EXACT_EDGES)  // slack for the eight-wide writes and reads below
+    z.resize(BLOCK * a.width + 8), cdf.resize(BLOCK * a.width + 8), dens.resize(BLOCK * a.width);
   if (a.kind == EXACT_EDGES || a.kind == HARD) search.reset(new EdgeSearch(a.edges, a.bins));
   if (a.kind == EXACT_EDGES) own.resize(BLOCK), packed.resize(2 * (BLOCK * a.width + 8) + 8);
 }
@@ -60,7 +60,12 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
       u = ok ? u : 0.0;
       double s = clamp(std::floor(u - reach), 0.0, last);
       first[i] = int32_t(s);
-      for (int64_t p = 0; p < K; ++p) z[i * K + p] = (s + double(p) - u) * inv_hb;
+      if (K <= 8) {  // eight at once: the K values, then slots the next sample overwrites (z has slack)
+        const v8d iota = {0, 1, 2, 3, 4, 5, 6, 7};
+        SOFTHIST_AT8(z + i * K) = ((s + iota) - u) * inv_hb;
+      } else {
+        for (int64_t p = 0; p < K; ++p) z[i * K + p] = (s + double(p) - u) * inv_hb;
+      }
       valid[i] &= uint8_t(ok);
     }
   } else {
@@ -131,8 +136,12 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
     double* __restrict mass = w.mass.data();
     std::copy(z, z + m * K, F);
     eval_cdf(a.kernel, F, m * K);
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t p = 0; p + 1 < K; ++p) mass[i * C + p] = F[i * K + p + 1] - F[i * K + p];
+    if (C <= 8) {  // eight at once, as z above (mass and F have slack)
+      for (int64_t i = 0; i < m; ++i) SOFTHIST_AT8(mass + i * C) = SOFTHIST_LOAD8(F + i * K + 1) - SOFTHIST_LOAD8(F + i * K);
+    } else {
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t p = 0; p + 1 < K; ++p) mass[i * C + p] = F[i * K + p + 1] - F[i * K + p];
+    }
   }
   if (want.x || want.h || want.edges) {
     // With z = (e - x)/h: d mass_p/dx = -(f_{p+1} - f_p)/h, d mass_p/dh = -(z_{p+1} f_{p+1} - z_p f_p)/h.
