@@ -71,7 +71,11 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
   }
   checked_mul(p.rows, p.stored, "rows x histogram cells");
   checked_mul(checked_mul(p.rows, p.n, "rows x samples"), p.dims, "samples x axes");
-  checked_mul(BLOCK, p.window_cells, "window cells of a block of samples");
+  // Window buffers (z, F, f, masses, derivatives: a few per axis and thread) stay bounded
+  // whatever the bandwidth: wide windows take smaller blocks, down to one sample.
+  int64_t widest = 1;
+  for (const Axis& a : p.axes) widest = std::max({widest, a.width, a.cells});
+  p.block = std::clamp<int64_t>(WINDOW_VALUES / widest, 1, BLOCK);
   return p;
 }
 

@@ -57,9 +57,11 @@ struct Plan {
   int64_t cells = 1;             // histogram cells per row
   int64_t edge_total = 0;        // edges of every axis
   int64_t window_cells = 1;      // cells of one sample's window (product over axes)
+  int64_t block = 1;             // samples whose windows are computed together (window_block)
 };
 
-constexpr int64_t BLOCK = 256;  // samples whose windows are computed together
+constexpr int64_t BLOCK = 256;  // samples whose windows are computed together, at most
+constexpr int64_t WINDOW_VALUES = 1 << 16;  // values per window buffer of a block, at most (512 KiB)
 constexpr int64_t LANES = 4;    // interleaved partial histograms of one-axis passes (a power of 2)
 
 // a * b, or a clear error where it overflows int64 (never a crash or a short allocation).

@@ -257,10 +257,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     std::vector<std::vector<double>> dA;
     int64_t widest = 0;
     for (const Axis& a : p.axes) widest = std::max(widest, a.cells);
-    if (!table_1d) for (const Axis& a : p.axes) ws.emplace_back(a), dA.emplace_back(widest + 1, 0.0);
-    const int64_t block = table_1d ? 0 : BLOCK;
-    std::vector<uint8_t> valid(block);
-    std::vector<double> wt(block), coords(block), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(block * D), block_gw(block);
+    if (!table_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block), dA.emplace_back(widest + 1, 0.0);
+    const int64_t block = table_1d ? BLOCK : p.block, buffers = table_1d ? 0 : p.block;
+    std::vector<uint8_t> valid(buffers);
+    std::vector<double> wt(buffers), coords(buffers), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(buffers * D), block_gw(buffers);
     std::unique_ptr<double[]> dots(new double[table_1d ? 8 * BLOCK : 0]);
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
     for (int64_t u = u0; u < u1; ++u) {
@@ -269,8 +269,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
       const double* grow = g.data() + row * p.stored;
       const int64_t begin = row * p.n + (chunks == 1 ? 0 : k * p.n / chunks);
       const int64_t end = chunks == 1 ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
-      for (int64_t a = begin; a < end; a += BLOCK) {
-        const int64_t m = std::min(BLOCK, end - a);
+      for (int64_t a = begin; a < end; a += block) {
+        const int64_t m = std::min(block, end - a);
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (table_1d) {
             table_positions(a0, xp + a, wp ? wp + a : nullptr, m, *tb);

@@ -130,9 +130,10 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && p.axes[0].kind == TABLE;
   auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
-    if (!table_1d) for (const Axis& a : p.axes) ws.emplace_back(a);
-    std::vector<uint8_t> valid(table_1d ? 0 : BLOCK);
-    std::vector<double> wt(table_1d ? 0 : BLOCK), coords(table_1d ? 0 : BLOCK), vals(offsets.size() + 1);
+    if (!table_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block);
+    const int64_t block = table_1d ? BLOCK : p.block;
+    std::vector<uint8_t> valid(table_1d ? 0 : block);
+    std::vector<double> wt(table_1d ? 0 : block), coords(table_1d ? 0 : block), vals(offsets.size() + 1);
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
     std::unique_ptr<double[]> scratch(new double[direct ? size : 0]);
     for (int64_t u = u0; u < u1; ++u) {
@@ -140,8 +141,8 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
       double* hist = direct ? scratch.get() : partial.get() + u * size;
       std::fill(hist, hist + size, 0.0);
       const int64_t begin = row * p.n + (direct ? 0 : k * p.n / chunks), end = direct ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
-      for (int64_t a = begin; a < end; a += BLOCK) {
-        const int64_t m = std::min(BLOCK, end - a);
+      for (int64_t a = begin; a < end; a += block) {
+        const int64_t m = std::min(block, end - a);
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (table_1d) {
             table_positions(p.axes[0], xp + a, wp ? wp + a : nullptr, m, *tb);

@@ -14,12 +14,12 @@ SOFTHIST_HOT void lerp_rows(const float* tab, int64_t w8, const int32_t* q, cons
   }
 }
 
-AxisWindows::AxisWindows(const Axis& a)
-    : first(BLOCK), mass(BLOCK * a.cells + 8), dx(BLOCK * a.cells), dh(BLOCK * a.cells), q(BLOCK), t(BLOCK) {
+AxisWindows::AxisWindows(const Axis& a, int64_t block)
+    : first(block), mass(block * a.cells + 8), dx(block * a.cells), dh(block * a.cells), q(block), t(block) {
   if (a.kind == EXACT_UNIFORM || a.kind == EXACT_EDGES)  // slack for the eight-wide writes and reads below
-    z.resize(BLOCK * a.width + 8), cdf.resize(BLOCK * a.width + 8), dens.resize(BLOCK * a.width);
+    z.resize(block * a.width + 8), cdf.resize(block * a.width + 8), dens.resize(block * a.width);
   if (a.kind == EXACT_EDGES || a.kind == HARD) search.reset(new EdgeSearch(a.edges, a.bins));
-  if (a.kind == EXACT_EDGES) own.resize(BLOCK), packed.resize(2 * (BLOCK * a.width + 8) + 8);
+  if (a.kind == EXACT_EDGES) own.resize(block), packed.resize(2 * (block * a.width + 8) + 8);
 }
 
 SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisWindows& w, uint8_t* valid, Wants want) {

@@ -69,7 +69,7 @@ struct AxisWindows {
   std::unique_ptr<EdgeSearch> search;
   std::vector<int32_t> own;      // EXACT_EDGES: edges of the sample's own support (<= width)
   std::vector<double> packed;    // EXACT_EDGES: their z, then F or f, packed  // EXACT_EDGES and HARD axes: built once per thread and call
-  explicit AxisWindows(const Axis& a);
+  AxisWindows(const Axis& a, int64_t block);  // windows of up to `block` samples
 };
 
 // A sample's position on a table axis's grid of Q points per bin, counted from the stored first
