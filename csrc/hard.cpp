@@ -164,11 +164,11 @@ Tensor hard_histogram(Tensor x, std::optional<Tensor> weight, Tensor edges, std:
     STD_TORCH_CHECK(b >= 1 && b < (int64_t(1) << 30), "softhist: 1 to 2^30 bins per axis, got ", b);
     total += b + 1;
   }
-  STD_TORCH_CHECK(edges.numel() == total, "softhist: edges do not match the bins");
+  STD_TORCH_CHECK(edges.numel() == total || (histc_rule && edges.numel() == 0), "softhist: edges do not match the bins (histc's rule reads none)");
   if (weight)
     STD_TORCH_CHECK(weight->scalar_type() == ScalarType::Double && weight->is_contiguous() && weight->numel() == x.size(0) * x.size(1),
                     "softhist: weight must be contiguous float64 (rows, n)");
-  const double* e = edges.const_data_ptr<double>();
+  const double* e = edges.numel() ? edges.const_data_ptr<double>() : nullptr;
   if (x.scalar_type() == ScalarType::Double) return hard_impl<double>(x, weight, e, bins, ranges, histc_rule);
   STD_TORCH_CHECK(x.scalar_type() == ScalarType::Float, "softhist: x must be float32 or float64");
   return hard_impl<float>(x, weight, e, bins, ranges, histc_rule);

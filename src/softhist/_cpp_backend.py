@@ -48,6 +48,7 @@ EXACT_UNIFORM, EXACT_EDGES, TABLE, HARD = 0, 1, 2, 3
 _TABLE_MAX_Q = 8192
 _TABLE_MAX_REACH = 63  # windows of up to 127 bins (128 stored): wide kernels still read a few rows
 _NO_TABLES = torch.zeros(0, dtype=torch.float32)
+_NO_EDGES = torch.zeros(0, dtype=torch.float64)
 
 def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
     """Exact counts ``(rows, *bins)`` in float64, as :func:`._torch_backend.hard_histogram` counts them
@@ -56,7 +57,7 @@ def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor],
         return _torch_backend.hard_histogram(x, weight, edges, binning)
     histc_rule = binning.hard_rule == "histc"
     ranges = [v for axis in binning.axes for v in (axis.uniform if histc_rule else (0.0, 0.0))]
-    flat_edges = _flat_edges(edges, binning) if histc_rule else torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])
+    flat_edges = _NO_EDGES if histc_rule else torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])  # histc's rule reads none
     w = None if weight is None else weight.detach().to(torch.float64).contiguous()
     return torch.ops.softhist._native_hard(x.contiguous(), w, flat_edges, [a.bins for a in binning.axes], ranges, histc_rule)
 
@@ -207,24 +208,13 @@ def _tables(keys: Tuple[tuple, ...]) -> Tensor:
     return joined
 
 
-_CACHED_EDGES_MAX = 1 << 16
-
-
-@host_cache(maxsize=64)
-def _arithmetic_edges(axes: Tuple[Axis, ...]) -> Tensor:
-    """Edges ``lo + k (hi - lo) / B`` of equal-width axes, flattened in float64."""
-    return torch.cat([
-        torch.arange(a.bins + 1, dtype=torch.float64) * ((a.uniform[1] - a.uniform[0]) / a.bins) + a.uniform[0] for a in axes
-    ])
-
-
 def _flat_edges(edges: Sequence[Tensor], binning: Binning) -> Tensor:
-    """Every axis's edges in one float64 tensor. The kernels read the edges only on axes without
-    equal widths and on hard axes: when no axis needs them, the arithmetic edges of the binning
-    stand in, built once instead of concatenated per call."""
-    small = sum(a.bins for a in binning.axes) <= _CACHED_EDGES_MAX  # never hold a large tensor in the cache
-    if small and all(a.uniform is not None and not hard for a, hard in zip(binning.axes, binning.hard_axes)):
-        return _arithmetic_edges(binning.axes)
+    """Every axis's edges in one float64 tensor, or none (an empty tensor) where no axis reads
+    them: the kernels read edges only on axes without equal widths and on hard axes (their
+    edge gradients come from the windows), so equal-width calls concatenate nothing, not even
+    at 10^8 bins."""
+    if all(a.uniform is not None and not hard for a, hard in zip(binning.axes, binning.hard_axes)):
+        return _NO_EDGES
     return torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])
 
 
@@ -289,7 +279,7 @@ def _fake_soft_backward(grad, x, weight, edges, tables, axis_ints, axis_floats, 
         x.new_empty((rows * n * dims if needs[0] else 0,)),
         x.new_empty((rows * n if needs[1] else 0,)),
         x.new_empty((dims if needs[2] else 0,), dtype=torch.float64),
-        x.new_empty((edges.numel() if any(needs[3:]) else 0,), dtype=torch.float64),
+        x.new_empty((sum(b + 1 for b in _plan_bins(axis_ints)) if any(needs[3:]) else 0,), dtype=torch.float64),
     )
 
 
