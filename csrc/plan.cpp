@@ -20,7 +20,9 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
   STD_TORCH_CHECK(p.dims >= 1, "softhist: x needs at least one axis");
   STD_TORCH_CHECK(int64_t(ints.size()) == INTS_PER_AXIS * p.dims && int64_t(floats.size()) == FLOATS_PER_AXIS * p.dims,
                   "softhist: one plan entry per axis expected");
-  const double* e = edges.const_data_ptr<double>();
+  // Edges are read only by EXACT_EDGES and HARD axes; a plan without them may send none.
+  const bool no_edges = edges.numel() == 0;
+  const double* e = no_edges ? nullptr : edges.const_data_ptr<double>();
   const float* tab = tables.const_data_ptr<float>();
   int64_t table_used = 0;
   for (int64_t d = 0; d < p.dims; ++d) {
@@ -34,7 +36,7 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
 #undef SOFTHIST_READ_INT
 #undef SOFTHIST_READ_FLOAT
     STD_TORCH_CHECK(a.bins >= 1 && a.bins < (int64_t(1) << 30) && a.width >= 1, "softhist: bad axis plan (1 to 2^30 bins per axis)");
-    a.edges = e + p.edge_total;
+    a.edges = no_edges ? nullptr : e + p.edge_total;
     p.edge_total += a.bins + 1;
     if (a.kind == TABLE) {
       STD_TORCH_CHECK(a.q >= 1 && a.q <= (int64_t(1) << 20) && (a.q & (a.q - 1)) == 0 && a.reach >= 0 && a.reach < (int64_t(1) << 20) &&
@@ -57,9 +59,10 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
       a.extent = a.bins;
     }
     STD_TORCH_CHECK(a.kernel >= 0 && a.kernel <= 6, "softhist: unknown kernel id ", a.kernel);
+    STD_TORCH_CHECK(!no_edges || a.kind == EXACT_UNIFORM || a.kind == TABLE, "softhist: this axis reads its edges; none were given");
     p.axes.push_back(a);
   }
-  STD_TORCH_CHECK(p.edge_total == edges.numel() && table_used <= tables.numel(), "softhist: edges or tables do not match the plan");
+  STD_TORCH_CHECK((no_edges || p.edge_total == edges.numel()) && table_used <= tables.numel(), "softhist: edges or tables do not match the plan");
   // Every product sized from here on: cells, stored cells and window cells per row, and the
   // same over rows (outputs, gradients). Checked once, so later arithmetic cannot wrap.
   p.strides.assign(p.dims, 1);
@@ -71,7 +74,11 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
   }
   checked_mul(p.rows, p.stored, "rows x histogram cells");
   checked_mul(checked_mul(p.rows, p.n, "rows x samples"), p.dims, "samples x axes");
-  checked_mul(BLOCK, p.window_cells, "window cells of a block of samples");
+  // Window buffers (z, F, f, masses, derivatives: a few per axis and thread) stay bounded
+  // whatever the bandwidth: wide windows take smaller blocks, down to one sample.
+  int64_t widest = 1;
+  for (const Axis& a : p.axes) widest = std::max({widest, a.width, a.cells});
+  p.block = std::clamp<int64_t>(WINDOW_VALUES / widest, 1, BLOCK);
   return p;
 }
 

@@ -57,9 +57,11 @@ struct Plan {
   int64_t cells = 1;             // histogram cells per row
   int64_t edge_total = 0;        // edges of every axis
   int64_t window_cells = 1;      // cells of one sample's window (product over axes)
+  int64_t block = 1;             // samples whose windows are computed together (window_block)
 };
 
-constexpr int64_t BLOCK = 256;  // samples whose windows are computed together
+constexpr int64_t BLOCK = 256;  // samples whose windows are computed together, at most
+constexpr int64_t WINDOW_VALUES = 1 << 16;  // values per window buffer of a block, at most (512 KiB)
 constexpr int64_t LANES = 4;    // interleaved partial histograms of one-axis passes (a power of 2)
 
 // a * b, or a clear error where it overflows int64 (never a crash or a short allocation).
@@ -69,11 +71,18 @@ inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
   return r;
 }
 
-// Lanes for a one-axis histogram of `cells` 8-byte cells fed by `samples` samples: LANES
-// interleaved copies while they fit in L1 (sample i adds into copy i % LANES, so consecutive
-// samples rarely update the same cell, whose store would stall the next load) and there are
-// samples enough to pay for the extra copies; one copy otherwise.
-inline int64_t lanes_for(int64_t cells, int64_t samples) { return LANES * cells <= 4096 && samples >= 8 * cells ? LANES : 1; }
+// Lanes for a one-axis histogram of `cells` 8-byte cells fed by `samples` samples: interleaved
+// copies (sample i adds into copy i % lanes), so consecutive samples rarely update the same cells:
+// a window's 64-byte store, split across cache lines, cannot be forwarded to the next sample's
+// load of the same cells, which then waits for it (sorted data, 4096 bins: 2.3x uniform data's
+// time with one copy, 1.4x with two, 0.93x with four). Four while they fit in 256 KiB (L2; uniform
+// data at 4096 bins pays 7% for leaving L1) and there are samples enough to pay for zeroing and
+// summing them; two for short rows (16 samples: 2.1x one long row's time per sample with two
+// copies, 2.4x with four, 3.2x with one); one below 8 samples.
+inline int64_t lanes_for(int64_t cells, int64_t samples) {
+  if (LANES * cells > 32768 || samples < 8) return 1;
+  return samples >= cells ? LANES : 2;
+}
 
 // The one chunking rule of soft and hard passes: a row's samples are cut into chunks of at least
 // 32K samples, at most 64 per row, whose partials (`doubles` each) stay within 32 MiB together.

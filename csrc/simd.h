@@ -23,23 +23,6 @@
 
 namespace softhist::native {
 
-// Dot products with eight partial sums and a fixed tree at the end: they vectorize, and the
-// per-sample reductions stay short (a plain running sum is a chain of n dependent adds).
-SOFTHIST_INLINE double tree8(const double* acc) {
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
-SOFTHIST_INLINE double dot(const double* a, const double* b, int64_t n) {
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-#pragma omp simd
-    for (int k = 0; k < 8; ++k) acc[k] += a[j + k] * b[j + k];
-  }
-  for (int k = 0; j < n; ++j, ++k) acc[k] += a[j] * b[j];
-  return tree8(acc);
-}
-
 // Eight doubles as one value (GCC/clang vector extension): each target clone compiles it to its
 // own registers (one AVX-512 register, two AVX2 ones, four SSE2 ones), so sums that live in it
 // stay in registers instead of going through memory. No function here takes or returns one by
@@ -61,7 +44,29 @@ struct __attribute__((packed, may_alias)) v8d_unaligned {
 // Eight floats at p, widened to doubles.
 #define SOFTHIST_WIDEN8(p) __builtin_convertvector(*reinterpret_cast<const v8f_mem*>(p), v8d)
 
+typedef float v8f __attribute__((vector_size(32)));
+// A table row interpolated in float32 and widened once: row[j..] + t * row[w8 + j..] rounded to
+// float32 (one more rounding of values already stored in float32: relative error 2^-24 per
+// cell, well inside the 2e-6 bound), then one conversion to doubles instead of two.
+#define SOFTHIST_LERP8F(row, w8, j, t) \
+  __builtin_convertvector(*reinterpret_cast<const v8f_mem*>((row) + (j)) + (t) * *reinterpret_cast<const v8f_mem*>((row) + (w8) + (j)), v8d)
+
 SOFTHIST_INLINE double sum8(const v8d& v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
+
+// Eight partial sums in one vector register (no array in memory, whose stores the next
+// iteration would wait on), their fixed tree, then the tail in order: short windows (3 cells for
+// the box kernel) are a plain sum.
+SOFTHIST_INLINE double dot(const double* a, const double* b, int64_t n) {
+  int64_t j = 0;
+  double s = 0.0;
+  if (n >= 8) {
+    v8d acc = SOFTHIST_LOAD8(a) * SOFTHIST_LOAD8(b);
+    for (j = 8; j + 8 <= n; j += 8) acc += SOFTHIST_LOAD8(a + j) * SOFTHIST_LOAD8(b + j);
+    s = sum8(acc);
+  }
+  for (; j < n; ++j) s += a[j] * b[j];
+  return s;
+}
 
 // Table rows are (value, step) pairs of w8 floats each (w8 a multiple of 8), interpolated in
 // float64: eight columns from j of the row at t are row[j..] + t * row[w8 + j..].
@@ -69,8 +74,9 @@ SOFTHIST_INLINE double sum8(const v8d& v) { return ((v[0] + v[4]) + (v[1] + v[5]
 
 // out[0..8) = eight partial sums of sum_j G[j] * (the row at t)[j].
 SOFTHIST_INLINE void row_dot8(double* out, const double* G, const float* row, int64_t w8, double t) {
-  v8d acc = SOFTHIST_LOAD8(G) * SOFTHIST_LERP8(row, w8, 0, t);
-  for (int64_t j = 8; j < w8; j += 8) acc += SOFTHIST_LOAD8(G + j) * SOFTHIST_LERP8(row, w8, j, t);
+  const float tf = float(t);
+  v8d acc = SOFTHIST_LOAD8(G) * SOFTHIST_LERP8F(row, w8, 0, tf);
+  for (int64_t j = 8; j < w8; j += 8) acc += SOFTHIST_LOAD8(G + j) * SOFTHIST_LERP8F(row, w8, j, tf);
   SOFTHIST_AT8(out) = acc;
 }
 

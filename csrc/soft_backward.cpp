@@ -127,6 +127,20 @@ SOFTHIST_HOT void backward_block(const Plan& p, const double* grow, const std::v
   const double** A_of = D > 8 ? many.data() : As;
   bool any_edges = false;
   for (int64_t d = 0; d < D; ++d) any_edges = any_edges || need.edges[d];
+  if (D == 1 && !any_edges) {  // one exact axis: A_0 is the gradient itself at the window
+    const int64_t C = p.axes[0].cells;
+    const AxisWindows& w0 = ws[0];
+    double sum_h = 0.0;
+    for (int64_t i = 0; i < m; ++i) {
+      const double* A = grow + w0.first[i];
+      const bool ok = valid[i];
+      gx[i] = ok && need.x ? wt[i] * dot(A, w0.dx.data() + i * C, C) : 0.0;
+      gw[i] = ok && need.w ? dot(A, w0.mass.data() + i * C, C) : 0.0;
+      if (ok && need.h) sum_h += wt[i] * dot(A, w0.dh.data() + i * C, C);
+    }
+    gh[0] += sum_h;
+    return;
+  }
   for (int64_t i = 0; i < m; ++i) {
     if (!valid[i]) {
       for (int64_t d = 0; d < D; ++d) gx[i * D + d] = 0.0;
@@ -236,25 +250,29 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     }
   }
 
-  torch::stable::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+  // One float32 table axis writes its gradients itself; other plans need the windows.
+  const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && a0.kind == TABLE;
+  auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
     std::vector<std::vector<double>> dA;
     int64_t widest = 0;
     for (const Axis& a : p.axes) widest = std::max(widest, a.cells);
-    for (const Axis& a : p.axes) ws.emplace_back(a), dA.emplace_back(widest + 1, 0.0);
-    std::vector<uint8_t> valid(BLOCK);
-    std::vector<double> wt(BLOCK), coords(BLOCK), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(BLOCK * D), block_gw(BLOCK);
-    std::vector<double> dots(8 * BLOCK);
-    std::unique_ptr<TableBlock> tb(new TableBlock);
+    if (!table_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block), dA.emplace_back(widest + 1, 0.0);
+    const int64_t block = table_1d ? BLOCK : p.block, buffers = table_1d ? 0 : p.block;
+    std::vector<uint8_t> valid(buffers);
+    std::vector<double> wt(buffers), coords(buffers), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(buffers * D), block_gw(buffers);
+    std::unique_ptr<double[]> dots(new double[table_1d ? 8 * BLOCK : 0]);
+    std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t row = u / chunks, k = u % chunks;
+      const int64_t row = chunks == 1 ? u : u / chunks, k = chunks == 1 ? 0 : u % chunks;  // no divisions per short row
       double* gh = partial.data() + u * per_unit;
       const double* grow = g.data() + row * p.stored;
-      const int64_t begin = row * p.n + k * p.n / chunks, end = row * p.n + (k + 1) * p.n / chunks;
-      for (int64_t a = begin; a < end; a += BLOCK) {
-        const int64_t m = std::min(BLOCK, end - a);
+      const int64_t begin = row * p.n + (chunks == 1 ? 0 : k * p.n / chunks);
+      const int64_t end = chunks == 1 ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
+      for (int64_t a = begin; a < end; a += block) {
+        const int64_t m = std::min(block, end - a);
         if constexpr (std::is_same_v<scalar_t, float>) {
-          if (D == 1 && a0.kind == TABLE) {  // writes its float32 gradients itself
+          if (table_1d) {
             table_positions(a0, xp + a, wp ? wp + a : nullptr, m, *tb);
             float* gx_block = gx ? gx + a : nullptr;
             float* gw_block = gw ? gw + a : nullptr;
@@ -263,7 +281,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
               gtable_1d_backward(a0, *tb, m, gx ? gv : nullptr, gw ? gv + gv_size : nullptr, need.h ? gv + 2 * gv_size : nullptr,
                                  gx_block, gw_block, gh);
             } else {
-              table_1d_backward(a0, *tb, grow, m, gw != nullptr, need.h, dots.data(), gx_block, gw_block, gh);
+              table_1d_backward(a0, *tb, grow, m, gw != nullptr, need.h, dots.get(), gx_block, gw_block, gh);
             }
             continue;
           }
@@ -279,7 +297,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
         if (gw) for (int64_t i = 0; i < m; ++i) gw[a + i] = scalar_t(block_gw[i]);
       }
     }
-  });
+  };
+  if (units == 1) run(0, 1);
+  else torch::stable::parallel_for(0, units, 1, run);
   Tensor grad_h = torch::stable::new_zeros(x, {need.h ? D : 0}, ScalarType::Double);
   Tensor grad_e = torch::stable::new_zeros(x, {any_edges ? edge_total : 0}, ScalarType::Double);
   double* hp = need.h ? grad_h.mutable_data_ptr<double>() : nullptr;

@@ -105,7 +105,18 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   scalar_t* op = out.mutable_data_ptr<scalar_t>();
   const std::vector<int64_t> crop = crop_offsets(p);
   // The cells of `row` from its `count` stored copies (lanes, or chunks x lanes), in copy order.
-  auto crop_row = [&](const double* src, int64_t count, int64_t row, int64_t c0, int64_t c1) {
+  auto crop_row = [&](double* src, int64_t count, int64_t row, int64_t c0, int64_t c1) {
+    if (D == 1) {  // one axis: contiguous cells after the padding, the copies summed into the
+      // first in copy order (the same sums as below, in vector loops; the copies are read once)
+      double* at = src + p.axes[0].pad;
+      for (int64_t k = 1; k < count; ++k)
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) at[c] += at[k * p.stored + c];
+      scalar_t* to = op + row * p.cells;
+#pragma omp simd
+      for (int64_t c = c0; c < c1; ++c) to[c] = scalar_t(at[c]);
+      return;
+    }
     for (int64_t c = c0; c < c1; ++c) {
       double s = 0.0;
       for (int64_t k = 0; k < count; ++k) s += src[k * p.stored + crop[c]];
@@ -115,22 +126,25 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const scalar_t* wp = weight ? weight->const_data_ptr<scalar_t>() : nullptr;
   const std::vector<int64_t> offsets = D > 2 ? window_offsets(p) : std::vector<int64_t>{};
-  torch::stable::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+  // One float32 table axis reads its block of positions alone; other plans need the windows.
+  const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && p.axes[0].kind == TABLE;
+  auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
-    for (const Axis& a : p.axes) ws.emplace_back(a);
-    std::vector<uint8_t> valid(BLOCK);
-    std::vector<double> wt(BLOCK), coords(BLOCK), vals(offsets.size() + 1);
-    std::unique_ptr<TableBlock> tb(new TableBlock);
+    if (!table_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block);
+    const int64_t block = table_1d ? BLOCK : p.block;
+    std::vector<uint8_t> valid(table_1d ? 0 : block);
+    std::vector<double> wt(table_1d ? 0 : block), coords(table_1d ? 0 : block), vals(offsets.size() + 1);
+    std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
     std::unique_ptr<double[]> scratch(new double[direct ? size : 0]);
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t row = u / chunks, k = u % chunks;
+      const int64_t row = direct ? u : u / chunks, k = direct ? 0 : u % chunks;  // no divisions per short row
       double* hist = direct ? scratch.get() : partial.get() + u * size;
       std::fill(hist, hist + size, 0.0);
-      const int64_t begin = row * p.n + k * p.n / chunks, end = row * p.n + (k + 1) * p.n / chunks;
-      for (int64_t a = begin; a < end; a += BLOCK) {
-        const int64_t m = std::min(BLOCK, end - a);
+      const int64_t begin = row * p.n + (direct ? 0 : k * p.n / chunks), end = direct ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
+      for (int64_t a = begin; a < end; a += block) {
+        const int64_t m = std::min(block, end - a);
         if constexpr (std::is_same_v<scalar_t, float>) {
-          if (D == 1 && p.axes[0].kind == TABLE) {
+          if (table_1d) {
             table_positions(p.axes[0], xp + a, wp ? wp + a : nullptr, m, *tb);
             table_1d_forward(p.axes[0], *tb, m, hist, lanes, p.stored);
             continue;
@@ -148,7 +162,10 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
       }
       if (direct) crop_row(hist, lanes, row, 0, p.cells);
     }
-  });
+  };
+  // A single unit runs here: no pool hand-off for small calls.
+  if (units == 1) run(0, 1);
+  else torch::stable::parallel_for(0, units, 1, run);
   if (!direct) {  // each row's partials, in chunk order
     torch::stable::parallel_for(0, p.rows * p.cells, 4096, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1;) {

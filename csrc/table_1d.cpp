@@ -44,7 +44,7 @@ SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m
       }
       continue;
     }
-    for (int64_t j = 0; j < w8; j += 8) SOFTHIST_AT8(h + j) += b.w[i] * SOFTHIST_LERP8(row, w8, j, b.t[i]);
+    for (int64_t j = 0; j < w8; j += 8) SOFTHIST_AT8(h + j) += b.w[i] * SOFTHIST_LERP8F(row, w8, j, b.t[i]);
   }
 }
 

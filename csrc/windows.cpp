@@ -10,8 +10,16 @@ namespace softhist::native {
 SOFTHIST_HOT void lerp_rows(const float* tab, int64_t w8, const int32_t* q, const float* t, int64_t m, double factor, double* out) {
   for (int64_t i = 0; i < m; ++i) {
     const float* row = tab + int64_t(q[i]) * 2 * w8;
-    for (int64_t j = 0; j < w8; j += 8) SOFTHIST_AT8(out + i * w8 + j) = factor * SOFTHIST_LERP8(row, w8, j, t[i]);
+    for (int64_t j = 0; j < w8; j += 8) SOFTHIST_AT8(out + i * w8 + j) = factor * SOFTHIST_LERP8F(row, w8, j, t[i]);
   }
+}
+
+AxisWindows::AxisWindows(const Axis& a, int64_t block)
+    : first(block), mass(block * a.cells + 8), dx(block * a.cells), dh(block * a.cells), q(block), t(block) {
+  if (a.kind == EXACT_UNIFORM || a.kind == EXACT_EDGES)  // slack for the eight-wide writes and reads below
+    z.resize(block * a.width + 8), cdf.resize(block * a.width + 8), dens.resize(block * a.width);
+  if (a.kind == EXACT_EDGES || a.kind == HARD) search.reset(new EdgeSearch(a.edges, a.bins));
+  if (a.kind == EXACT_EDGES) own.resize(block), packed.resize(2 * (block * a.width + 8) + 8);
 }
 
 SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisWindows& w, uint8_t* valid, Wants want) {
@@ -31,7 +39,7 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
   }
   if (a.kind == HARD) {  // the indicator of the sample's bin, e_k <= x < e_{k+1} (the last bin closed)
     const double* e = a.edges;
-    const EdgeSearch search(e, a.bins);
+    const EdgeSearch& search = *w.search;
     for (int64_t i = 0; i < m; ++i) {
       const double v = xs[i];
       const bool ok = v >= e[0] && v <= e[a.bins];  // false for NaN
@@ -43,6 +51,7 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
   }
   const int64_t K = a.width, C = a.cells;
   double* __restrict z = w.z.data();
+  int32_t* __restrict own = w.own.data();
   if (a.kind == EXACT_UNIFORM) {
     const double hb = a.h * scale, reach = a.support * hb, inv_hb = 1.0 / hb, last = double(a.bins + 1 - K);
     for (int64_t i = 0; i < m; ++i) {
@@ -51,13 +60,18 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
       u = ok ? u : 0.0;
       double s = clamp(std::floor(u - reach), 0.0, last);
       first[i] = int32_t(s);
-      for (int64_t p = 0; p < K; ++p) z[i * K + p] = (s + double(p) - u) * inv_hb;
+      if (K <= 8) {  // eight at once: the K values, then slots the next sample overwrites (z has slack)
+        const v8d iota = {0, 1, 2, 3, 4, 5, 6, 7};
+        SOFTHIST_AT8(z + i * K) = ((s + iota) - u) * inv_hb;
+      } else {
+        for (int64_t p = 0; p < K; ++p) z[i * K + p] = (s + double(p) - u) * inv_hb;
+      }
       valid[i] &= uint8_t(ok);
     }
   } else {
     const double* e = a.edges;
     const double reach = a.support * a.h, inv_h = 1.0 / a.h;
-    const EdgeSearch search(e, a.bins);
+    const EdgeSearch& search = *w.search;
     for (int64_t i = 0; i < m; ++i) {
       double v = xs[i];
       bool ok = v > e[0] - reach && v < e[a.bins] + reach;
@@ -66,16 +80,68 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
       s = std::min(std::max<int64_t>(s, 0), a.bins + 1 - K);
       first[i] = int32_t(s);
       for (int64_t p = 0; p < K; ++p) z[i * K + p] = (e[s + p] - v) * inv_h;
+      // The window is as wide as the narrowest bins need; this sample's own support ends at the
+      // first edge at or past v + T h (z >= T), and every edge after it has the same F (clamped
+      // at T) and f = 0. Only the first `own` edges are evaluated.
+      const int64_t end = std::min(search.last_at_or_below(v + reach) + 1, a.bins);
+      own[i] = int32_t(std::min(std::max<int64_t>(end - s + 1, 1), K));
       valid[i] &= uint8_t(ok);
     }
+  }
+  if (a.kind == EXACT_EDGES && K > 2) {
+    // Non-uniform edges: the kernel at each sample's own edges only, packed (z, then F or f);
+    // past them F holds its last value and f is 0, exactly what every later edge gives, so a
+    // window bin p has mass and derivatives only while p + 1 < own. The buffers have 8 doubles
+    // of slack: packing copies whole groups of 8, and the selects below read past a sample's own.
+    double* __restrict zp = w.packed.data();
+    double* __restrict vp = zp + m * K + 8;
+    int64_t total = 0;
+    for (int64_t i = 0; i < m; total += own[i], ++i)
+      for (int64_t p = 0; p < own[i]; p += 8) SOFTHIST_AT8(zp + total + p) = SOFTHIST_LOAD8(z + i * K + p);
+    if (want.mass) {
+      double* __restrict mass = w.mass.data();
+      std::copy(zp, zp + total, vp);
+      eval_cdf(a.kernel, vp, total);
+      for (int64_t i = 0, at = 0; i < m; at += own[i], ++i) {
+        const double* F = vp + at;
+        const int64_t o = own[i];
+#pragma omp simd
+        for (int64_t p = 0; p < C; ++p) mass[i * C + p] = p + 1 < o ? F[p + 1] - F[p] : 0.0;
+      }
+    }
+    if (want.x || want.h || want.edges) {
+      eval_pdf(a.kernel, zp, vp, total);
+      const double inv_h = 1.0 / a.h;
+      double* __restrict dx = w.dx.data();
+      double* __restrict dh = w.dh.data();
+      double* __restrict dens = w.dens.data();
+      for (int64_t i = 0, at = 0; i < m; at += own[i], ++i) {
+        const double *f = vp + at, *zi = zp + at;
+        const int64_t o = own[i];
+        if (want.x)
+#pragma omp simd
+          for (int64_t p = 0; p < C; ++p) dx[i * C + p] = p + 1 < o ? -(f[p + 1] - f[p]) * inv_h : 0.0;
+        if (want.h)
+#pragma omp simd
+          for (int64_t p = 0; p < C; ++p) dh[i * C + p] = p + 1 < o ? -(zi[p + 1] * f[p + 1] - zi[p] * f[p]) * inv_h : 0.0;
+        if (want.edges)
+#pragma omp simd
+          for (int64_t p = 0; p < K; ++p) dens[i * K + p] = p < o ? f[p] : 0.0;
+      }
+    }
+    return;
   }
   if (want.mass) {  // F at the K edges, differenced into K - 1 bin masses
     double* __restrict F = w.cdf.data();
     double* __restrict mass = w.mass.data();
     std::copy(z, z + m * K, F);
     eval_cdf(a.kernel, F, m * K);
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t p = 0; p + 1 < K; ++p) mass[i * C + p] = F[i * K + p + 1] - F[i * K + p];
+    if (C <= 8) {  // eight at once, as z above (mass and F have slack)
+      for (int64_t i = 0; i < m; ++i) SOFTHIST_AT8(mass + i * C) = SOFTHIST_LOAD8(F + i * K + 1) - SOFTHIST_LOAD8(F + i * K);
+    } else {
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t p = 0; p + 1 < K; ++p) mass[i * C + p] = F[i * K + p + 1] - F[i * K + p];
+    }
   }
   if (want.x || want.h || want.edges) {
     // With z = (e - x)/h: d mass_p/dx = -(f_{p+1} - f_p)/h, d mass_p/dh = -(z_{p+1} f_{p+1} - z_p f_p)/h.

@@ -5,25 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "plan.h"
 
 namespace softhist::native {
-
-// One axis's windows for a block of samples: the first stored bin of each, and per window bin
-// its mass and, for the backward pass, the mass's derivatives in x and h (data units). Exact
-// axes also keep z and f(z) at the window edges (for edge gradients).
-struct AxisWindows {
-  std::vector<int32_t> first;
-  std::vector<double> mass, dx, dh, z, cdf, dens;
-  std::vector<int32_t> q;
-  std::vector<float> t;
-  explicit AxisWindows(const Axis& a)
-      : first(BLOCK), mass(BLOCK * a.cells), dx(BLOCK * a.cells), dh(BLOCK * a.cells), q(BLOCK), t(BLOCK) {
-    if (a.kind == EXACT_UNIFORM || a.kind == EXACT_EDGES) z.resize(BLOCK * a.width), cdf.resize(BLOCK * a.width), dens.resize(BLOCK * a.width);
-  }
-};
 
 struct Wants {
   bool mass, x, h, edges;
@@ -36,22 +23,53 @@ void load_coordinates(const scalar_t* xs, int64_t D, int64_t m, double* out) {
 }
 
 // The last k in [-1, B] with e_k <= v (upper_bound - 1) for non-decreasing edges e_0..e_B, v
-// finite. A guess from equal widths, checked against the edges, answers for equal-width bins
-// and near them without a search; other edges fall back to binary search.
+// finite. A lookup over M equal cells of [e_0, e_B] (M = 4B, at most 2^20) holds, per cell, the
+// last edge at or below the cell's start: a sample's cell gives its answer after a step or two
+// forward, for equal-width and non-uniform edges alike (x^1.5 edges: 1-2 steps instead of a
+// binary search that mispredicts at every level). A long walk falls back to binary search, and
+// a step back covers cell starts rounded past v. Built once per call: O(M + B).
 struct EdgeSearch {
   const double* e;
   int64_t B;
-  double inv_width;  // 0 where the span cannot be inverted: every guess is checked anyway
+  double lo = 0.0, inv = 0.0;  // lookup cells per data unit (0: no lookup, binary search only)
+  std::vector<int32_t> start;  // start[c] = the last k with e_k <= lo + c / inv (-1 where none)
   EdgeSearch(const double* edges, int64_t bins) : e(edges), B(bins) {
-    const double inv = double(bins) / (edges[bins] - edges[0]);
-    inv_width = std::isfinite(inv) ? inv : 0.0;
+    const int64_t M = std::min<int64_t>(4 * bins, int64_t(1) << 20);
+    const double cells = double(M) / (edges[bins] - edges[0]);
+    if (!(std::isfinite(cells) && cells > 0.0)) return;
+    lo = edges[0], inv = cells;
+    start.resize(M);
+    int64_t k = -1;
+    for (int64_t c = 0; c < M; ++c) {
+      const double t = lo + double(c) / inv;
+      while (k < B && e[k + 1] <= t) ++k;
+      start[c] = int32_t(k);
+    }
   }
   int64_t last_at_or_below(double v) const {
-    const double g = (v - e[0]) * inv_width;
-    const int64_t k = int64_t(std::floor(g >= -1.0 ? std::min(g, double(B)) : -1.0));  // NaN: -1
-    if ((k < 0 || e[k] <= v) && (k == B || v < e[k + 1])) return k;
-    return int64_t(std::upper_bound(e, e + B + 1, v) - e) - 1;
+    if (inv == 0.0) return int64_t(std::upper_bound(e, e + B + 1, v) - e) - 1;
+    const double g = (v - lo) * inv;
+    const int64_t last = int64_t(start.size()) - 1;
+    int64_t k = start[g > 0.0 ? std::min<int64_t>(int64_t(g), last) : 0];
+    while (k >= 0 && e[k] > v) --k;  // a cell start rounded past v, or v below e_0
+    for (int steps = 0; k < B && e[k + 1] <= v; ++k)
+      if (++steps > 8) return int64_t(std::upper_bound(e + k + 1, e + B + 1, v) - e) - 1;
+    return k;
   }
+};
+
+// One axis's windows for a block of samples: the first stored bin of each, and per window bin
+// its mass and, for the backward pass, the mass's derivatives in x and h (data units). Exact
+// axes also keep z and f(z) at the window edges (for edge gradients).
+struct AxisWindows {
+  std::vector<int32_t> first;
+  std::vector<double> mass, dx, dh, z, cdf, dens;
+  std::vector<int32_t> q;
+  std::vector<float> t;
+  std::unique_ptr<EdgeSearch> search;
+  std::vector<int32_t> own;      // EXACT_EDGES: edges of the sample's own support (<= width)
+  std::vector<double> packed;    // EXACT_EDGES: their z, then F or f, packed  // EXACT_EDGES and HARD axes: built once per thread and call
+  AxisWindows(const Axis& a, int64_t block);  // windows of up to `block` samples
 };
 
 // A sample's position on a table axis's grid of Q points per bin, counted from the stored first

@@ -138,7 +138,7 @@ def test_narrow_dtypes_accumulate_in_float32(dtype):
         return softhist.histc(x, 32, 0, 1, weight=w, dim=1, backend=backend)
 
     (out_torch, grads_torch), (out_triton, grads_triton) = both_backends(fn, x, w)
-    assert out_triton.dtype == torch.float32  # half-precision histograms come back in float32
+    assert out_triton.dtype == out_torch.dtype == torch.float32  # half-precision histograms come back in float32
     assert [g.dtype for g in grads_triton] == [dtype, dtype]
     # Both accumulate in float32 from the same narrow inputs.
     eps = torch.finfo(dtype).eps
@@ -287,3 +287,20 @@ def test_joint_equals_dense_reference_with_gradients(kernel):
     g = torch.randn(ours.shape, dtype=torch.float64, device=DEVICE)
     for got, want in zip(torch.autograd.grad(ours, (xy, w), g), torch.autograd.grad(expected, (xy, w), g)):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", ["2^20 bins", "narrow range", "narrow range, table"])
+def test_float32_positions_are_computed_in_float64(case):
+    """Positions (x - lo) * scale in float64, as the torch and native engines place samples:
+    float32 input stays within 2e-6 (of the largest bin) of float64 where float32 positions
+    would not (2^20 bins: u past float32's integers; [0.1, 0.101]: x - lo loses its digits)."""
+    from softhist import _torch_backend
+
+    bins, lo, hi, n = {"2^20 bins": (1 << 20, 0.0, 1.0, 3000), "narrow range": (64, 0.1, 0.101, 3000),
+                       "narrow range, table": (64, 0.1, 0.101, 40_000)}[case]
+    x = (rand(n, dtype=torch.float64) * (hi - lo) + lo).float()
+    binning = _plan.Binning(KERNELS["gaussian"], "soft", (_plan.Axis(bins, 0.5 * (hi - lo) / bins, (lo, hi)),))
+    assert (_torch_backend._plan_table(x.view(1, -1, 1), binning) is not None) == case.endswith("table")
+    got = softhist.histc(x.to(DEVICE), bins, lo, hi, backend="triton").cpu()
+    want = softhist.histc(x.double(), bins, lo, hi, backend="torch")
+    assert ((got.double() - want).abs().max() / want.abs().max()).item() < 2e-6

@@ -117,7 +117,7 @@ def test_table_and_wide_windows_in_float32_match_float64():
     """Many samples on equal-width bins take the sub-bin table; a bandwidth wider than the
     range takes an exact window capped at the bins (the cost never exceeds the dense formula).
     Both in float32 stay within 2e-6 of the torch engine in float64 on the same values."""
-    x64 = rand(2, 20_000, dtype=torch.float32).double()
+    x64 = rand(2, 40_000, dtype=torch.float32).double()  # past _TABLE_BUILD_SAMPLES: builds its tables
     for bandwidth in (None, 0.01, 3.0):
 
         def fn(x, backend):
@@ -358,3 +358,42 @@ def test_table_grid_past_int32_takes_the_exact_windows():
     got = softhist.histc(x, bins, 0, 1, backend="cpp")
     want = softhist.histc(x.double(), bins, 0, 1, backend="torch")  # bins of 1e-6: float32 differences of x would not do
     assert relative_error(got, want) < 2e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_equal_width_edges_as_a_tensor_equal_the_range_form(dtype):
+    """Edges bit-equal to ``lo + k (hi - lo) / B`` take the arithmetic windows: the same values and
+    gradients as the range form, bit for bit; edges off by one ulp keep the edge search."""
+    x = rand(3, 5000, dtype=dtype)
+    edges = torch.linspace(0, 1, 65, dtype=dtype)
+
+    def both(edges):
+        leaves = [x.clone().requires_grad_() for _ in range(2)]
+        a = softhist.histogram(leaves[0], 64, range=(0, 1), dim=1, backend="cpp")[0]
+        b = softhist.histogram(leaves[1], edges, dim=1, backend="cpp")[0]
+        projection = torch.randn(a.shape, dtype=dtype, generator=torch.Generator().manual_seed(2))
+        (ga,), (gb,) = (torch.autograd.grad((h * projection).sum(), [leaf]) for h, leaf in zip((a, b), leaves))
+        return a, b, ga, gb
+
+    a, b, ga, gb = both(edges)
+    assert torch.equal(a, b) and torch.equal(ga, gb)
+    nudged = edges.clone()
+    nudged[17] = torch.nextafter(nudged[17], torch.tensor(1.0, dtype=dtype))
+    a, b, ga, gb = both(nudged)
+    assert not torch.equal(a, b)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_plan_is_cached_and_tables_serve_small_calls_once_built():
+    """The plan depends on the binning alone (cached); a table is built only for a call with
+    many samples, after which calls of any size read it (and stay within 2e-6 of float64)."""
+    _cpp_backend._TABLES.clear()
+    small = rand(700, dtype=torch.float32)
+    exact = softhist.histc(small.double(), 40, 0, 1, bandwidth=0.013, backend="cpp")
+    before = softhist.histc(small, 40, 0, 1, bandwidth=0.013, backend="cpp")
+    assert not _cpp_backend._TABLES  # not worth building for 700 samples
+    softhist.histc(rand(_cpp_backend._TABLE_BUILD_SAMPLES, dtype=torch.float32), 40, 0, 1, bandwidth=0.013, backend="cpp")
+    assert len(_cpp_backend._TABLES) == 1
+    after = softhist.histc(small, 40, 0, 1, bandwidth=0.013, backend="cpp")
+    for got in (before, after):
+        assert relative_error(got, exact) < 2e-6

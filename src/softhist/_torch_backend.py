@@ -461,8 +461,14 @@ def _table_forward(x: Tensor, weight: Optional[Tensor], axis: Axis, kernel: Kern
     stride = table_stride(table, axis)
     # Linear binning onto the grid, as two moments per point: total weight and weight * t.
     # Point k then holds total[k] - moment[k] + moment[k-1]. Unweighted totals are integer counts.
-    total = torch.zeros(rows * stride, dtype=_SUM_DTYPE, device=x.device)
-    moment = torch.zeros(rows * stride, dtype=_SUM_DTYPE, device=x.device)
+    # Weighted: three columns per point. A non-finite weight cannot go through the grid (inf * 0
+    # and inf - inf are NaN, which the matmul would spread over the window), so the first column
+    # holds the finite weights and the other two indicators of +inf and -inf weights (NaN: both).
+    # The cells those reach (mass != 0) get +inf, -inf or NaN (both) on top, as the window path
+    # gives them: no other cell is touched, and no host sync is needed to find such weights.
+    columns = 1 if weight is None else 3
+    total = torch.zeros(rows * stride, columns, dtype=_SUM_DTYPE, device=x.device)
+    moment = torch.zeros(rows * stride, columns, dtype=_SUM_DTYPE, device=x.device)
     flat_x = x.reshape(-1)
     flat_w = None if weight is None else weight.reshape(-1)
     for start, end in _chunks(flat_x.numel(), _CHUNK_ELEMENTS):
@@ -470,13 +476,24 @@ def _table_forward(x: Tensor, weight: Optional[Tensor], axis: Axis, kernel: Kern
         if rows > 1:
             k += _row_offsets(start, end, n, stride, x.device)
         if flat_w is None:
-            total += torch.bincount(k, minlength=rows * stride)
+            total[:, 0] += torch.bincount(k, minlength=rows * stride)
+            moment[:, 0].index_add_(0, k, t.to(_SUM_DTYPE))
         else:
-            wc = torch.where(valid, flat_w[start:end].to(t.dtype), 0.0)
-            total.index_add_(0, k, wc.to(_SUM_DTYPE))
-            t.mul_(wc)
-        moment.index_add_(0, k, t.to(_SUM_DTYPE))
-    return table_histogram(total.view(rows, stride), moment.view(rows, stride), axis, kernel, table).to(accumulation_dtype(x.dtype))
+            w = flat_w[start:end].to(t.dtype)
+            nan = torch.isnan(w)
+            wc = torch.stack([
+                torch.where(valid & torch.isfinite(w), w, 0.0), (valid & ((w == math.inf) | nan)).to(w.dtype),
+                (valid & ((w == -math.inf) | nan)).to(w.dtype),
+            ], 1).to(_SUM_DTYPE)
+            total.index_add_(0, k, wc)
+            moment.index_add_(0, k, wc * t.to(_SUM_DTYPE).unsqueeze(1))
+    per_column = table_histogram(
+        total.T.reshape(columns * rows, stride), moment.T.reshape(columns * rows, stride), axis, kernel, table
+    ).view(columns, rows, -1)
+    hist = per_column[0]
+    if weight is not None:
+        hist = hist + torch.where(per_column[1] != 0, math.inf, 0.0) + torch.where(per_column[2] != 0, -math.inf, 0.0)
+    return hist.to(accumulation_dtype(x.dtype))
 
 
 def table_stride(table: _Table, axis: Axis) -> int:

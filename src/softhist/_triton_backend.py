@@ -168,7 +168,7 @@ def _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d: tl.constexpr,
     """Coordinate ``d`` of each sample, in the accumulation dtype; non-finite samples are parked
     at the axis's first edge (their weight is 0) so that their windows stay in bounds."""
     x = tl.load(x_ptr + sample * D + d, mask=live, other=0.0).to(ACC)
-    return tl.where(finite, x, tl.load(axis_float_ptr + d * 5))
+    return tl.where(finite, x, tl.load(axis_float_ptr + d * 5).to(ACC))
 
 
 @triton.jit
@@ -185,7 +185,7 @@ def _axis_start(
     in the range, 0 elsewhere: the factor the sample's cells get along that axis.
     """
     bins = tl.load(axis_int_ptr + d * 6)
-    reach = tl.load(axis_float_ptr + d * 5 + 3)
+    reach = tl.load(axis_float_ptr + d * 5 + 3).to(ACC)
     if (HARD >> d) & 1:
         edges = edges_ptr + tl.load(axis_int_ptr + d * 6 + 4)
         count = _count_at_most(edges, bins + 1, x, tl.load(axis_int_ptr + d * 6 + 5))
@@ -193,14 +193,17 @@ def _axis_start(
         return tl.minimum(tl.maximum(count - 1, 0), bins - 1), inside.to(ACC)
     if (UNIFORM >> d) & 1:
         window = tl.load(axis_int_ptr + d * 6 + 1)
-        lo = tl.load(axis_float_ptr + d * 5)
+        lo = tl.load(axis_float_ptr + d * 5)  # float64, as the positions
         scale = tl.load(axis_float_ptr + d * 5 + 1)
         h = tl.load(axis_float_ptr + d * 5 + 2)
-        u = (x - lo) * scale  # position in bin widths
+        # The position in bin widths in float64, as the torch and native engines compute it: in
+        # float32, x - lo loses the sample's place on a narrow range far from 0, and u past 2^24
+        # bins is not even an integer any more.
+        u = (x.to(tl.float64) - lo) * scale
         # Starts at edge 0 or later: exact also for windows capped at all B + 1 edges.
-        start = tl.minimum(tl.maximum(tl.floor(u - reach * scale), 0.0), bins.to(ACC))
-        # z = (start + q - u) * width / h; u - start is exact (Sterbenz), so z keeps float32 resolution.
-        return start.to(tl.int64), (u - start) * (-1.0 / (scale * h))
+        start = tl.minimum(tl.maximum(tl.floor(u - tl.load(axis_float_ptr + d * 5 + 3) * scale), 0.0), bins.to(tl.float64))
+        # z = (start + q - u) * width / h: the fraction u - start (exact in float64), then in ACC.
+        return start.to(tl.int64), ((u - start) * (-1.0 / (scale * h))).to(ACC)
     steps = tl.load(axis_int_ptr + d * 6 + 5)
     edge_offset = tl.load(axis_int_ptr + d * 6 + 4)
     count = _count_at_most(edges_ptr + edge_offset, bins + 1, x - reach, steps)
@@ -218,11 +221,11 @@ def _edge_value(
     last edge, whose repeats hold zero mass."""
     bins = tl.load(axis_int_ptr + d * 6)
     edge_offset = tl.load(axis_int_ptr + d * 6 + 4)
-    h = tl.load(axis_float_ptr + d * 5 + 2)
-    support = tl.load(axis_float_ptr + d * 5 + 4)  # this axis's kernel's T
+    h = tl.load(axis_float_ptr + d * 5 + 2).to(ACC)
+    support = tl.load(axis_float_ptr + d * 5 + 4).to(ACC)  # this axis's kernel's T
     index = edge_offset + tl.minimum(tl.maximum(first[:, None] + q, 0), bins)
     if (UNIFORM >> d) & 1:
-        z = anchor[:, None] + q.to(ACC) * (1.0 / (tl.load(axis_float_ptr + d * 5 + 1) * h))
+        z = anchor[:, None] + q.to(ACC) * (1.0 / (tl.load(axis_float_ptr + d * 5 + 1).to(ACC) * h))
     else:
         z = (tl.load(edges_ptr + index) - anchor[:, None]) / h
     if WHAT == "cdf":
@@ -330,7 +333,7 @@ def _forward_kernel(
     w_ptr,  # (rows * n,) weights; read only when HAS_WEIGHT
     edges_ptr,  # every axis's edges, concatenated, in the accumulation dtype
     axis_int_ptr,  # (D, 6) int64 per-axis parameters (_INT_FIELDS)
-    axis_float_ptr,  # (D, 5) per-axis parameters in the accumulation dtype (_FLOAT_FIELDS)
+    axis_float_ptr,  # (D, 5) float64 per-axis parameters (_FLOAT_FIELDS)
     out_ptr,  # (copies, rows * cells) partial histograms: accumulation dtype, or int64 fixed point
     total, n, cells, window_cells, blocks_per_program, copies, fixed_scale,
     D: tl.constexpr, UNIFORM: tl.constexpr, KERNELS: tl.constexpr, HARD: tl.constexpr, HAS_WEIGHT: tl.constexpr,
@@ -360,7 +363,8 @@ def _linear_binning_kernel(
     w_ptr,  # (rows * n,) weights; read only when HAS_WEIGHT
     total_ptr,  # (rows * stride,) out: the weight at each grid point's cell (float64, or int64 fixed point)
     moment_ptr,  # (rows * stride,) out: the weight times t, the sample's position past that grid point
-    total, n, stride, lo, scale, pad, q, blocks_per_program, fixed_scale,
+    grid_ptr,  # (2,) float64: the range's start lo and the bins per unit scale
+    total, n, stride, pad, q, blocks_per_program, fixed_scale,
     HAS_WEIGHT: tl.constexpr, FIXED_POINT: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """The table strategy's scatter (see ``_torch_backend``): two adds per sample, spread over
@@ -369,11 +373,12 @@ def _linear_binning_kernel(
     for i in range(blocks_per_program):
         sample = (pid * blocks_per_program + i) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
         live = sample < total
-        x = tl.load(x_ptr + sample, mask=live, other=0.0).to(tl.float32)
-        grid = ((x - lo) * scale + pad) * q  # the same float32 arithmetic as the torch engine
+        x = tl.load(x_ptr + sample, mask=live, other=0.0).to(tl.float64)
+        # The same float64 arithmetic as the torch engine (_torch_backend._table_positions).
+        grid = ((x - tl.load(grid_ptr)) * tl.load(grid_ptr + 1) + pad) * q
         valid = live & (grid >= 0) & (grid < stride - 1)  # False for NaN and samples beyond every support
         k = tl.where(valid, tl.floor(grid), 0.0)
-        t = tl.where(valid, grid - k, 0.0)
+        t = tl.where(valid, grid - k, 0.0).to(tl.float32)
         if HAS_WEIGHT:
             weight = tl.load(w_ptr + sample, mask=live, other=0.0).to(tl.float32)
         else:
@@ -398,7 +403,7 @@ def _backward_kernel(
     w_ptr,  # (rows * n,) weights; read only when HAS_WEIGHT
     edges_ptr,  # concatenated edges, accumulation dtype
     axis_int_ptr,  # (D, 6) int64 per-axis parameters
-    axis_float_ptr,  # (D, 5) per-axis parameters, accumulation dtype
+    axis_float_ptr,  # (D, 5) float64 per-axis parameters (_FLOAT_FIELDS)
     grad_ptr,  # (rows * cells,) dL/dhistogram, accumulation dtype
     grad_x_ptr,  # (rows * n, D) out: dL/dx, accumulation dtype (written when NEED_X)
     grad_w_ptr,  # (rows * n,) out: dL/dw (written when NEED_W)
@@ -511,7 +516,7 @@ def _axis_parameters(
         axis_float.append([lo, scale, axis.bandwidth, support * axis.bandwidth, support])
     return (
         torch.tensor(axis_int, dtype=torch.int64, device=device),
-        torch.tensor(axis_float, dtype=acc, device=device),
+        torch.tensor(axis_float, dtype=torch.float64, device=device),  # positions are computed in float64
     )
 
 
@@ -611,6 +616,12 @@ def _weight_bound(weight: Optional[Tensor], samples: int) -> float:
     return float(weight.detach().abs().sum(dtype=torch.float64))
 
 
+@functools.lru_cache(maxsize=64)
+def _grid_parameters(lo: float, scale: float, device: torch.device) -> Tensor:
+    """``[lo, scale]`` in float64 on the device, cached (a host-to-device copy waits for the stream)."""
+    return torch.tensor([lo, scale], dtype=torch.float64, device=device)
+
+
 def _table_forward(x: Tensor, weight: Optional[Tensor], binning: Binning, table: _Table) -> Tensor:
     """One axis, equal-width bins, float32 or narrower: linear binning onto the sub-bin grid in one
     kernel, then the torch engine's exact matmul with bin masses."""
@@ -627,8 +638,8 @@ def _table_forward(x: Tensor, weight: Optional[Tensor], binning: Binning, table:
     programs, per_program = _programs(samples, _TILE, x.device)
     with _device_of(x):
         _linear_binning_kernel[(programs,)](
-            x.reshape(-1).contiguous(), x if flat_w is None else flat_w, total, moment,
-            samples, max(n, 1), stride, table.lo, table.scale, table.pad, table.q, per_program, scale,
+            x.reshape(-1).contiguous(), x if flat_w is None else flat_w, total, moment, _grid_parameters(table.lo, table.scale, x.device),
+            samples, max(n, 1), stride, table.pad, table.q, per_program, scale,
             HAS_WEIGHT=flat_w is not None, FIXED_POINT=fixed_point, BLOCK=_TILE, enable_fp_fusion=True,
         )
     if fixed_point:
