@@ -40,6 +40,22 @@ def host_cache(maxsize: int):
     return wrap
 
 
+def memo(method):
+    """A property of a frozen description, computed once per instance and kept beside its fields
+    (calls reuse their description, so what is derived from it is derived once)."""
+    key = "_memo_" + method.__name__
+
+    @functools.wraps(method)
+    def get(self):
+        try:
+            return self.__dict__[key]
+        except KeyError:
+            value = self.__dict__[key] = method(self)
+            return value
+
+    return property(get)
+
+
 @dataclass(frozen=True)
 class Axis:
     """One histogram axis: its bin count, bandwidth (as a float, to size windows) and,
@@ -83,6 +99,15 @@ class Binning:
     hard_axes: Tuple[bool, ...] = ()
     normalize_samples: bool = False
 
+    def __hash__(self) -> int:  # the fields' hash, once: descriptions key the engines' caches
+        try:
+            return self.__dict__["_memo_hash"]
+        except KeyError:
+            value = self.__dict__["_memo_hash"] = hash(
+                (self.kernels, self.mode, self.axes, self.hard_rule, self.hard_axes, self.normalize_samples)
+            )
+            return value
+
     def __post_init__(self) -> None:
         dims = len(self.axes)
         if isinstance(self.kernels, Kernel):
@@ -95,7 +120,7 @@ class Binning:
                 f"got {len(self.kernels)} and {len(self.hard_axes)}"
             )
 
-    @property
+    @memo
     def shape(self) -> Tuple[int, ...]:
         return tuple(axis.bins for axis in self.axes)
 
@@ -106,12 +131,12 @@ class Binning:
             raise ValueError(f"the axes use different kernels: {[k.name for k in self.kernels]}")
         return self.kernels[0]
 
-    @property
+    @memo
     def bandwidth_sizes(self) -> Tuple[int, ...]:
         """Entries per axis in the call's flat bandwidth tensor: ``bins`` for per-bin bandwidths, else 1."""
         return tuple(axis.bins if axis.per_bin else 1 for axis in self.axes)
 
-    @property
+    @memo
     def options(self) -> Tuple[str, ...]:
         """The options of this call beyond bin-integrated built-in kernels, by their argument
         (what an engine that lacks them names in its error)."""
@@ -136,7 +161,7 @@ class Binning:
             start += size
         return replace(self, axes=tuple(axes))
 
-    @property
+    @memo
     def plain(self) -> bool:
         """Whether every axis is bin-integrated with one bandwidth and samples are not normalized:
         the calls the hand-written VJPs and the sub-bin tables cover."""
@@ -147,7 +172,7 @@ class Binning:
         values = [v for a in self.axes for v in (a.bin_bandwidths if a.per_bin else (a.bandwidth,))]
         return torch.tensor(values, dtype=dtype, device=device)
 
-    @property
+    @memo
     def spec(self) -> str:
         """This description as text, the form the ``torch.library`` ops take it in (by name:
         ``mode=soft;hard_rule=histc;axis=kernel:gaussian,bins:256,bandwidth:0.5,lo:0.0,hi:1.0,hard:0``).
@@ -267,6 +292,12 @@ def native_unsupported(binning: Binning) -> Optional[str]:
     """Why the native engines (C++, Triton) cannot run ``binning``, or None: they have today's
     options, bin-integrated (mass) membership of the built-in compact or cut kernels, one bandwidth
     per axis and no per-sample normalization (hard counts need none of these)."""
+    if "_memo_native" not in binning.__dict__:
+        binning.__dict__["_memo_native"] = _native_unsupported(binning)
+    return binning.__dict__["_memo_native"]
+
+
+def _native_unsupported(binning: Binning) -> Optional[str]:
     options = [o for o in binning.options]
     options += [f"kernel={k.name!r}" for k in dict.fromkeys(binning.kernels) if binning.mode != "hard" and k.name not in NATIVE_KERNELS
                 and f"kernel={k.name!r}" not in options]
