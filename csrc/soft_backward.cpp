@@ -218,13 +218,27 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     need.edge_offset[d] = edge_total;
     edge_total += p.axes[d].bins + 1;
   }
-  // The cells' gradients, padded like the stored histogram, in float64.
-  std::vector<double> g(p.rows * p.stored, 0.0);
+  // The cells' gradients, padded like the stored histogram, in float64 (one axis: each row is
+  // its padding, the bins and the tail, written once in vector loops).
+  std::unique_ptr<double[]> g_store(new double[p.rows * p.stored]);
+  double* const g = g_store.get();
   {
     const scalar_t* gp = grad.const_data_ptr<scalar_t>();
-    const std::vector<int64_t> crop = crop_offsets(p);
-    for (int64_t r = 0; r < p.rows; ++r)
-      for (int64_t c = 0; c < p.cells; ++c) g[r * p.stored + crop[c]] = double(gp[r * p.cells + c]);
+    if (D == 1) {
+      const int64_t pad = p.axes[0].pad, B = p.cells;
+      for (int64_t r = 0; r < p.rows; ++r) {
+        double* to = g + r * p.stored;
+        std::fill(to, to + pad, 0.0);
+#pragma omp simd
+        for (int64_t c = 0; c < B; ++c) to[pad + c] = double(gp[r * B + c]);
+        std::fill(to + pad + B, to + p.stored, 0.0);
+      }
+    } else {
+      std::fill(g, g + p.rows * p.stored, 0.0);
+      const std::vector<int64_t> crop = crop_offsets(p);
+      for (int64_t r = 0; r < p.rows; ++r)
+        for (int64_t c = 0; c < p.cells; ++c) g[r * p.stored + crop[c]] = double(gp[r * p.cells + c]);
+    }
   }
   const int64_t per_unit = D + (any_edges ? edge_total : 0);  // per unit: grad_h (D), then grad_edges where asked
   const int64_t chunks = chunks_per_row(p.rows, p.n, per_unit), units = p.rows * chunks;
@@ -244,9 +258,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
   if (gtable) {
     for (int64_t r = 0; r < p.rows; ++r) {
       double* gv = gvs.data() + 3 * r * gv_size;
-      if (need.x) gradient_table(a0, a0.du, g.data() + r * p.stored, gv);
-      if (need.w) gradient_table(a0, a0.mass, g.data() + r * p.stored, gv + gv_size);
-      if (need.h) gradient_table(a0, a0.dhb, g.data() + r * p.stored, gv + 2 * gv_size);
+      if (need.x) gradient_table(a0, a0.du, g + r * p.stored, gv);
+      if (need.w) gradient_table(a0, a0.mass, g + r * p.stored, gv + gv_size);
+      if (need.h) gradient_table(a0, a0.dhb, g + r * p.stored, gv + 2 * gv_size);
     }
   }
 
@@ -266,7 +280,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = chunks == 1 ? u : u / chunks, k = chunks == 1 ? 0 : u % chunks;  // no divisions per short row
       double* gh = partial.data() + u * per_unit;
-      const double* grow = g.data() + row * p.stored;
+      const double* grow = g + row * p.stored;
       const int64_t begin = row * p.n + (chunks == 1 ? 0 : k * p.n / chunks);
       const int64_t end = chunks == 1 ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += block) {

@@ -20,13 +20,13 @@ SOFTHIST_HOT void table_positions(const Axis& a, const float* xs, const float* w
   int32_t* __restrict q = b.q;
   float* __restrict t = b.t;
   double* __restrict w = b.w;
-  uint8_t* __restrict valid = b.valid;
+  int32_t* __restrict valid = b.valid;
 #pragma omp simd
   for (int64_t i = 0; i < m; ++i) {
     const double wi = wt ? double(wt[i]) : 1.0;
     const bool ok = grid.locate(double(xs[i]), bin[i], q[i], t[i]);
     w[i] = ok ? wi : 0.0;
-    valid[i] = uint8_t(ok);
+    valid[i] = int32_t(ok);
   }
 }
 

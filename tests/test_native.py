@@ -384,15 +384,22 @@ def test_equal_width_edges_as_a_tensor_equal_the_range_form(dtype):
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_plan_is_cached_and_tables_serve_small_calls_once_built():
-    """The plan depends on the binning alone (cached); a table is built only for a call with
-    many samples, after which calls of any size read it (and stay within 2e-6 of float64)."""
+@pytest.mark.parametrize("calls", ["one large", "many small"])
+def test_plan_is_cached_and_tables_serve_small_calls_once_built(calls):
+    """The plan depends on the binning alone (cached); a table is built once the calls that
+    could use it have brought _TABLE_BUILD_SAMPLES samples (one large call or many small ones),
+    after which calls of any size read it, within 2e-6 of float64."""
     _cpp_backend._TABLES.clear()
+    _cpp_backend._SAMPLES_SEEN.clear()
     small = rand(700, dtype=torch.float32)
     exact = softhist.histc(small.double(), 40, 0, 1, bandwidth=0.013, backend="cpp")
     before = softhist.histc(small, 40, 0, 1, bandwidth=0.013, backend="cpp")
-    assert not _cpp_backend._TABLES  # not worth building for 700 samples
-    softhist.histc(rand(_cpp_backend._TABLE_BUILD_SAMPLES, dtype=torch.float32), 40, 0, 1, bandwidth=0.013, backend="cpp")
+    assert not _cpp_backend._TABLES  # not yet worth building
+    if calls == "one large":
+        softhist.histc(rand(_cpp_backend._TABLE_BUILD_SAMPLES, dtype=torch.float32), 40, 0, 1, bandwidth=0.013, backend="cpp")
+    else:
+        for _ in range(_cpp_backend._TABLE_BUILD_SAMPLES // 700):
+            softhist.histc(small, 40, 0, 1, bandwidth=0.013, backend="cpp")
     assert len(_cpp_backend._TABLES) == 1
     after = softhist.histc(small, 40, 0, 1, bandwidth=0.013, backend="cpp")
     for got in (before, after):
