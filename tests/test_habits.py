@@ -3,15 +3,12 @@ modules that check their arguments when built, a CLI that answers bad input in o
 and a torch engine as accurate in float32 as the native one."""
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import softhist
-from softhist import _torch_backend
 
 F64 = torch.float64
 

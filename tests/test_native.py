@@ -12,7 +12,6 @@ import torch
 import softhist
 from softhist import _cpp_backend, _ops, reference
 from softhist._plan import NATIVE_KERNELS
-from softhist.kernels import KERNELS
 
 pytestmark = pytest.mark.skipif(
     softhist.backends()["cpp"] is not None, reason=f"native kernels unavailable: {softhist.backends()['cpp']}"
