@@ -30,7 +30,6 @@ from torch import Tensor
 from . import _torch_backend
 from ._plan import Axis, Binning, Engine, accumulation_dtype, host_cache, table_points, window_edges
 from .kernels import Kernel
-from .kernels import KERNELS
 
 __all__ = ["CPP_ENGINE", "unavailable_reason"]
 
