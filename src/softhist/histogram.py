@@ -89,10 +89,16 @@ def numpy_edges(lo: Tensor, hi: Tensor, bins: int, dtype: torch.dtype) -> Tensor
     return edges.to(dtype)
 
 
-@host_cache(maxsize=64)
 def _histc_edges(lo: float, hi: float, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """histc's edges, which the engines read but the caller never sees: built once per range and
-    reused (read-only)."""
+    reused (read-only) up to 65,536 bins; more are built per call, so none stays in memory."""
+    if bins > 1 << 16:
+        return torch.linspace(lo, hi, bins + 1, dtype=dtype, device=device)
+    return _cached_histc_edges(lo, hi, bins, dtype, device)
+
+
+@host_cache(maxsize=64)
+def _cached_histc_edges(lo: float, hi: float, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.linspace(lo, hi, bins + 1, dtype=dtype, device=device)
 
 
