@@ -92,6 +92,8 @@ def check_flag(value: object, name: str) -> bool:
 
 
 def check_bin_count(bins: object, name: str = "bins") -> int:
+    if type(bins) is int and 1 <= bins <= MAX_BINS:  # the common case, without the numbers ABCs
+        return bins
     if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 1:
         raise ValueError(f"{name} must be a positive integer, got {bins!r}")
     if bins > MAX_BINS:

@@ -717,7 +717,8 @@ def _any_requires_grad(*tensors: Optional[Tensor]) -> bool:
 
 def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str) -> Tensor:
     """The public functions' entry to exact counts (see :func:`soft_histogram`)."""
-    x = x.detach()  # counts are piecewise constant in the samples: no gradient, no graph
+    if x.requires_grad:
+        x = x.detach()  # counts are piecewise constant in the samples: no gradient, no graph
     if backend != "auto":
         select_backend(x.device, backend, binning)
     if torch.compiler.is_compiling():

@@ -45,20 +45,22 @@ backends = _ops.backends
 
 
 def _flatten(input: Tensor, weight: Optional[Tensor], dim: Dim) -> Tuple[Tensor, Optional[Tensor], Tuple[int, ...]]:
-    """Move the sample dims last and flatten to ``(batch, n)``; return the batch shape."""
-    _checks.check_weight(weight, input.shape, f"the input, {tuple(input.shape)}", input.device)
+    """Move the sample dims last and flatten to samples ``(batch, n, 1)`` of one axis and weights
+    ``(batch, n)``; return the batch shape."""
+    if weight is not None:
+        _checks.check_weight(weight, input.shape, f"the input, {tuple(input.shape)}", input.device)
+    if dim is None:  # every dim: one row, no permute
+        n = input.numel()
+        return input.reshape(1, n, 1), None if weight is None else weight.reshape(1, n), ()
     if input.dim() == 0:
         input = input.reshape(1)
         weight = None if weight is None else weight.reshape(1)
-    if dim is None:  # every dim: one row, no permute
-        x = input.reshape(1, input.numel())
-        return x, None if weight is None else weight.reshape(1, input.numel()), ()
     dims = _checks.sample_dims(input.dim(), dim)
     batch_dims = [d for d in range(input.dim()) if d not in dims]
     batch_shape = tuple(input.shape[d] for d in batch_dims)
     order = batch_dims + list(dims)
     rows, n = math.prod(batch_shape), math.prod([input.shape[d] for d in dims])
-    x = input.permute(order).reshape(rows, n)  # explicit n: -1 is ambiguous for an empty batch
+    x = input.permute(order).reshape(rows, n, 1)  # explicit n: -1 is ambiguous for an empty batch
     w = None if weight is None else weight.permute(order).reshape(rows, n)
     return x, w, batch_shape
 
@@ -439,11 +441,11 @@ def histc(
     _checks.check_width_fits(lo, hi, x.dtype)
     edges = _histc_edges(lo, hi, bins, x.dtype, x.device)
     hist = _bin(
-        x.unsqueeze(-1), w, [edges], [(lo, hi)], hard_rule="histc",
+        x, w, [edges], [(lo, hi)], hard_rule="histc",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
         membership=membership, normalize_samples=normalize_samples,
     )
-    return hist.to(out_dtype).reshape(*batch_shape, bins)
+    return hist.reshape(*batch_shape, bins).to(out_dtype)
 
 
 def histogram(
@@ -518,7 +520,7 @@ def histogram(
     _checks.check_cells(x.shape[0], (bins.shape[0] - 1 if isinstance(bins, Tensor) else _checks.check_bin_count(bins),))
     edges, uniform = _axis_edges(x, bins, range, "bins", "range", numpy_dd=False, group=group, hard=governing == "hard")
     hist = _bin(
-        x.unsqueeze(-1), w, [edges], [uniform], hard_rule="edges",
+        x, w, [edges], [uniform], hard_rule="edges",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
         membership=membership, normalize_samples=normalize_samples,
     )
