@@ -43,6 +43,8 @@ def worker(rank, port, queue):
     loss.backward()  # DDP averages the gradients over ranks
     if rank == 0:
         queue.put([p.grad.tolist() for p in model.parameters()])  # plain lists: tensors would need shared memory
+    del model  # DDP holds the process group: let it go, and let every rank get here, before tearing down
+    dist.barrier()
     dist.destroy_process_group()
 
 

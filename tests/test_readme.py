@@ -103,5 +103,9 @@ def test_ddp_example_matches_single_process():
     script = README.parent / "examples" / "ddp_histogram_loss.py"
     assert "examples/ddp_histogram_loss.py" in README.read_text()
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    if out.returncode != 0 and "terminate called without an active exception" in out.stderr:
+        # A gloo worker that aborts in its interpreter's teardown, after its work, now and then on a
+        # loaded 2-core machine: run it once more (twice in a row fails).
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("match")
