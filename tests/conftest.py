@@ -1,3 +1,7 @@
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -16,3 +20,20 @@ def reference_rows(x, edges, bandwidth, kernel, weight=None):
         for r in range(x.shape[0])
     ]
     return torch.stack(rows)
+
+
+def run_measuring_peak(body: str) -> str:
+    """What ``body`` prints, run in a fresh interpreter after ``import torch, softhist`` with
+    ``peak_rss()`` (this process's peak RSS in bytes) defined; skips where /proc is missing."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads peak RSS from /proc")
+    script = textwrap.dedent(
+        """
+        import torch, softhist
+
+        def peak_rss():  # VmHWM: unlike ru_maxrss, not inherited from the parent through fork + exec
+            with open("/proc/self/status") as status:
+                return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+        """
+    ) + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True).stdout

@@ -6,9 +6,7 @@ four reimplemented here, as published)."""
 import math
 import pathlib
 import runpy
-import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ import torch.nn.functional as nnf
 from torch.autograd import gradcheck
 
 import softhist
+from conftest import run_measuring_peak
 from softhist.applications import histogram_loss, hl_gauss_probs
 
 F64 = torch.float64
@@ -456,14 +455,8 @@ def test_rgb_uv_histogram_bad_input():
 def test_rgb_uv_histogram_memory_is_pixels_plus_bins_squared():
     # 4 images of 128^2, 64 bins, forward and backward: the kernel values of every pixel, bin and
     # anchor would be 4 * 16384 * 64 * 3 * 2 floats (101 MB); the images are 0.8 MB.
-    script = textwrap.dedent(
+    out = run_measuring_peak(
         """
-        import torch, softhist
-
-        def peak_rss():  # VmHWM: unlike ru_maxrss, not inherited from the parent through fork + exec
-            with open("/proc/self/status") as status:
-                return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-
         torch.manual_seed(0)
         images = torch.rand(4, 3, 128, 128, requires_grad=True)
         softhist.rgb_uv_histogram(torch.rand(1, 3, 8, 8, requires_grad=True)).sum().backward()  # imports, first call
@@ -473,10 +466,7 @@ def test_rgb_uv_histogram_memory_is_pixels_plus_bins_squared():
         print(peak_rss() - before, tuple(h.shape))
         """
     )
-    if not sys.platform.startswith("linux"):
-        pytest.skip("reads peak RSS from /proc")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True)
-    growth, shape = out.stdout.split(maxsplit=1)
+    growth, shape = out.split(maxsplit=1)
     assert shape.strip() == "(4, 3, 64, 64)"
     assert 0 < int(growth) <= 40 * 1000 * 1000  # a dozen floats per pixel and channel, never pixels x bins
 

@@ -1,8 +1,5 @@
 """Joint histograms: histogramdd / histogram2d against numpy and the dense joint reference."""
 
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -10,6 +7,7 @@ import torch
 from torch.autograd import gradcheck
 
 import softhist
+from conftest import run_measuring_peak
 from softhist import reference
 from softhist._plan import NATIVE_KERNELS
 from softhist.kernels import KERNELS
@@ -194,14 +192,8 @@ def test_bad_input(call, error, match):
 
 def test_forward_and_backward_never_allocate_n_by_cells():
     # 2M 2-D samples x 512 x 512 cells: a dense N x cells float32 tensor would need 2 TiB.
-    script = textwrap.dedent(
+    out = run_measuring_peak(
         """
-        import torch, softhist
-
-        def peak_rss():  # VmHWM: unlike ru_maxrss, not inherited from the parent through fork + exec
-            with open("/proc/self/status") as status:
-                return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-
         torch.manual_seed(0)
         xy = (torch.rand(2_000_000, 2) * 0.8 + 0.1).requires_grad_()
         before = peak_rss()
@@ -210,10 +202,7 @@ def test_forward_and_backward_never_allocate_n_by_cells():
         print(peak_rss() - before, float(hist.sum()))
         """
     )
-    if not sys.platform.startswith("linux"):
-        pytest.skip("reads peak RSS from /proc")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True)
-    growth, total = out.stdout.split()
+    growth, total = out.split()
     assert 0 < int(growth) < 1 << 30
     assert float(total) == pytest.approx(2_000_000, rel=1e-5)
 

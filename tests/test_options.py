@@ -6,15 +6,13 @@ by gradcheck and gradgradcheck in float64, through every public function that ta
 """
 
 import math
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import softhist
+from conftest import run_measuring_peak
 from softhist import _cpp_backend, _ops, _plan, _torch_backend, reference
 from softhist.kernels import KERNELS
 
@@ -444,14 +442,8 @@ def test_local_histogram_computes_gatorsenses_windows_and_bins():
 def test_local_histogram_memory_is_input_plus_output(membership):
     # (1, 3, 256, 256), 16 bins, 5 x 5 windows at stride 1: the windows' samples x bins would be
     # 3 * 256^2 * 25 * 16 floats (315 MB); the output is 12.6 MB.
-    script = textwrap.dedent(
+    out = run_measuring_peak(
         """
-        import torch, softhist
-
-        def peak_rss():  # VmHWM: unlike ru_maxrss, not inherited from the parent through fork + exec
-            with open("/proc/self/status") as status:
-                return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-
         torch.manual_seed(0)
         image = torch.rand(1, 3, 256, 256, requires_grad=True)
         softhist.local_histogram(torch.rand(1, 1, 8, 8), 16, (0, 1), 5, 1, membership=MEMBERSHIP)  # imports, first call
@@ -459,11 +451,8 @@ def test_local_histogram_memory_is_input_plus_output(membership):
         h = softhist.local_histogram(image, 16, (0, 1), 5, 1, membership=MEMBERSHIP)
         (h * torch.linspace(-1, 1, 16).view(1, 1, 16, 1, 1)).sum().backward()
         print(peak_rss() - before, tuple(h.shape))
-        """
-    ).replace("MEMBERSHIP", repr(membership))
-    if not sys.platform.startswith("linux"):
-        pytest.skip("reads peak RSS from /proc")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True)
-    growth, shape = out.stdout.split(maxsplit=1)
+        """.replace("MEMBERSHIP", repr(membership))
+    )
+    growth, shape = out.split(maxsplit=1)
     assert shape.strip() == "(1, 3, 16, 252, 252)"
     assert 0 < int(growth) <= 100 * 1000 * 1000

@@ -1,9 +1,6 @@
 """Soft mode: the engine against the dense reference, and the invariants of DESIGN.md section 5."""
 
 import math
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -13,7 +10,7 @@ from softhist import _plan, _torch_backend, reference
 from softhist._plan import NATIVE_KERNELS
 from softhist.kernels import KERNELS
 
-from conftest import reference_rows
+from conftest import reference_rows, run_measuring_peak
 
 # The kernels every engine has (the Cauchy kernel and user kernels run on the torch engine: test_options.py).
 KERNEL_NAMES = sorted(NATIVE_KERNELS)
@@ -186,14 +183,8 @@ def test_gaussian_times_delta_is_the_midpoint_rule():
 @pytest.mark.parametrize("kernel", ["gaussian", "box"])  # table and window strategies
 def test_forward_and_backward_never_allocate_n_by_bins(kernel):
     # 4M samples x 4096 bins: a dense N x B float32 tensor would need 64 GiB.
-    script = textwrap.dedent(
+    out = run_measuring_peak(
         """
-        import torch, softhist
-
-        def peak_rss():  # VmHWM: unlike ru_maxrss, not inherited from the parent through fork + exec
-            with open("/proc/self/status") as status:
-                return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-
         torch.manual_seed(0)
         x = torch.rand(4_000_000, requires_grad=True)
         w = torch.rand(4_000_000, requires_grad=True)
@@ -201,12 +192,8 @@ def test_forward_and_backward_never_allocate_n_by_bins(kernel):
         hist = softhist.histc(x, 4096, 0, 1, weight=w, kernel=KERNEL)
         (hist * torch.linspace(-1, 1, 4096)).sum().backward()
         print(peak_rss() - before, float(hist.sum()), float(w.sum()))
-        """
+        """.replace("KERNEL", repr(kernel))
     )
-    if not sys.platform.startswith("linux"):
-        pytest.skip("reads peak RSS from /proc")
-    script = script.replace("KERNEL", repr(kernel))
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True)
-    growth, total, weight_total = out.stdout.split()
+    growth, total, weight_total = out.split()
     assert 0 < int(growth) < 1 << 30
     assert float(total) == pytest.approx(float(weight_total), rel=2e-3)  # only the range ends lose mass
