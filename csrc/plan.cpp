@@ -82,28 +82,27 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
   return p;
 }
 
-std::vector<int64_t> window_offsets(const Plan& p) {
+// Offsets of the cells of a box that spans count(d) cells from start(d) along each axis d, in
+// the row-major layout of p.strides.
+template <class Count, class Start>
+static std::vector<int64_t> box_offsets(const Plan& p, Count count, Start start) {
   std::vector<int64_t> offsets{0};
   for (int64_t d = 0; d < p.dims; ++d) {
     std::vector<int64_t> next;
-    next.reserve(offsets.size() * p.axes[d].cells);
+    next.reserve(offsets.size() * count(d));
     for (int64_t o : offsets)
-      for (int64_t j = 0; j < p.axes[d].cells; ++j) next.push_back(o + j * p.strides[d]);
+      for (int64_t k = 0; k < count(d); ++k) next.push_back(o + (start(d) + k) * p.strides[d]);
     offsets.swap(next);
   }
   return offsets;
 }
 
+std::vector<int64_t> window_offsets(const Plan& p) {
+  return box_offsets(p, [&](int64_t d) { return p.axes[d].cells; }, [](int64_t) { return int64_t(0); });
+}
+
 std::vector<int64_t> crop_offsets(const Plan& p) {
-  std::vector<int64_t> offsets{0};
-  for (int64_t d = 0; d < p.dims; ++d) {
-    std::vector<int64_t> next;
-    next.reserve(offsets.size() * p.axes[d].bins);
-    for (int64_t o : offsets)
-      for (int64_t k = 0; k < p.axes[d].bins; ++k) next.push_back(o + (p.axes[d].pad + k) * p.strides[d]);
-    offsets.swap(next);
-  }
-  return offsets;
+  return box_offsets(p, [&](int64_t d) { return p.axes[d].bins; }, [&](int64_t d) { return p.axes[d].pad; });
 }
 
 }  // namespace softhist::native
