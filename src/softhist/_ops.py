@@ -630,10 +630,8 @@ class SoftHistogram(torch.autograd.Function):
         ctx.binning, ctx.backend, ctx.eager = binning, backend, False
 
     @staticmethod
-    def backward(ctx, grad):
-        _, weight, bandwidth, *edges = ctx.saved_tensors
-        grad_x, grad_w, grad_h, grad_e = _soft_grads(ctx, grad, _soft_needs(ctx, weight, bandwidth, ctx.needs_input_grad[5:]))
-        return grad_x, grad_w, grad_h, None, None, *grad_e
+    def backward(ctx, grad):  # as the eager path's: both save (x, weight, bandwidth, *edges)
+        return _EagerSoft.backward(ctx, grad)
 
     @staticmethod
     def jvp(ctx, x_t, weight_t, bandwidth_t, _binning, _backend, *edges_t):
