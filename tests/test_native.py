@@ -389,6 +389,7 @@ def test_plan_is_cached_and_tables_serve_small_calls_once_built(calls):
     could use it have brought _TABLE_BUILD_SAMPLES samples (one large call or many small ones),
     after which calls of any size read it, within 2e-6 of float64."""
     _cpp_backend._TABLES.clear()
+    _cpp_backend._READY.clear()
     _cpp_backend._SAMPLES_SEEN.clear()
     small = rand(700, dtype=torch.float32)
     exact = softhist.histc(small.double(), 40, 0, 1, bandwidth=0.013, backend="cpp")

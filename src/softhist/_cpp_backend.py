@@ -94,6 +94,7 @@ def _table_size(kernel: Kernel, bandwidth_bins: float) -> Optional[Tuple[int, in
 
 _TABLES: "OrderedDict[tuple, Tensor]" = OrderedDict()  # the 16 tables used last, flattened
 _TABLES_KEPT = 16
+_READY: dict = {}  # (binning, smooth, tables allowed, exact axes) -> a settled plan of equal-width axes
 
 
 def _table(kernel: Kernel, bandwidth_bins: float, size: int, reach: int) -> Tensor:
@@ -104,6 +105,7 @@ def _table(kernel: Kernel, bandwidth_bins: float, size: int, reach: int) -> Tens
         table = _TABLES[key] = _build_table(kernel, bandwidth_bins, size, reach).reshape(-1)
         if len(_TABLES) > _TABLES_KEPT:
             _TABLES.popitem(last=False)
+            _READY.clear()  # kept plans hold their tables: let the evicted one go
     else:
         _TABLES.move_to_end(key)
     return table
@@ -204,6 +206,7 @@ def _tables(keys: Tuple[tuple, ...]) -> Tensor:
         _TABLES[keys] = joined
         if len(_TABLES) > _TABLES_KEPT:
             _TABLES.popitem(last=False)
+            _READY.clear()
     return joined
 
 
@@ -246,16 +249,25 @@ def _plan(x: Tensor, edges: Sequence[Tensor], binning: Binning, smooth_gradients
     ~10^5 samples, so a table is built once the calls that could use it have brought
     ``_TABLE_BUILD_SAMPLES`` samples (one large call, or many small ones: a training loop's
     small histograms take the table from their 66th call of 1,000 samples on).
+
+    A plan that reads no edge values (equal-width soft axes) and no longer waits for a table
+    depends on its key alone: it is kept, so a training loop's calls plan once.
     """
     exact_axes = tuple(exact_axes) if exact_axes is not None else (False,) * len(binning.axes)
-    if any(a.uniform is None for a in binning.axes):
+    tables_allowed = x.dtype != torch.float64
+    key = (binning, smooth_gradients, tables_allowed, exact_axes)
+    ready = _READY.get(key)
+    if ready is not None:
+        return ready
+    explicit = any(a.uniform is None for a in binning.axes)
+    if explicit:
         binning = _equal_widths(binning, edges)
     windows = tuple(  # explicit edges: the widest window they hold (a read of their values)
         window_edges(a, k, e) if a.uniform is None and not hard else 0
         for a, k, hard, e in zip(binning.axes, binning.kernels, binning.hard_axes, edges)
     )
-    tables_allowed = x.dtype != torch.float64
     ints, floats, keys = _axis_plan(binning, smooth_gradients, tables_allowed, exact_axes, windows)
+    settled = True
     if keys and not all(key in _TABLES for key in keys):
         # Build once this binning's calls have brought _TABLE_BUILD_SAMPLES samples (this one
         # included), so the exact windows spent before building cost about what building does.
@@ -265,7 +277,13 @@ def _plan(x: Tensor, edges: Sequence[Tensor], binning: Binning, smooth_gradients
             if len(_SAMPLES_SEEN) > 1024:
                 _SAMPLES_SEEN.clear()
             ints, floats, keys = _axis_plan(binning, smooth_gradients, False, exact_axes, windows)
-    return ints, floats, _flat_edges(edges, binning), _tables(keys)
+            settled = False
+    plan = ints, floats, _flat_edges(edges, binning), _tables(keys)
+    if settled and not explicit and plan[2] is _NO_EDGES:
+        if len(_READY) >= 256:
+            _READY.clear()
+        _READY[key] = plan
+    return plan
 
 
 # --------------------------------------------------------------------------- fake kernels
@@ -301,10 +319,14 @@ if _LOAD_ERROR is None:
     torch.library.register_fake("softhist::_native_hard")(_fake_hard)
 
 
+def _dense(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` as the kernels read it: contiguous, in ``dtype`` (itself when it already is)."""
+    return t if t.dtype == dtype and t.is_contiguous() else t.to(dtype).contiguous()
+
+
 def _prepare(x: Tensor, weight: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
     acc = accumulation_dtype(x.dtype)
-    x = x.to(acc).contiguous()
-    return x, None if weight is None else weight.to(acc).contiguous()
+    return _dense(x, acc), None if weight is None else _dense(weight, acc)
 
 
 def _forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
@@ -316,24 +338,19 @@ def _forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binni
 def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, needs):
     need_x, need_w, need_h, need_edges = needs
     x, weight = _prepare(x, weight)
-    ints, floats, flat_edges, tables = _plan(x, edges, binning, need_x or need_h, tuple(bool(n) for n in need_edges))
+    ints, floats, flat_edges, tables = _plan(x, edges, binning, need_x or need_h, need_edges)
     exact_edges = [need and not hard for need, hard in zip(need_edges, binning.hard_axes)]  # hard axes: zero
-    flags = [int(need_x), int(need_w), int(need_h), *(int(n) for n in exact_edges)]
-    grad = grad.to(x.dtype).contiguous()
+    flags = [int(need_x), int(need_w), int(need_h), *map(int, exact_edges)]
     grad_x, grad_w, grad_h, grad_e = torch.ops.softhist._native_soft_backward(
-        grad, x, weight, flat_edges, tables, ints, floats, flags
+        _dense(grad, x.dtype), x, weight, flat_edges, tables, ints, floats, flags
     )
-    per_axis: List[Optional[Tensor]] = []
-    start = 0
-    for e, need, exact in zip(edges, need_edges, exact_edges):
-        per_axis.append(grad_e[start : start + e.numel()] if exact else torch.zeros_like(e, dtype=torch.float64) if need else None)
-        start += e.numel()
-    return (
-        grad_x if need_x else None,
-        grad_w if need_w else None,
-        grad_h if need_h else None,
-        per_axis,
-    )
+    per_axis: List[Optional[Tensor]] = [None] * len(edges)
+    if any(need_edges):
+        start = 0
+        for d, (e, need, exact) in enumerate(zip(edges, need_edges, exact_edges)):
+            per_axis[d] = grad_e[start : start + e.numel()] if exact else torch.zeros_like(e, dtype=torch.float64) if need else None
+            start += e.numel()
+    return grad_x if need_x else None, grad_w if need_w else None, grad_h if need_h else None, per_axis
 
 
 CPP_ENGINE = Engine(_forward, _backward, hard_histogram)

@@ -38,7 +38,7 @@ import torch.autograd.forward_ad as forward_ad
 from torch import Tensor
 
 from . import _checks, _cpp_backend, _torch_backend
-from ._plan import Binning, Engine, accumulation_dtype, binning_from_spec, window_edges
+from ._plan import Binning, Engine, accumulation_dtype, binning_from_spec, host_cache, window_edges
 from ._torch_backend import hard_bins, hard_cells
 from .kernels import get_kernel, is_builtin
 
@@ -141,22 +141,40 @@ def resolve(binning: Binning, bandwidth: Optional[Tensor], edges: Sequence[Tenso
     """The call's description as the engines read it: bandwidths read from their tensor (a host
     sync, inside the op), explicit edges' values checked, and every soft axis's scales checked."""
     hard_call, dims = binning.mode == "hard", len(edges)
+    explicit = False
     for d, (axis, e) in enumerate(zip(binning.axes, edges)):
         if axis.uniform is None:  # explicit edges: their values, once per call
+            explicit = True
             _checks.check_edge_values(e, "bins" if dims == 1 else f"bins[{d}]", hard_call)
     if bandwidth is not None:
         values = bandwidth.detach().double().tolist()
         _checks.check_bandwidths(values, binning.hard_axes, binning.bandwidth_sizes)
         binning = binning.with_bandwidths(values)
+    if hard_call:
+        return binning
+    if not explicit:  # every scale is in the description: checked once per description
+        return _checked_scales(binning, acc)
     for axis, e, hard in zip(binning.axes, edges, binning.hard_axes):
-        if not (hard_call or hard):
-            # Equal-width bins: the bandwidth must also resolve positions on the range. Explicit
-            # (often learned) edges are taken as they come.
+        if not hard:
             lo, hi = axis.uniform if axis.uniform is not None else tuple(e.detach()[[0, -1]].tolist())
-            magnitude = max(abs(lo), abs(hi)) if axis.uniform is not None else 0.0
-            narrowest = min(axis.bin_bandwidths) if axis.bin_bandwidths else axis.bandwidth
-            _checks.check_scales((hi - lo) / axis.bins, narrowest, magnitude, acc)
+            _check_axis_scales(axis, lo, hi, acc)
     return binning
+
+
+@host_cache(maxsize=256)
+def _checked_scales(binning: Binning, acc: torch.dtype) -> Binning:
+    for axis, hard in zip(binning.axes, binning.hard_axes):
+        if not hard:
+            _check_axis_scales(axis, *axis.uniform, acc)
+    return binning
+
+
+def _check_axis_scales(axis, lo: float, hi: float, acc: torch.dtype) -> None:
+    # Equal-width bins: the bandwidth must also resolve positions on the range. Explicit (often
+    # learned) edges are taken as they come.
+    magnitude = max(abs(lo), abs(hi)) if axis.uniform is not None else 0.0
+    narrowest = min(axis.bin_bandwidths) if axis.bin_bandwidths else axis.bandwidth
+    _checks.check_scales((hi - lo) / axis.bins, narrowest, magnitude, acc)
 
 
 def run_soft(x: Tensor, weight: Optional[Tensor], bandwidth: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str) -> Tensor:
@@ -164,7 +182,7 @@ def run_soft(x: Tensor, weight: Optional[Tensor], bandwidth: Optional[Tensor], e
     acc = accumulation_dtype(x.dtype)
     engine = _engine(x, backend, binning)
     binning = resolve(binning, bandwidth, edges, acc)
-    edges = [e.to(acc) for e in edges]  # the engines compare and compute in the accumulation dtype
+    edges = _in_dtype(edges, acc)  # the engines compare and compute in the accumulation dtype
     if binning.mode == "straight_through":
         return engine.hard(x, weight, edges, binning).to(acc)
     return engine.forward(x, weight, edges, binning)
@@ -178,14 +196,25 @@ def run_soft_backward(grad, x, weight, bandwidth, edges, binning, backend, needs
     binning = resolve(binning, bandwidth, edges, acc)
     need_x, need_w, need_h, *need_edges = needs
     grad_x, grad_w, grad_h, grad_e = engine.backward(
-        grad.contiguous(), x, weight, [e.to(acc) for e in edges], binning, (need_x, need_w, need_h, tuple(need_edges))
+        grad.contiguous(), x, weight, _in_dtype(edges, acc), binning, (need_x, need_w, need_h, tuple(need_edges))
     )
     return (
-        grad_x.reshape(x.shape).to(x.dtype) if need_x else None,
-        grad_w.reshape(weight.shape).to(weight.dtype) if need_w else None,
-        grad_h.reshape(bandwidth.shape).to(bandwidth.dtype) if need_h else None,
+        _like(grad_x, x) if need_x else None,
+        _like(grad_w, weight) if need_w else None,
+        _like(grad_h, bandwidth) if need_h else None,
         [g.to(e.dtype, copy=True) if need else None for g, e, need in zip(grad_e, edges, need_edges)],  # engines may slice one buffer
     )
+
+
+def _in_dtype(tensors: Sequence[Tensor], dtype: torch.dtype) -> List[Tensor]:
+    return [t if t.dtype == dtype else t.to(dtype) for t in tensors]
+
+
+def _like(grad: Tensor, t: Tensor) -> Tensor:
+    """An engine's gradient (flat, in its dtype) shaped and typed as ``t``."""
+    if grad.shape != t.shape:
+        grad = grad.reshape(t.shape)
+    return grad if grad.dtype == t.dtype else grad.to(t.dtype)
 
 
 def run_hard(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str) -> Tensor:
@@ -252,11 +281,11 @@ def _soft_needs(ctx, weight: Optional[Tensor], bandwidth: Optional[Tensor], edge
     return [bool(need_x), bool(need_w) and weight is not None, bool(need_h) and bandwidth is not None, *map(bool, edge_needs)]
 
 
-def _soft_grads(ctx, grad: Tensor, needs: List[bool]):
-    """The soft histogram's VJP for ``ctx`` (saved ``x, weight, bandwidth, *edges``; ``ctx.binning``,
-    ``ctx.backend``): the fused backward pass, or the differentiable formula when the caller
-    differentiates this backward (grad mode on)."""
-    x, weight, bandwidth, *edges = ctx.saved_tensors
+def _soft_grads(ctx, grad: Tensor, saved: Sequence[Tensor], needs: List[bool]):
+    """The soft histogram's VJP for ``ctx`` (``saved``: its ``x, weight, bandwidth, *edges``;
+    ``ctx.binning``, ``ctx.backend``): the fused backward pass, or the differentiable formula when
+    the caller differentiates this backward (grad mode on)."""
+    x, weight, bandwidth, *edges = saved
     binning = ctx.binning
     if torch.is_grad_enabled():  # the caller differentiates this backward: the VJP in plain torch ops
         binning = resolve(binning, bandwidth, edges, accumulation_dtype(x.dtype))
@@ -281,10 +310,11 @@ def _soft_setup(ctx, inputs, output) -> None:
 
 
 def _soft_grad(ctx, grad: Tensor):
-    _, weight, bandwidth, *edges = ctx.saved_tensors
+    saved = ctx.saved_tensors
+    _, weight, bandwidth, *edges = saved
     edge_needs = ctx.needs_input_grad[3]
     edge_needs = list(edge_needs) if isinstance(edge_needs, (list, tuple)) else [bool(edge_needs)] * len(edges)
-    grad_x, grad_w, grad_h, grad_e = _soft_grads(ctx, grad, _soft_needs(ctx, weight, bandwidth, edge_needs))
+    grad_x, grad_w, grad_h, grad_e = _soft_grads(ctx, grad, saved, _soft_needs(ctx, weight, bandwidth, edge_needs))
     return grad_x, grad_w, grad_h, grad_e, None, None
 
 
@@ -602,8 +632,9 @@ class _EagerSoft(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        _, weight, bandwidth, *edges = ctx.saved_tensors
-        grad_x, grad_w, grad_h, grad_e = _soft_grads(ctx, grad, _soft_needs(ctx, weight, bandwidth, ctx.needs_input_grad[5:]))
+        saved = ctx.saved_tensors
+        _, weight, bandwidth, *edges = saved
+        grad_x, grad_w, grad_h, grad_e = _soft_grads(ctx, grad, saved, _soft_needs(ctx, weight, bandwidth, ctx.needs_input_grad[5:]))
         return grad_x, grad_w, grad_h, None, None, *grad_e
 
 
