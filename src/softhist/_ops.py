@@ -196,7 +196,7 @@ def run_soft_backward(grad, x, weight, bandwidth, edges, binning, backend, needs
     binning = resolve(binning, bandwidth, edges, acc)
     need_x, need_w, need_h, *need_edges = needs
     grad_x, grad_w, grad_h, grad_e = engine.backward(
-        grad.contiguous(), x, weight, _in_dtype(edges, acc), binning, (need_x, need_w, need_h, tuple(need_edges))
+        grad if grad.is_contiguous() else grad.contiguous(), x, weight, _in_dtype(edges, acc), binning, (need_x, need_w, need_h, tuple(need_edges))
     )
     return (
         _like(grad_x, x) if need_x else None,
