@@ -376,7 +376,7 @@ def test_local_histogram_normalized_pixels_count_once_per_window():
 
 
 def test_local_histogram_gradcheck():
-    image = torch.rand(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    image = torch.rand(1, 2, 4, 3, dtype=torch.float64, requires_grad=True)
     h = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
     for membership, normalize in (("mass", False), ("center", True)):
         def f(image, h):
@@ -384,7 +384,7 @@ def test_local_histogram_gradcheck():
                                             normalize_samples=normalize)
 
         assert gradcheck(f, (image, h))
-        assert gradgradcheck(f, (image, h))
+        assert gradgradcheck(f, (image, h), fast_mode=True)  # a random projection of every second derivative
 
 
 def test_local_histogram_errors_name_the_argument():
