@@ -278,7 +278,9 @@ def test_bench_prints_a_table_against_histc(tmp_path, capsys):
     assert any("torch.histogramdd (hard)" in row for row in rows)
     soft = [row for row in rows if "softhist soft" in row]
     assert soft and all(row.count(" ms (") == 2 for row in soft)  # forward and forward+backward
-    assert all(row.rstrip(" |").split("|")[-1].strip().isdigit() for row in soft)  # peak MiB from the probes
+    probed = [row for row in rows if row.rstrip(" |").split("|")[-1].strip().isdigit()]  # peak MiB from the probes
+    assert {row.split("|")[1] for row in probed} == {row.split("|")[1] for row in rows}  # --tiny: one probe per case
+    assert all("softhist" in row for row in probed)
     with open(table, newline="") as handle:
         records = list(csv.DictReader(handle))
     assert len(records) == len(rows)
