@@ -1,6 +1,6 @@
 // One table axis (1-D): a sample's masses depend only on its position f in its base bin, so they
-// are read from a (Q, W) table of exact masses at f = q/Q and linearly interpolated (as are their
-// derivatives in x and h). Q is sized in Python so the interpolation error stays below float32
+// are read from a (Q, W) table of exact masses at f = q/Q (or on the grid of the table's
+// pieces, TableGrid) and linearly interpolated (as are their derivatives in x and h). Q is sized in Python so the interpolation error stays below float32
 // resolution. Windows are W = 2J + 1 bins around the base bin, padded to a multiple of 8.
 #include "table_1d.h"
 
@@ -21,12 +21,21 @@ SOFTHIST_HOT void table_positions(const Axis& a, const float* xs, const float* w
   float* __restrict t = b.t;
   double* __restrict w = b.w;
   int32_t* __restrict valid = b.valid;
+  // The weights in a loop of their own: a masked load of wt[i] under `wt ? ... : 1.0` in the
+  // positions loop faults (suppressed, one microcode assist per vector) when wt is null.
+  if (grid.pieces) {
 #pragma omp simd
-  for (int64_t i = 0; i < m; ++i) {
-    const double wi = wt ? double(wt[i]) : 1.0;
-    const bool ok = grid.locate(double(xs[i]), bin[i], q[i], t[i]);
-    w[i] = ok ? wi : 0.0;
-    valid[i] = int32_t(ok);
+    for (int64_t i = 0; i < m; ++i) valid[i] = int32_t(grid.locate_pieces(double(xs[i]), bin[i], q[i], t[i]));
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) valid[i] = int32_t(grid.locate(double(xs[i]), bin[i], q[i], t[i]));
+  }
+  if (wt) {
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) w[i] = valid[i] ? double(wt[i]) : 0.0;
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) w[i] = valid[i] ? 1.0 : 0.0;
   }
 }
 

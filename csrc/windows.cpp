@@ -30,8 +30,12 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
     const TableGrid grid(a);
     int32_t* __restrict q = w.q.data();
     float* __restrict t = w.t.data();
+    if (grid.pieces) {
+      for (int64_t i = 0; i < m; ++i) valid[i] &= uint8_t(grid.locate_pieces(xs[i], first[i], q[i], t[i]));
+    } else {
 #pragma omp simd
-    for (int64_t i = 0; i < m; ++i) valid[i] &= uint8_t(grid.locate(xs[i], first[i], q[i], t[i]));
+      for (int64_t i = 0; i < m; ++i) valid[i] &= uint8_t(grid.locate(xs[i], first[i], q[i], t[i]));
+    }
     if (want.mass) lerp_rows(a.mass, a.cells, q, t, m, 1.0, w.mass.data());
     if (want.x) lerp_rows(a.du, a.cells, q, t, m, scale, w.dx.data());
     if (want.h) lerp_rows(a.dhb, a.cells, q, t, m, scale, w.dh.data());
