@@ -419,6 +419,22 @@ def test_table_pieces_hold_exact_masses_and_derivatives(kernel):
             assert ((got - want).abs().max() / want.abs().max()).item() < 1e-6
 
 
+@pytest.mark.parametrize("kernel", ["gaussian", "epanechnikov"])
+def test_non_uniform_edges_with_windows_of_many_edges_match_torch_engine(kernel):
+    """x^1.5 edges: bins 50x narrower near 0 than near 1, so windows hold from 2 to 30 edges; each
+    sample evaluates its own edges (eight at a time, up to the first past its support), the
+    same values and gradients (x, weights, bandwidth, edges) as the torch engine."""
+    x = torch.cat([rand(3000), torch.tensor([0.0, 1e-4, 0.999, 1.0, -0.011, 1.011], dtype=torch.float64)]).requires_grad_()
+    w = rand(x.numel(), lo=0.5, hi=1.5).requires_grad_()
+    edges = (torch.linspace(0, 1, 129, dtype=torch.float64) ** 1.5).requires_grad_()
+    h = torch.tensor(1.0 / 256, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, w, edges, h, backend):
+        return softhist.histogram(x, edges, weight=w, kernel=kernel, bandwidth=h, backend=backend)[0]
+
+    assert_engines_agree(fn, x, w, edges, h)
+
+
 def test_table_grid_past_int32_takes_the_exact_windows():
     """(bins + 2J) * Q grid points past 2**31 would overflow the table path's int32 positions."""
     bins = 1_100_000  # x 2,048 sub-positions at half a bin of bandwidth: past 2**31
