@@ -14,29 +14,28 @@
 
 namespace softhist::native {
 
-SOFTHIST_HOT void table_positions(const Axis& a, const float* xs, const float* wt, int64_t m, TableBlock& b) {
-  const TableGrid grid(a);
+// One pass per block, in four versions (table in pieces or not, weights or not): a `wt ? wt[i] : 1`
+// inside the vectorized loop becomes a masked load that, with wt null, faults (suppressed: one
+// microcode assist per vector, twice the time of the whole forward pass).
+template <bool PIECES, bool WEIGHTED>
+SOFTHIST_INLINE void positions(const TableGrid& grid, const float* xs, const float* wt, int64_t m, TableBlock& b) {
   int32_t* __restrict bin = b.bin;
   int32_t* __restrict q = b.q;
   float* __restrict t = b.t;
   double* __restrict w = b.w;
   int32_t* __restrict valid = b.valid;
-  // The weights in a loop of their own: a masked load of wt[i] under `wt ? ... : 1.0` in the
-  // positions loop faults (suppressed, one microcode assist per vector) when wt is null.
-  if (grid.pieces) {
 #pragma omp simd
-    for (int64_t i = 0; i < m; ++i) valid[i] = int32_t(grid.locate_pieces(double(xs[i]), bin[i], q[i], t[i]));
-  } else {
-#pragma omp simd
-    for (int64_t i = 0; i < m; ++i) valid[i] = int32_t(grid.locate(double(xs[i]), bin[i], q[i], t[i]));
+  for (int64_t i = 0; i < m; ++i) {
+    const bool ok = PIECES ? grid.locate_pieces(double(xs[i]), bin[i], q[i], t[i]) : grid.locate(double(xs[i]), bin[i], q[i], t[i]);
+    w[i] = ok ? (WEIGHTED ? double(wt[i]) : 1.0) : 0.0;
+    valid[i] = int32_t(ok);
   }
-  if (wt) {
-#pragma omp simd
-    for (int64_t i = 0; i < m; ++i) w[i] = valid[i] ? double(wt[i]) : 0.0;
-  } else {
-#pragma omp simd
-    for (int64_t i = 0; i < m; ++i) w[i] = valid[i] ? 1.0 : 0.0;
-  }
+}
+
+SOFTHIST_HOT void table_positions(const Axis& a, const float* xs, const float* wt, int64_t m, TableBlock& b) {
+  const TableGrid grid(a);
+  if (grid.pieces) wt ? positions<true, true>(grid, xs, wt, m, b) : positions<true, false>(grid, xs, wt, m, b);
+  else wt ? positions<false, true>(grid, xs, wt, m, b) : positions<false, false>(grid, xs, wt, m, b);
 }
 
 // Forward: each sample adds w * (row + t * step) into its window.

@@ -4,7 +4,7 @@ Same contract as :mod:`._torch_backend` (an :class:`._torch_backend.Engine`: ``x
 -> ``(rows, *bins)``; the ops of :mod:`._ops` carry its autograd). This module plans each call and the kernels run it:
 
 * per axis, a strategy: ``HARD`` for an axis binned hard inside a soft histogram; ``TABLE`` (equal-width bins, float32 or narrower input, a kernel with a
-  continuous density, enough samples): masses read from a sub-bin table of exact values and
+  continuous density, or a compact one whose table is split at its jumps, enough samples): masses read from a sub-bin table of exact values and
   linearly interpolated; otherwise the exact window (``EXACT_UNIFORM`` for equal-width bins,
   ``EXACT_EDGES`` for any edges), with the kernel's CDF evaluated at each window edge;
 * the window widths, capped at the axis's edges, so a call never costs more than the dense formula;
