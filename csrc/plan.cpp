@@ -39,10 +39,15 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
     a.edges = no_edges ? nullptr : e + p.edge_total;
     p.edge_total += a.bins + 1;
     if (a.kind == TABLE) {
-      STD_TORCH_CHECK(a.q >= 1 && a.q <= (int64_t(1) << 20) && (a.q & (a.q - 1)) == 0 && a.reach >= 0 && a.reach < (int64_t(1) << 20) &&
-                          a.width == 2 * a.reach + 1,
+      // One piece: Q = 2^k rows per bin. Pieces: rows [0, row1), [row1, row2), [row2, Q) on
+      // [0, cut1), [cut1, cut2), [cut2, 1), each of at least two rows (its own, then one more).
+      auto piece_ok = [](int64_t rows, double start, double end) { return start == end ? rows == 0 : start < end && rows >= 2; };
+      const bool one_piece = a.cut1 == 1.0 && a.cut2 == 1.0 && (a.q & (a.q - 1)) == 0;
+      const bool pieces = piece_ok(a.row1, 0.0, a.cut1) && piece_ok(a.row2 - a.row1, a.cut1, a.cut2) && piece_ok(a.q - a.row2, a.cut2, 1.0);
+      STD_TORCH_CHECK(a.q >= 1 && a.q <= (int64_t(1) << 20) && a.reach >= 0 && a.reach < (int64_t(1) << 20) && a.width == 2 * a.reach + 1 &&
+                          (one_piece || pieces),
                       "softhist: bad table plan");
-      STD_TORCH_CHECK((a.bins + 2 * a.reach) * a.q < (int64_t(1) << 31), "softhist: table grid past 2^31 points");
+      STD_TORCH_CHECK((a.bins + 2 * a.reach) * (a.q + 1) < (int64_t(1) << 31), "softhist: table grid past 2^31 points");
       a.cells = (a.width + 7) / 8 * 8;
       a.pad = 2 * a.reach;
       a.extent = a.bins + 2 * a.pad + (a.cells - a.width);

@@ -18,21 +18,24 @@ using torch::stable::Tensor;
 // How an axis computes a sample's window:
 // * EXACT_UNIFORM: equal-width bins, edges placed arithmetically (e_j = lo + j / scale);
 // * EXACT_EDGES: any increasing edges, the window found by search;
-// * TABLE: equal-width bins, masses read from a (Q, W) sub-bin table and interpolated;
+// * TABLE: equal-width bins, masses read from a (Q, W) sub-bin table and interpolated (kernels
+//   whose density or its derivative jumps: a table in up to three pieces of the bin, TableGrid);
 // * HARD: an axis binned hard inside a soft histogram (numpy's rule): one bin, no gradients.
 enum Kind : int64_t { EXACT_UNIFORM = 0, EXACT_EDGES = 1, TABLE = 2, HARD = 3 };
 
 // The per-axis fields the Python side sends, as the op's int[] and float[] arguments, axis after
 // axis, in this order. src/softhist/_cpp_backend.py (NativeAxis) mirrors these two lists; a test
 // reads them from this file.
-#define SOFTHIST_AXIS_INTS(X) X(kind) X(kernel) X(bins) X(width) X(q) X(reach)
-#define SOFTHIST_AXIS_FLOATS(X) X(lo) X(scale) X(h) X(support)
+#define SOFTHIST_AXIS_INTS(X) X(kind) X(kernel) X(bins) X(width) X(q) X(reach) X(row1) X(row2)
+#define SOFTHIST_AXIS_FLOATS(X) X(lo) X(scale) X(h) X(support) X(cut1) X(cut2)
 
 struct AxisPlan {
 #define SOFTHIST_INT_FIELD(name) int64_t name = 0;
 #define SOFTHIST_FLOAT_FIELD(name) double name = 0.0;
-  SOFTHIST_AXIS_INTS(SOFTHIST_INT_FIELD)    // kind, kernel id, bins, window width: edges K (exact) or bins W = 2J + 1 (table), table Q, reach J
-  SOFTHIST_AXIS_FLOATS(SOFTHIST_FLOAT_FIELD)  // range start, bins per data unit (uniform axes), bandwidth, kernel support T
+  SOFTHIST_AXIS_INTS(SOFTHIST_INT_FIELD)    // kind, kernel id, bins, window width: edges K (exact) or bins W = 2J + 1 (table),
+                                            // table rows Q, reach J, first rows of table pieces 1 and 2
+  SOFTHIST_AXIS_FLOATS(SOFTHIST_FLOAT_FIELD)  // range start, bins per data unit (uniform axes), bandwidth, kernel support T,
+                                              // starts of table pieces 1 and 2 in the bin (1: no such piece)
 #undef SOFTHIST_INT_FIELD
 #undef SOFTHIST_FLOAT_FIELD
 };

@@ -1,6 +1,6 @@
 // One table axis (1-D): a sample's masses depend only on its position f in its base bin, so they
-// are read from a (Q, W) table of exact masses at f = q/Q and linearly interpolated (as are their
-// derivatives in x and h). Q is sized in Python so the interpolation error stays below float32
+// are read from a (Q, W) table of exact masses at f = q/Q (or on the grid of the table's
+// pieces, TableGrid) and linearly interpolated (as are their derivatives in x and h). Q is sized in Python so the interpolation error stays below float32
 // resolution. Windows are W = 2J + 1 bins around the base bin, padded to a multiple of 8.
 #include "table_1d.h"
 
@@ -14,8 +14,11 @@
 
 namespace softhist::native {
 
-SOFTHIST_HOT void table_positions(const Axis& a, const float* xs, const float* wt, int64_t m, TableBlock& b) {
-  const TableGrid grid(a);
+// One pass per block, in four versions (table in pieces or not, weights or not): a `wt ? wt[i] : 1`
+// inside the vectorized loop becomes a masked load that, with wt null, faults (suppressed: one
+// microcode assist per vector, twice the time of the whole forward pass).
+template <bool PIECES, bool WEIGHTED>
+SOFTHIST_INLINE void positions(const TableGrid& grid, const float* xs, const float* wt, int64_t m, TableBlock& b) {
   int32_t* __restrict bin = b.bin;
   int32_t* __restrict q = b.q;
   float* __restrict t = b.t;
@@ -23,11 +26,16 @@ SOFTHIST_HOT void table_positions(const Axis& a, const float* xs, const float* w
   int32_t* __restrict valid = b.valid;
 #pragma omp simd
   for (int64_t i = 0; i < m; ++i) {
-    const double wi = wt ? double(wt[i]) : 1.0;
-    const bool ok = grid.locate(double(xs[i]), bin[i], q[i], t[i]);
-    w[i] = ok ? wi : 0.0;
+    const bool ok = PIECES ? grid.locate_pieces(double(xs[i]), bin[i], q[i], t[i]) : grid.locate(double(xs[i]), bin[i], q[i], t[i]);
+    w[i] = ok ? (WEIGHTED ? double(wt[i]) : 1.0) : 0.0;
     valid[i] = int32_t(ok);
   }
+}
+
+SOFTHIST_HOT void table_positions(const Axis& a, const float* xs, const float* wt, int64_t m, TableBlock& b) {
+  const TableGrid grid(a);
+  if (grid.pieces) wt ? positions<true, true>(grid, xs, wt, m, b) : positions<true, false>(grid, xs, wt, m, b);
+  else wt ? positions<false, true>(grid, xs, wt, m, b) : positions<false, false>(grid, xs, wt, m, b);
 }
 
 // Forward: each sample adds w * (row + t * step) into its window.

@@ -30,8 +30,12 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
     const TableGrid grid(a);
     int32_t* __restrict q = w.q.data();
     float* __restrict t = w.t.data();
+    if (grid.pieces) {
+      for (int64_t i = 0; i < m; ++i) valid[i] &= uint8_t(grid.locate_pieces(xs[i], first[i], q[i], t[i]));
+    } else {
 #pragma omp simd
-    for (int64_t i = 0; i < m; ++i) valid[i] &= uint8_t(grid.locate(xs[i], first[i], q[i], t[i]));
+      for (int64_t i = 0; i < m; ++i) valid[i] &= uint8_t(grid.locate(xs[i], first[i], q[i], t[i]));
+    }
     if (want.mass) lerp_rows(a.mass, a.cells, q, t, m, 1.0, w.mass.data());
     if (want.x) lerp_rows(a.du, a.cells, q, t, m, scale, w.dx.data());
     if (want.h) lerp_rows(a.dhb, a.cells, q, t, m, scale, w.dh.data());
@@ -72,32 +76,53 @@ SOFTHIST_HOT void axis_windows(const Axis& a, const double* xs, int64_t m, AxisW
     const double* e = a.edges;
     const double reach = a.support * a.h, inv_h = 1.0 / a.h;
     const EdgeSearch& search = *w.search;
-    for (int64_t i = 0; i < m; ++i) {
+    // The window is as wide as the narrowest bins need; this sample's own support ends at the
+    // first edge with z >= T, and every edge after it has the same F (clamped at T) and f = 0.
+    // Only the first `own` edges are evaluated: their z, packed sample after sample, are
+    // computed eight at a time until a group holds an edge at or past T (the packed buffer has
+    // 8 doubles of slack; a group's values past own are overwritten by the next sample's).
+    const double T = a.support;
+    double* __restrict zp = w.packed.data();
+    for (int64_t i = 0, total = 0; i < m; ++i) {
       double v = xs[i];
       bool ok = v > e[0] - reach && v < e[a.bins] + reach;
       v = ok ? v : e[0];
       int64_t s = search.last_at_or_below(v - reach);
       s = std::min(std::max<int64_t>(s, 0), a.bins + 1 - K);
       first[i] = int32_t(s);
-      for (int64_t p = 0; p < K; ++p) z[i * K + p] = (e[s + p] - v) * inv_h;
-      // The window is as wide as the narrowest bins need; this sample's own support ends at the
-      // first edge at or past v + T h (z >= T), and every edge after it has the same F (clamped
-      // at T) and f = 0. Only the first `own` edges are evaluated.
-      const int64_t end = std::min(search.last_at_or_below(v + reach) + 1, a.bins);
-      own[i] = int32_t(std::min(std::max<int64_t>(end - s + 1, 1), K));
       valid[i] &= uint8_t(ok);
+      if (K <= 2) {
+        for (int64_t p = 0; p < K; ++p) z[i * K + p] = (e[s + p] - v) * inv_h;
+        continue;
+      }
+      const double* es = e + s;
+      double* out = zp + total;
+      int64_t inside = 0;  // edges with z < T
+      for (int64_t p = 0; p < K; p += 8) {
+        int64_t count = 0;
+        if (p + 8 <= K) {
+          const v8d zs = (SOFTHIST_LOAD8(es + p) - v) * inv_h;
+          SOFTHIST_AT8(out + p) = zs;
+          for (int k = 0; k < 8; ++k) count += zs[k] < T;
+        } else {
+          for (int64_t k = p; k < K; ++k) count += (out[k] = (es[k] - v) * inv_h) < T;
+        }
+        inside += count;
+        if (count < std::min<int64_t>(8, K - p)) break;
+      }
+      own[i] = int32_t(std::min(inside + 1, K));
+      total += own[i];
     }
   }
   if (a.kind == EXACT_EDGES && K > 2) {
-    // Non-uniform edges: the kernel at each sample's own edges only, packed (z, then F or f);
+    // Non-uniform edges: the kernel at each sample's own edges only, packed (z above, then F or f);
     // past them F holds its last value and f is 0, exactly what every later edge gives, so a
     // window bin p has mass and derivatives only while p + 1 < own. The buffers have 8 doubles
     // of slack: packing copies whole groups of 8, and the selects below read past a sample's own.
     double* __restrict zp = w.packed.data();
     double* __restrict vp = zp + m * K + 8;
     int64_t total = 0;
-    for (int64_t i = 0; i < m; total += own[i], ++i)
-      for (int64_t p = 0; p < own[i]; p += 8) SOFTHIST_AT8(zp + total + p) = SOFTHIST_LOAD8(z + i * K + p);
+    for (int64_t i = 0; i < m; ++i) total += own[i];
     if (want.mass) {
       double* __restrict mass = w.mass.data();
       std::copy(zp, zp + total, vp);

@@ -78,13 +78,27 @@ struct AxisWindows {
 // the fraction g - k interpolates between rows. Q is a power of two, so the split is a shift and
 // a mask, and a block's positions are one vectorized pass. Samples out of reach (or NaN) are
 // parked at g = 0, a real row, so later passes need no branch.
+//
+// A table in pieces (kernels whose density or its derivative jumps) splits the sample's
+// position f in its bin at cut1 and cut2, where a window edge crosses a jump and the masses
+// change polynomial: piece s on [c_s, c_{s+1}) holds n_s rows at spacing (c_{s+1} - c_s) / n_s
+// from row r_s, then one more (so f rounded onto c_{s+1} reads the piece's own polynomial), and
+// the sample reads row r_s + floor(g) at g = (f - c_s) n_s / (c_{s+1} - c_s).
 struct TableGrid {
-  double lo, scale, J, Q, top;  // top = (B + 2J) Q < 2^31 (make_plan)
+  double lo, scale, J, Q, span, top;  // span = B + 2J grid bins, top = span Q < 2^31 (make_plan)
   int shift;
   int32_t mask;
+  bool pieces;
+  double cut[3], density[3];  // per piece: start in the bin, rows per bin width
+  int32_t row[3];             // per piece: first row
   explicit TableGrid(const Axis& a)
-      : lo(a.lo), scale(a.scale), J(double(a.reach)), Q(double(a.q)), top((double(a.bins) + 2.0 * J) * Q),
-        shift(__builtin_ctzll(uint64_t(a.q))), mask(int32_t(a.q - 1)) {}
+      : lo(a.lo), scale(a.scale), J(double(a.reach)), Q(double(a.q)), span(double(a.bins) + 2.0 * J), top(span * Q),
+        shift(__builtin_ctzll(uint64_t(a.q))), mask(int32_t(a.q - 1)), pieces(a.cut1 < 1.0),
+        cut{0.0, a.cut1, a.cut2}, row{0, int32_t(a.row1), int32_t(a.row2)} {
+    const double end[3] = {a.cut1, a.cut2, 1.0};
+    const int64_t after[3] = {a.row1, a.row2, a.q};
+    for (int s = 0; s < 3; ++s) density[s] = end[s] > cut[s] ? double(after[s] - row[s] - 1) / (end[s] - cut[s]) : 0.0;
+  }
   // Whether x reaches a bin; its window's stored first bin, table row and interpolation weight.
   bool locate(double x, int32_t& bin, int32_t& q, float& t) const {
     const double g = ((x - lo) * scale + J) * Q;
@@ -94,6 +108,19 @@ struct TableGrid {
     bin = k >> shift;
     q = k & mask;
     t = float(parked - whole);
+    return ok;
+  }
+  // The same for a table in pieces: the piece by two comparisons, then its own grid.
+  bool locate_pieces(double x, int32_t& bin, int32_t& q, float& t) const {
+    const double u = (x - lo) * scale + J;
+    const bool ok = (u >= 0.0) & (u < span);  // false for NaN
+    const double parked = ok ? u : 0.0, whole = std::floor(parked), f = parked - whole;  // f exact, in [0, 1)
+    const bool p1 = f >= cut[1], p2 = f >= cut[2];
+    const double start = p2 ? cut[2] : p1 ? cut[1] : 0.0, per = p2 ? density[2] : p1 ? density[1] : density[0];
+    const double g = (f - start) * per, rows = std::floor(g);  // f >= start: g >= 0
+    bin = int32_t(whole);
+    q = (p2 ? row[2] : p1 ? row[1] : 0) + int32_t(rows);
+    t = float(g - rows);
     return ok;
   }
 };

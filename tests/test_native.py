@@ -350,6 +350,91 @@ def test_gradient_tables_for_many_samples_per_bin_stay_within_2e_6(kernel):
         assert relative_error(got, want.double()) < 2e-6
 
 
+@pytest.mark.parametrize("kernel", ["box", "triangular", "epanechnikov"])
+@pytest.mark.parametrize("bandwidth_bins", [0.3, 0.5, 1.0 / math.sqrt(3.0), 1.7, 4.0])
+def test_compact_kernels_take_the_table_in_pieces_within_2e_6(kernel, bandwidth_bins):
+    """The box, triangular and Epanechnikov kernels (density or its derivative jumps) take the
+    sub-bin table split at the jumps, forward and backward: output and the gradients of x, the
+    weights and the bandwidth in float32 within 2e-6 of the exact windows in float64, at
+    bandwidths whose cuts fall anywhere in the bin (1/sqrt3 bins: the box's fall on the bin edges)."""
+    bins = 64
+    x64 = rand(2, 70_000, dtype=torch.float32).double()  # past _TABLE_BUILD_SAMPLES: builds its table
+    w64 = rand(2, 70_000, lo=0.5, hi=1.5, dtype=torch.float32).double()
+    h64 = torch.tensor(bandwidth_bins / bins, dtype=torch.float64)
+    results = []
+    _cpp_backend._TABLES.clear()
+    for dtype in (torch.float32, torch.float64):
+        x, w, h = (t.to(dtype).requires_grad_() for t in (x64, w64, h64))
+        hist = softhist.histc(x, bins, 0, 1, weight=w, bandwidth=h, kernel=kernel, dim=1, backend="cpp")
+        projection = torch.randn(hist.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+        results.append([hist.detach(), *torch.autograd.grad((hist.double() * projection).sum(), [x, w, h])])
+    assert any(key[0].name == kernel and key[2].cuts[0] < 1.0 for key in _cpp_backend._TABLES)  # a table in pieces served it
+    for got, want in zip(*results):
+        assert relative_error(got, want.double()) < 2e-6
+
+
+@pytest.mark.parametrize("kernel", ["box", "triangular", "epanechnikov"])
+def test_gradient_tables_of_table_pieces_stay_within_2e_6(kernel):
+    """The gradient tables over a table in pieces (every row, the rows after each piece included):
+    output and the gradients of x and the weights within 2e-6 of float64; the bandwidth's, one
+    sum over all samples whose terms cancel to a small total, within 2e-6 of the sum of the
+    terms' sizes per bin (sum over bins of |projection * dH/dh|), float32 tables' resolution."""
+    x64 = rand(2, 200_000, dtype=torch.float32).double()  # over 4 samples per grid point
+    w64 = rand(2, 200_000, lo=0.5, hi=1.5, dtype=torch.float32).double()
+    projection = torch.randn(2, 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        x, w = x64.to(dtype).requires_grad_(), w64.to(dtype).requires_grad_()
+        h = torch.tensor(1 / 32, dtype=dtype, requires_grad=True)
+        hist = softhist.histc(x, 16, 0, 1, weight=w, bandwidth=h, kernel=kernel, dim=1, backend="cpp")
+        results.append([hist.detach(), *torch.autograd.grad((hist.double() * projection).sum(), [x, w, h], retain_graph=True)])
+    per_bin = torch.stack([torch.autograd.grad(hist[r, b], h, retain_graph=True)[0] for r in range(2) for b in range(16)])
+    h_scale = (per_bin.view(2, 16) * projection).abs().sum()
+    for got, want in zip(results[0][:3], results[1][:3]):
+        assert relative_error(got, want.double()) < 2e-6
+    assert abs(results[0][3].double() - results[1][3]) / h_scale < 2e-6
+
+
+@pytest.mark.parametrize("kernel", ["box", "triangular", "epanechnikov"])
+def test_table_pieces_hold_exact_masses_and_derivatives(kernel):
+    """Each row of a table in pieces, interpolated where a sample reads it (the piece of its
+    position, at its fraction between rows), gives the exact masses and their derivatives in u
+    and hb of its window (float64 kernels, relative to their peak) within float32 resolution."""
+    k = softhist.kernels.get_kernel(kernel)
+    for hb in (0.3, 0.5, 1.7):
+        layout = _cpp_backend._table_size(k, hb)
+        table = _cpp_backend._build_table(k, hb, layout).double()  # (3, rows, 2, W8)
+        f = torch.cat([torch.rand(5000, dtype=torch.float64), torch.tensor([0.0, *layout.cuts[:1], 1.0 - 2**-40])])
+        cuts, firsts = [0.0, *layout.cuts, 1.0], [0, *layout.starts, layout.rows]
+        piece = (f.unsqueeze(1) >= torch.tensor(cuts[1:3], dtype=torch.float64)).sum(1)
+        start, end = torch.tensor(cuts, dtype=torch.float64)[piece], torch.tensor(cuts[1:], dtype=torch.float64)[piece]
+        first, after = torch.tensor(firsts)[piece], torch.tensor(firsts[1:])[piece]
+        g = (f - start) * ((after - first - 1) / (end - start))
+        row, t = first + g.floor().long(), (g - g.floor()).unsqueeze(1)
+        z = (torch.arange(-layout.reach, layout.reach + 2, dtype=torch.float64) - f.unsqueeze(1)) / hb
+        cdf, pdf = k.cdf(z), k.pdf(z)
+        exact = [cdf.diff(dim=1), -pdf.diff(dim=1) / hb, -(z * pdf).diff(dim=1) / hb]
+        for quantity, want in enumerate(exact):
+            got = table[quantity, row, 0, : want.shape[1]] + t * table[quantity, row, 1, : want.shape[1]]
+            assert ((got - want).abs().max() / want.abs().max()).item() < 1e-6
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "epanechnikov"])
+def test_non_uniform_edges_with_windows_of_many_edges_match_torch_engine(kernel):
+    """x^1.5 edges: bins 50x narrower near 0 than near 1, so windows hold from 2 to 30 edges; each
+    sample evaluates its own edges (eight at a time, up to the first past its support), the
+    same values and gradients (x, weights, bandwidth, edges) as the torch engine."""
+    x = torch.cat([rand(3000), torch.tensor([0.0, 1e-4, 0.999, 1.0, -0.011, 1.011], dtype=torch.float64)]).requires_grad_()
+    w = rand(x.numel(), lo=0.5, hi=1.5).requires_grad_()
+    edges = (torch.linspace(0, 1, 129, dtype=torch.float64) ** 1.5).requires_grad_()
+    h = torch.tensor(1.0 / 256, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, w, edges, h, backend):
+        return softhist.histogram(x, edges, weight=w, kernel=kernel, bandwidth=h, backend=backend)[0]
+
+    assert_engines_agree(fn, x, w, edges, h)
+
+
 def test_table_grid_past_int32_takes_the_exact_windows():
     """(bins + 2J) * Q grid points past 2**31 would overflow the table path's int32 positions."""
     bins = 1_100_000  # x 2,048 sub-positions at half a bin of bandwidth: past 2**31

@@ -4,7 +4,7 @@ Same contract as :mod:`._torch_backend` (an :class:`._torch_backend.Engine`: ``x
 -> ``(rows, *bins)``; the ops of :mod:`._ops` carry its autograd). This module plans each call and the kernels run it:
 
 * per axis, a strategy: ``HARD`` for an axis binned hard inside a soft histogram; ``TABLE`` (equal-width bins, float32 or narrower input, a kernel with a
-  continuous density, enough samples): masses read from a sub-bin table of exact values and
+  continuous density, or a compact one whose table is split at its jumps, enough samples): masses read from a sub-bin table of exact values and
   linearly interpolated; otherwise the exact window (``EXACT_UNIFORM`` for equal-width bins,
   ``EXACT_EDGES`` for any edges), with the kernel's CDF evaluated at each window edge;
 * the window widths, capped at the axis's edges, so a call never costs more than the dense formula;
@@ -20,7 +20,7 @@ import functools
 import importlib
 import math
 from collections import OrderedDict
-from dataclasses import astuple, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -28,8 +28,8 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from . import _torch_backend
-from ._plan import Axis, Binning, Engine, accumulation_dtype, host_cache, table_points, window_edges
-from .kernels import Kernel
+from ._plan import GRADIENT_TOLERANCE, TABLE_TOLERANCE, Axis, Binning, Engine, accumulation_dtype, host_cache, table_points, window_edges
+from .kernels import Kernel, is_builtin
 
 __all__ = ["CPP_ENGINE", "unavailable_reason"]
 
@@ -74,22 +74,79 @@ def unavailable_reason() -> Optional[str]:
 # --------------------------------------------------------------------------- tables
 
 
+# The compact kernels whose density (box) or its derivative (triangular, Epanechnikov) jumps:
+# their breakpoints z_b, and their CDF as polynomial pieces in t = z / a (ascending coefficients)
+# between consecutive breakpoints, with F = 0 below -a and 1 above a. A bin mass
+# F((o + 1 - f)/hb) - F((o - f)/hb) of a sample at f in its bin is a polynomial in f while no
+# window edge crosses a breakpoint, that is between the cuts f = frac(-z_b hb), the same for
+# every edge o: the table is split there and each piece interpolates its own polynomials.
+_PIECES = {
+    "box": (math.sqrt(3.0), (-1.0, 1.0), ((0.5, 0.5),)),
+    "triangular": (math.sqrt(6.0), (-1.0, 0.0, 1.0), ((0.5, 1.0, 0.5), (0.5, 1.0, -0.5))),
+    "epanechnikov": (math.sqrt(5.0), (-1.0, 1.0), ((0.5, 0.75, 0.0, -0.25),)),
+}
+# Inside the pieces, in units of a: max |f'|, max |f''| and max |(z f)''| (= |2 f' + z f''|), the
+# second derivatives in f of the mass, d/du and d/dhb rows (over r^2, r^3, r^3, r = 1/hb, twice):
+# box 0, 0, 0 (linear pieces: one row per piece is exact); triangular 1/a^2, 0, 2/a^2;
+# Epanechnikov 3/(2a^2), 3/(2a^3), 9/(2a^2).
+_PIECE_BOUNDS = {
+    "box": (0.0, 0.0, 0.0),
+    "triangular": (1.0 / 6.0, 0.0, 2.0 / 6.0),
+    "epanechnikov": (1.5 / 5.0, 1.5 / 5.0**1.5, 4.5 / 5.0),
+}
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """A sub-bin table's rows: ``rows`` in all, ``q`` per bin (one piece), ``reach`` J bins each
+    side; split at ``cuts`` (piece starts after 0, padded with 1.0) with piece rows from ``starts``."""
+
+    q: int
+    reach: int
+    rows: int
+    cuts: Tuple[float, float] = (1.0, 1.0)
+    starts: Tuple[int, int] = (0, 0)
+
+
 @functools.lru_cache(maxsize=None)
-def _table_size(kernel: Kernel, bandwidth_bins: float) -> Optional[Tuple[int, int]]:
-    """``(Q, J)`` of the sub-bin table for a bandwidth of ``bandwidth_bins`` bin widths, or None
+def _table_size(kernel: Kernel, bandwidth_bins: float) -> Optional[TableLayout]:
+    """The layout of the sub-bin table for a bandwidth of ``bandwidth_bins`` bin widths, or None
     when it would be too large (very narrow or very wide kernels take the exact windows).
 
-    ``Q`` is the power of two at or above :func:`._plan.table_points`, the torch engine's
-    bound, so ``(u - floor u) * Q`` is exact; a sample reaches ``J = ceil(T * hb)`` bins on each side.
+    Smooth kernels: ``Q`` rows per bin, the power of two at or above :func:`._plan.table_points`
+    (the torch engine's bound), so ``(u - floor u) * Q`` is exact; a sample reaches
+    ``J = ceil(T * hb)`` bins on each side. Compact kernels with jumps (:data:`_PIECES`): the
+    bin is cut at the breakpoints; piece ``s`` on ``[c_s, c_{s+1})`` takes ``n_s = ceil(len * q)``
+    rows of spacing ``len / n_s`` (``q`` from :data:`_PIECE_BOUNDS` and the same tolerances),
+    then one more row that continues the piece's polynomials (read by a position rounded onto
+    the piece's end, and by the gradient tables as the last row's end point).
     """
+    reach = math.ceil(kernel.support * bandwidth_bins)
+    if reach > _TABLE_MAX_REACH:
+        return None
+    if is_builtin(kernel) and kernel.name in _PIECES:
+        a, breaks, _ = _PIECES[kernel.name]
+        s1, s2, s3 = _PIECE_BOUNDS[kernel.name]
+        r = 1.0 / bandwidth_bins
+        peak = float(kernel.pdf(torch.zeros((), dtype=torch.float64)))
+        q = r * max(math.sqrt(s1 / (4.0 * TABLE_TOLERANCE)), math.sqrt(max(s2, s3) / (4.0 * GRADIENT_TOLERANCE * peak)))
+        q = max(1, math.ceil(q))
+        cuts = sorted({c for c in ((-b * a * bandwidth_bins) % 1.0 for b in breaks) if 0.0 < c < 1.0}) or [0.5]  # (a cut at 0.5 where none falls inside: still pieces)
+        bounds = [0.0, *cuts, 1.0]
+        counts = [math.ceil((hi - lo) * q) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        if sum(counts) > _TABLE_MAX_Q:
+            return None
+        starts = [sum(n + 1 for n in counts[:s]) for s in range(1, len(counts))]
+        rows = sum(n + 1 for n in counts)
+        pad = 2 - len(cuts)
+        return TableLayout(q, reach, rows, tuple(cuts + [1.0] * pad), tuple(starts + [rows] * pad))
     if not math.isfinite(kernel.pdf_slope):
         return None
     q = table_points(kernel, bandwidth_bins)
     size = 1 << max(4, math.ceil(math.log2(max(q, 1.0))))
-    reach = math.ceil(kernel.support * bandwidth_bins)
-    if size > _TABLE_MAX_Q or reach > _TABLE_MAX_REACH:
+    if size > _TABLE_MAX_Q:
         return None
-    return size, reach
+    return TableLayout(size, reach, size)
 
 
 _TABLES: "OrderedDict[tuple, Tensor]" = OrderedDict()  # the 16 tables used last, flattened
@@ -97,12 +154,12 @@ _TABLES_KEPT = 16
 _READY: dict = {}  # (binning, smooth, tables allowed, exact axes) -> a settled plan of equal-width axes
 
 
-def _table(kernel: Kernel, bandwidth_bins: float, size: int, reach: int) -> Tensor:
+def _table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout) -> Tensor:
     """The flattened table of :func:`_build_table`, built once and kept among the last 16 used."""
-    key = (kernel, bandwidth_bins, size, reach)
+    key = (kernel, bandwidth_bins, layout)
     table = _TABLES.get(key)
     if table is None:
-        table = _TABLES[key] = _build_table(kernel, bandwidth_bins, size, reach).reshape(-1)
+        table = _TABLES[key] = _build_table(kernel, bandwidth_bins, layout).reshape(-1)
         if len(_TABLES) > _TABLES_KEPT:
             _TABLES.popitem(last=False)
             _READY.clear()  # kept plans hold their tables: let the evicted one go
@@ -111,22 +168,69 @@ def _table(kernel: Kernel, bandwidth_bins: float, size: int, reach: int) -> Tens
     return table
 
 
-def _build_table(kernel: Kernel, bandwidth_bins: float, size: int, reach: int) -> Tensor:
-    """``(3, Q, 2, W8)`` float32: the masses of bins ``n - J .. n + J`` of a sample at ``n + q/Q``,
+def _piece_cdf_pdf(kernel: Kernel, z: Tensor, region: Tensor) -> Tuple[Tensor, Tensor]:
+    """F and f of a :data:`_PIECES` kernel at ``z`` from the polynomial of the region (between
+    breakpoints, -1 below the first) where ``region`` says, not where ``z`` lies: a piece's
+    polynomial continued a little past its ends, and one-sided at a breakpoint."""
+    a, breaks, polys = _PIECES[kernel.name]
+    t = z / a
+    cdf = (region >= len(breaks) - 1).to(z.dtype)  # 0 below the first breakpoint, 1 past the last
+    pdf = torch.zeros_like(z)
+    for k, coefficients in enumerate(polys):
+        inside = region == k
+        value = sum(c * t**i for i, c in enumerate(coefficients))
+        slope = sum(i * c * t ** (i - 1) for i, c in enumerate(coefficients) if i) / a
+        cdf, pdf = torch.where(inside, value, cdf), torch.where(inside, slope, pdf)
+    return cdf, pdf
+
+
+def _build_table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout) -> Tensor:
+    """``(3, rows, 2, W8)`` float32: the masses of bins ``n - J .. n + J`` of a sample at ``n + f``,
     their derivatives in the position ``u`` and in the bandwidth ``hb`` (both in bin units), each
-    row as (value, step to the next row) for interpolation; columns past ``2J + 1`` are zero."""
-    r = 1.0 / bandwidth_bins
-    f = torch.arange(size + 1, dtype=torch.float64) / size
+    row as (value, step to the next row) for interpolation; columns past ``2J + 1`` are zero.
+
+    One piece: rows at ``f = q/Q``, exact values. Pieces (:func:`_table_size`): each piece's rows
+    and the row after them, from the piece's own polynomials (one-sided at the cuts), each grid
+    value less a twelfth of its second difference, ``v_j - (v_{j+1} - 2 v_j + v_{j-1}) / 12``:
+    a chord errs by ``g'' s^2 t (1 - t) / 2`` at spacing ``s``, whose mean over the cell is
+    ``g'' s^2 / 12``, so the lowered chords err by at most ``g'' s^2 / 12`` either way (not
+    ``/ 8``, one-signed) and sums over many samples carry no interpolation bias."""
+    r, reach = 1.0 / bandwidth_bins, layout.reach
     offsets = torch.arange(-reach, reach + 2, dtype=torch.float64)
-    z = (offsets.unsqueeze(0) - f.unsqueeze(1)) * r  # (Q+1, W+1): z at bin edges n+o, o = -J..J+1
-    cdf, pdf = kernel.cdf(z), kernel.pdf(z)
+    if layout.cuts[0] >= 1.0:
+        f = torch.arange(layout.q + 1, dtype=torch.float64) / layout.q
+        z = (offsets.unsqueeze(0) - f.unsqueeze(1)) * r  # (Q+1, W+1): z at bin edges n+o, o = -J..J+1
+        cdf, pdf = kernel.cdf(z), kernel.pdf(z)
+        pieces = [(0, layout.q + 1)]  # (first point, points) of each piece: rows between consecutive points
+    else:
+        bounds = [0.0, *(c for c in layout.cuts if c < 1.0), 1.0]
+        starts = [0, *(s for s in layout.starts if s < layout.rows), layout.rows]
+        a, breaks, _ = _PIECES[kernel.name]
+        f_all, region_all, pieces, at = [], [], [], 0
+        for lo, hi, first, after in zip(bounds[:-1], bounds[1:], starts[:-1], starts[1:]):
+            n = after - first - 1  # rows of the piece, then the row that continues it
+            f = lo + (torch.arange(n + 4, dtype=torch.float64) - 1.0) * ((hi - lo) / n)  # points -1 .. n + 2
+            z_mid = (offsets - (lo + hi) / 2) * r  # each edge's region inside this piece
+            region = torch.searchsorted(torch.tensor(breaks, dtype=torch.float64), z_mid / a) - 1
+            f_all.append(f)
+            region_all.append(region.expand(n + 4, -1))
+            pieces.append((at + 1, n + 2))  # points 0 .. n + 1, with one each side for the second differences
+            at += n + 4
+        z = torch.cat([(offsets.unsqueeze(0) - f.unsqueeze(1)) * r for f in f_all])
+        cdf, pdf = _piece_cdf_pdf(kernel, z, torch.cat(region_all))
     per_edge = (cdf, -pdf * r, -z * pdf * r)  # F, dF/du (dz/du = -1/hb), dF/dhb (dz/dhb = -z/hb)
     width = 2 * reach + 1
     stored = (width + 7) // 8 * 8
     out = []
     for values in per_edge:
-        per_bin = nnf.pad(values[:, 1:] - values[:, :-1], (0, stored - width))  # (Q+1, W8)
-        out.append(torch.stack([per_bin[:-1], per_bin[1:] - per_bin[:-1]], 1))
+        per_bin = nnf.pad(values[:, 1:] - values[:, :-1], (0, stored - width))  # (all points, W8)
+        rows = []
+        for first, count in pieces:
+            points = per_bin[first : first + count]
+            if layout.cuts[0] < 1.0:
+                points = points - (per_bin[first + 1 : first + count + 1] - 2.0 * points + per_bin[first - 1 : first + count - 1]) / 12.0
+            rows.append(torch.stack([points[:-1], points[1:] - points[:-1]], 1))
+        out.append(torch.cat(rows))
     return torch.stack(out).to(torch.float32).contiguous()
 
 
@@ -142,12 +246,16 @@ class NativeAxis:
     kernel: int
     bins: int
     width: int  # window: edges K (exact) or bins W = 2J + 1 (table)
-    q: int  # table grid points per bin
+    q: int  # table rows (grid points per bin where the table is one piece)
     reach: int  # table reach J in bins
     lo: float
     scale: float  # bins per data unit
     h: float  # bandwidth
     support: float  # kernel support T
+    row1: int = 0  # tables in pieces: the first rows of pieces 1 and 2
+    row2: int = 0
+    cut1: float = 1.0  # tables in pieces: where pieces 1 and 2 start in the bin (1.0: no piece)
+    cut2: float = 1.0
 
 
 INT_FIELDS = tuple(f.name for f in fields(NativeAxis) if f.type in (int, "int"))
@@ -156,8 +264,8 @@ FLOAT_FIELDS = tuple(f.name for f in fields(NativeAxis) if f.type in (float, "fl
 
 def _pack(axes: Sequence[NativeAxis]) -> Tuple[List[int], List[float]]:
     """The op's ``axis_ints`` and ``axis_floats``."""
-    ints = [int(v) for a in axes for v in astuple(a)[: len(INT_FIELDS)]]
-    floats = [float(v) for a in axes for v in astuple(a)[len(INT_FIELDS) :]]
+    ints = [int(getattr(a, name)) for a in axes for name in INT_FIELDS]
+    floats = [float(getattr(a, name)) for a in axes for name in FLOAT_FIELDS]
     return ints, floats
 
 
@@ -170,26 +278,31 @@ def _axis_plan(binning: Binning, smooth_gradients: bool, tables_allowed: bool, e
     keys = []
     for axis, kernel, hard, exact, edge_window in zip(binning.axes, binning.kernels, binning.hard_axes, exact_axes, edge_windows):
         lo, scale = (axis.uniform[0], axis.scale) if axis.uniform is not None else (0.0, 1.0)
-        kind, width, size, reach = EXACT_EDGES, 0, 0, 0
+        kind, width, layout = EXACT_EDGES, 0, None
         if hard:  # numpy's rule against the edges; the kernel is not used
             kind, width = HARD, 2
         elif axis.uniform is not None:
             kind = EXACT_UNIFORM
             bandwidth_bins = axis.bandwidth * scale
             table = _table_size(kernel, bandwidth_bins)
-            smooth = math.isfinite(kernel.pdf_curvature) or not smooth_gradients
-            grid_fits = table is not None and (axis.bins + 2 * table[1]) * table[0] < 2**31  # int32 grid positions
+            pieces = table is not None and table.cuts[0] < 1.0  # the pieces interpolate smooth polynomials
+            smooth = math.isfinite(kernel.pdf_curvature) or pieces or not smooth_gradients
+            grid_fits = table is not None and (axis.bins + 2 * table.reach) * (table.rows + 1) < 2**31  # int32 grid positions
             if grid_fits and smooth and tables_allowed and not exact:
-                kind, (size, reach) = TABLE, table
-                width = 2 * reach + 1
-                keys.append((kernel, bandwidth_bins, size, reach))
+                kind, layout = TABLE, table
+                width = 2 * table.reach + 1
+                keys.append((kernel, bandwidth_bins, table))
             else:
                 width = math.ceil(2.0 * kernel.support * bandwidth_bins) + 2
         else:
             width = edge_window
         if kind in (EXACT_UNIFORM, EXACT_EDGES):
             width = max(2, min(width, axis.bins + 1))  # never wider than the axis: cost <= dense
-        axes.append(NativeAxis(kind, KERNEL_IDS[kernel.name], axis.bins, width, size, reach, lo, scale, axis.bandwidth, kernel.support))
+        native = NativeAxis(kind, KERNEL_IDS[kernel.name], axis.bins, width, 0, 0, lo, scale, axis.bandwidth, kernel.support)
+        if layout is not None:
+            native = replace(native, q=layout.rows, reach=layout.reach, row1=layout.starts[0], row2=layout.starts[1],
+                             cut1=layout.cuts[0], cut2=layout.cuts[1])
+        axes.append(native)
     ints, floats = _pack(axes)
     return ints, floats, tuple(keys)
 
