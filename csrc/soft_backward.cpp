@@ -24,6 +24,7 @@
 #include "plan.h"
 #include "simd.h"
 #include "table_1d.h"
+#include "table_2d.h"
 #include "windows.h"
 
 namespace softhist::native {
@@ -264,19 +265,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     }
   }
 
-  // One float32 table axis writes its gradients itself; other plans need the windows.
+  // One or two float32 table axes write their gradients themselves; other plans need the windows.
   const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && a0.kind == TABLE;
+  const bool table_2d = std::is_same_v<scalar_t, float> && D == 2 && a0.kind == TABLE && p.axes[1].kind == TABLE && !any_edges;
+  const bool tables = table_1d || table_2d;
   auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
     std::vector<std::vector<double>> dA;
     int64_t widest = 0;
     for (const Axis& a : p.axes) widest = std::max(widest, a.cells);
-    if (!table_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block), dA.emplace_back(widest + 1, 0.0);
-    const int64_t block = table_1d ? BLOCK : p.block, buffers = table_1d ? 0 : p.block;
+    if (!tables) for (const Axis& a : p.axes) ws.emplace_back(a, p.block), dA.emplace_back(widest + 1, 0.0);
+    const int64_t block = tables ? BLOCK : p.block, buffers = tables ? 0 : p.block;
     std::vector<uint8_t> valid(buffers);
     std::vector<double> wt(buffers), coords(buffers), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(buffers * D), block_gw(buffers);
     std::unique_ptr<double[]> dots(new double[table_1d ? 8 * BLOCK : 0]);
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
+    std::unique_ptr<TableBlock2D> tb2(table_2d ? new TableBlock2D : nullptr);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = chunks == 1 ? u : u / chunks, k = chunks == 1 ? 0 : u % chunks;  // no divisions per short row
       double* gh = partial.data() + u * per_unit;
@@ -297,6 +301,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
             } else {
               table_1d_backward(a0, *tb, grow, m, gw != nullptr, need.h, dots.get(), gx_block, gw_block, gh);
             }
+            continue;
+          }
+          if (table_2d) {
+            table_2d_positions(a0, p.axes[1], xp + a * 2, wp ? wp + a : nullptr, m, *tb2);
+            table_2d_backward(a0, p.axes[1], *tb2, m, grow, p.strides[0], need.h, gx ? gx + a * 2 : nullptr, gw ? gw + a : nullptr, gh);
             continue;
           }
         }

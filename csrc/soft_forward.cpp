@@ -18,6 +18,7 @@
 #include "plan.h"
 #include "simd.h"
 #include "table_1d.h"
+#include "table_2d.h"
 #include "windows.h"
 
 namespace softhist::native {
@@ -126,15 +127,18 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const scalar_t* wp = weight ? weight->const_data_ptr<scalar_t>() : nullptr;
   const std::vector<int64_t> offsets = D > 2 ? window_offsets(p) : std::vector<int64_t>{};
-  // One float32 table axis reads its block of positions alone; other plans need the windows.
+  // One or two float32 table axes read their block of positions alone; other plans need the windows.
   const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && p.axes[0].kind == TABLE;
+  const bool table_2d = std::is_same_v<scalar_t, float> && D == 2 && p.axes[0].kind == TABLE && p.axes[1].kind == TABLE;
+  const bool tables = table_1d || table_2d;
   auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
-    if (!table_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block);
-    const int64_t block = table_1d ? BLOCK : p.block;
-    std::vector<uint8_t> valid(table_1d ? 0 : block);
-    std::vector<double> wt(table_1d ? 0 : block), coords(table_1d ? 0 : block), vals(offsets.size() + 1);
+    if (!tables) for (const Axis& a : p.axes) ws.emplace_back(a, p.block);
+    const int64_t block = tables ? BLOCK : p.block;
+    std::vector<uint8_t> valid(tables ? 0 : block);
+    std::vector<double> wt(tables ? 0 : block), coords(tables ? 0 : block), vals(offsets.size() + 1);
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
+    std::unique_ptr<TableBlock2D> tb2(table_2d ? new TableBlock2D : nullptr);
     std::unique_ptr<double[]> scratch(new double[direct ? size : 0]);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = direct ? u : u / chunks, k = direct ? 0 : u % chunks;  // no divisions per short row
@@ -147,6 +151,11 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
           if (table_1d) {
             table_positions(p.axes[0], xp + a, wp ? wp + a : nullptr, m, *tb);
             table_1d_forward(p.axes[0], *tb, m, hist, lanes, p.stored);
+            continue;
+          }
+          if (table_2d) {
+            table_2d_positions(p.axes[0], p.axes[1], xp + a * 2, wp ? wp + a : nullptr, m, *tb2);
+            table_2d_forward(p.axes[0], p.axes[1], *tb2, m, hist, p.strides[0]);
             continue;
           }
         }

@@ -1,0 +1,140 @@
+// Two table axes (2-D): a sample's window is the outer product a0 (x) a1 of its two axes'
+// masses, each read from its axis's (Q, W) table and interpolated as in the 1-D path
+// (table_1d.cpp), in registers: nothing per sample goes through the general window buffers.
+//
+// Forward: the W0 window rows j of the sample each get (w a0_j) a1, one vector operation per
+// eight cells of a1 (the rows of axis 0 past W0 are the table's zero padding and are skipped).
+//
+// Backward (soft_backward.cpp has the general derivation): with G_j the window's row j of cell
+// gradients, one pass over the W0 rows gathers the three vectors
+//   U = sum_j a0_j G_j,   X = sum_j da0_j/du0 G_j,   H = sum_j da0_j/dhb0 G_j,
+// after which, in bin units u_d = (x_d - lo_d) scale_d and hb_d = h scale_d,
+//   dL/dw = a1 . U,   dL/dx_0 = w scale_0 (a1 . X),   dL/dx_1 = w scale_1 (da1/du1 . U),
+//   dL/dh_0 = w scale_0 (a1 . H),   dL/dh_1 = w scale_1 (da1/dhb1 . U).
+#include "table_2d.h"
+
+#include <cmath>
+
+#include "simd.h"
+#include "windows.h"
+
+namespace softhist::native {
+
+constexpr int64_t MAX_CELLS = 128;  // a table window's stored bins, at most (reach < 64, plan.h)
+
+SOFTHIST_HOT void table_2d_positions(const Axis& a0, const Axis& a1, const float* xs, const float* wt, int64_t m, TableBlock2D& b) {
+  const TableGrid grid0(a0), grid1(a1);
+  int32_t *__restrict bin0 = b.bin0, *__restrict q0 = b.q0, *__restrict bin1 = b.bin1, *__restrict q1 = b.q1;
+  float *__restrict t0 = b.t0, *__restrict t1 = b.t1;
+  double* __restrict w = b.w;
+  int32_t* __restrict valid = b.valid;
+#pragma omp simd
+  for (int64_t i = 0; i < m; ++i) {
+    const bool ok0 = grid0.locate(double(xs[2 * i]), bin0[i], q0[i], t0[i]);
+    const bool ok1 = grid1.locate(double(xs[2 * i + 1]), bin1[i], q1[i], t1[i]);
+    valid[i] = int32_t(ok0 & ok1);
+  }
+  // The weights in loops of their own: `wt ? wt[i] : 1` inside the loop above vectorizes into a
+  // masked load from the null pointer, whose fault suppression costs a microcode assist per
+  // vector on some cores (AMD Zen 4: 3x the whole forward pass's time).
+  if (wt) {
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) w[i] = valid[i] ? double(wt[i]) : 0.0;
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) w[i] = valid[i] ? 1.0 : 0.0;
+  }
+}
+
+// out[0..c) = the table row q at t (c a multiple of 8).
+SOFTHIST_INLINE void lerp_row(double* out, const float* tab, int64_t c, int32_t q, float t) {
+  const float* row = tab + int64_t(q) * 2 * c;
+  for (int64_t j = 0; j < c; j += 8) SOFTHIST_AT8(out + j) = SOFTHIST_LERP8F(row, c, j, t);
+}
+
+// FIXED1: axis 1's stored window when known at compile time (8, the common one), else 0: the
+// loops over its cells then unroll into one vector each.
+template <int64_t FIXED1>
+SOFTHIST_INLINE void forward_loop(const Axis& a0, const Axis& a1, const TableBlock2D& b, int64_t m, double* hist, int64_t stride0) {
+  const int64_t c0 = a0.cells, c1 = FIXED1 ? FIXED1 : a1.cells, W0 = a0.width;
+  double A[MAX_CELLS], B1[MAX_CELLS];
+  for (int64_t i = 0; i < m; ++i) {
+    if (!b.valid[i]) continue;
+    lerp_row(A, a0.mass, c0, b.q0[i], b.t0[i]);
+    lerp_row(B1, a1.mass, c1, b.q1[i], b.t1[i]);
+    double* h = hist + int64_t(b.bin0[i]) * stride0 + b.bin1[i];
+    const double w = b.w[i];
+    if (!std::isfinite(w)) {  // rare: the weight goes only where the cell's mass is not 0
+      for (int64_t j = 0; j < W0; ++j)
+        for (int64_t k = 0; k < c1; ++k) h[j * stride0 + k] += weighted(w, A[j] * B1[k]);
+      continue;
+    }
+    for (int64_t j = 0; j < W0; ++j) {
+      const double c = w * A[j];
+      for (int64_t k = 0; k < c1; k += 8) SOFTHIST_AT8(h + j * stride0 + k) += c * SOFTHIST_LOAD8(B1 + k);
+    }
+  }
+}
+
+SOFTHIST_HOT void table_2d_forward(const Axis& a0, const Axis& a1, const TableBlock2D& b, int64_t m, double* hist, int64_t stride0) {
+  if (a1.cells == 8) forward_loop<8>(a0, a1, b, m, hist, stride0);
+  else forward_loop<0>(a0, a1, b, m, hist, stride0);
+}
+
+template <int64_t FIXED1>
+SOFTHIST_INLINE void backward_loop(const Axis& a0, const Axis& a1, const TableBlock2D& b, int64_t m, const double* g, int64_t stride0,
+                                   bool need_h, float* gx, float* gw, double* gh) {
+  const int64_t c0 = a0.cells, c1 = FIXED1 ? FIXED1 : a1.cells, W0 = a0.width;
+  double A[MAX_CELLS], X[MAX_CELLS], H[MAX_CELLS], U[MAX_CELLS], XU[MAX_CELLS], HU[MAX_CELLS], row[MAX_CELLS];
+  double sum_h0 = 0.0, sum_h1 = 0.0;
+  for (int64_t i = 0; i < m; ++i) {
+    if (!b.valid[i]) {
+      if (gx) gx[2 * i] = 0.0f, gx[2 * i + 1] = 0.0f;
+      if (gw) gw[i] = 0.0f;
+      continue;
+    }
+    lerp_row(A, a0.mass, c0, b.q0[i], b.t0[i]);
+    if (gx) lerp_row(X, a0.du, c0, b.q0[i], b.t0[i]);
+    if (need_h) lerp_row(H, a0.dhb, c0, b.q0[i], b.t0[i]);
+    const double* G = g + int64_t(b.bin0[i]) * stride0 + b.bin1[i];
+    for (int64_t k = 0; k < c1; k += 8) SOFTHIST_AT8(U + k) = v8d{}, SOFTHIST_AT8(XU + k) = v8d{}, SOFTHIST_AT8(HU + k) = v8d{};
+    for (int64_t j = 0; j < W0; ++j) {  // one pass over the window's gradients
+      for (int64_t k = 0; k < c1; k += 8) {
+        const v8d gj = SOFTHIST_LOAD8(G + j * stride0 + k);
+        SOFTHIST_AT8(U + k) += A[j] * gj;
+        if (gx) SOFTHIST_AT8(XU + k) += X[j] * gj;
+        if (need_h) SOFTHIST_AT8(HU + k) += H[j] * gj;
+      }
+    }
+    // Axis 1's rows against U, X, H: eight partial sums each, then their fixed tree.
+    v8d sw = {}, sx0 = {}, sx1 = {}, sh0 = {}, sh1 = {};
+    lerp_row(row, a1.mass, c1, b.q1[i], b.t1[i]);
+    for (int64_t k = 0; k < c1; k += 8) {
+      const v8d a = SOFTHIST_LOAD8(row + k);
+      sw += a * SOFTHIST_LOAD8(U + k);
+      sx0 += a * SOFTHIST_LOAD8(XU + k);
+      sh0 += a * SOFTHIST_LOAD8(HU + k);
+    }
+    if (gx) {
+      lerp_row(row, a1.du, c1, b.q1[i], b.t1[i]);
+      for (int64_t k = 0; k < c1; k += 8) sx1 += SOFTHIST_LOAD8(row + k) * SOFTHIST_LOAD8(U + k);
+    }
+    if (need_h) {
+      lerp_row(row, a1.dhb, c1, b.q1[i], b.t1[i]);
+      for (int64_t k = 0; k < c1; k += 8) sh1 += SOFTHIST_LOAD8(row + k) * SOFTHIST_LOAD8(U + k);
+    }
+    const double w = b.w[i];
+    if (gw) gw[i] = float(sum8(sw));
+    if (gx) gx[2 * i] = float(sum8(sx0) * (w * a0.scale)), gx[2 * i + 1] = float(sum8(sx1) * (w * a1.scale));
+    if (need_h) sum_h0 += sum8(sh0) * (w * a0.scale), sum_h1 += sum8(sh1) * (w * a1.scale);
+  }
+  if (need_h) gh[0] += sum_h0, gh[1] += sum_h1;
+}
+
+SOFTHIST_HOT void table_2d_backward(const Axis& a0, const Axis& a1, const TableBlock2D& b, int64_t m, const double* g, int64_t stride0,
+                                    bool need_h, float* gx, float* gw, double* gh) {
+  if (a1.cells == 8) backward_loop<8>(a0, a1, b, m, g, stride0, need_h, gx, gw, gh);
+  else backward_loop<0>(a0, a1, b, m, g, stride0, need_h, gx, gw, gh);
+}
+
+}  // namespace softhist::native
