@@ -22,18 +22,30 @@ namespace softhist::native {
 
 constexpr int64_t MAX_CELLS = 128;  // a table window's stored bins, at most (reach < 64, plan.h)
 
-SOFTHIST_HOT void table_2d_positions(const Axis& a0, const Axis& a1, const float* xs, const float* wt, int64_t m, TableBlock2D& b) {
-  const TableGrid grid0(a0), grid1(a1);
+// A table in pieces (a compact kernel) locates its row by its piece; the common case keeps the
+// plain loop, which vectorizes.
+template <bool PIECES0, bool PIECES1>
+SOFTHIST_INLINE void locate_2d(const TableGrid& grid0, const TableGrid& grid1, const float* xs, int64_t m, TableBlock2D& b) {
   int32_t *__restrict bin0 = b.bin0, *__restrict q0 = b.q0, *__restrict bin1 = b.bin1, *__restrict q1 = b.q1;
   float *__restrict t0 = b.t0, *__restrict t1 = b.t1;
-  double* __restrict w = b.w;
   int32_t* __restrict valid = b.valid;
 #pragma omp simd
   for (int64_t i = 0; i < m; ++i) {
-    const bool ok0 = grid0.locate(double(xs[2 * i]), bin0[i], q0[i], t0[i]);
-    const bool ok1 = grid1.locate(double(xs[2 * i + 1]), bin1[i], q1[i], t1[i]);
+    const double x0 = double(xs[2 * i]), x1 = double(xs[2 * i + 1]);
+    const bool ok0 = PIECES0 ? grid0.locate_pieces(x0, bin0[i], q0[i], t0[i]) : grid0.locate(x0, bin0[i], q0[i], t0[i]);
+    const bool ok1 = PIECES1 ? grid1.locate_pieces(x1, bin1[i], q1[i], t1[i]) : grid1.locate(x1, bin1[i], q1[i], t1[i]);
     valid[i] = int32_t(ok0 & ok1);
   }
+}
+
+SOFTHIST_HOT void table_2d_positions(const Axis& a0, const Axis& a1, const float* xs, const float* wt, int64_t m, TableBlock2D& b) {
+  const TableGrid grid0(a0), grid1(a1);
+  if (grid0.pieces)
+    grid1.pieces ? locate_2d<true, true>(grid0, grid1, xs, m, b) : locate_2d<true, false>(grid0, grid1, xs, m, b);
+  else
+    grid1.pieces ? locate_2d<false, true>(grid0, grid1, xs, m, b) : locate_2d<false, false>(grid0, grid1, xs, m, b);
+  double* __restrict w = b.w;
+  const int32_t* __restrict valid = b.valid;
   // The weights in loops of their own: `wt ? wt[i] : 1` inside the loop above vectorizes into a
   // masked load from the null pointer, whose fault suppression costs a microcode assist per
   // vector on some cores (AMD Zen 4: 3x the whole forward pass's time).

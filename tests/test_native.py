@@ -129,21 +129,27 @@ def test_table_and_wide_windows_in_float32_match_float64():
 
 
 
-@pytest.mark.parametrize("bandwidths", [(0.5, 3.0), (3.0, 0.5)])  # in bins: 8- and 40-bin table windows on either axis
-def test_2d_table_path_in_float32_matches_float64(bandwidths):
+@pytest.mark.parametrize(
+    "bandwidths, kernel",
+    [((0.5, 3.0), "gaussian"), ((3.0, 0.5), "gaussian"),  # in bins: 8- and 40-bin table windows on either axis
+     ((0.5, 1.3), "box"), ((1.3, 0.5), "triangular"), ((0.5, 0.5), "epanechnikov")],  # tables in pieces
+)
+def test_2d_table_path_in_float32_matches_float64(bandwidths, kernel):
     """Two equal-width axes in float32 take the 2-D table path (both axes' rows from their
-    tables, their outer product per sample): output and the gradients of x, the weights and the
-    bandwidth within 2e-6 of the torch engine in float64 on the same values, samples past the
-    range included; an infinite weight goes only where its kernel reaches."""
+    tables, in pieces for the compact kernels, their outer product per sample): output and the
+    gradients of x, the weights and the bandwidth within 2e-6 of the torch engine in float64 on
+    the same values, samples past the range included; an infinite weight goes only where its
+    kernel reaches."""
     bins = (40, 24)
     x64 = rand(2, 40_000, 2, dtype=torch.float32).double()  # past _TABLE_BUILD_SAMPLES: builds its tables
     w64 = rand(2, 40_000, lo=0, hi=2, dtype=torch.float32).double()
     h64 = torch.tensor([b / n for b, n in zip(bandwidths, bins)], dtype=torch.float32).double()
 
     def fn(x, w, h, backend):
-        return softhist.histogramdd(x, list(bins), range=[(0, 1), (0, 1)], weight=w, bandwidth=h, backend=backend)[0]
+        return softhist.histogramdd(x, list(bins), range=[(0, 1), (0, 1)], weight=w, bandwidth=h, kernel=kernel, backend=backend)[0]
 
     _cpp_backend._TABLES.clear()
+    _cpp_backend._READY.clear()
     native = outputs_and_grads(fn, [x64.float().requires_grad_(), w64.float().requires_grad_(), h64.float().requires_grad_()], "cpp")
     assert any(len(key) == 2 and all(isinstance(k, tuple) for k in key) for key in _cpp_backend._TABLES)  # both axes' tables
     exact = outputs_and_grads(fn, [x64.clone().requires_grad_(), w64.clone().requires_grad_(), h64.clone().requires_grad_()], "torch")
