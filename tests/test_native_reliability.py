@@ -42,7 +42,7 @@ def test_engine_checks_sizes_itself():
     with pytest.raises(RuntimeError, match="overflow"):
         torch.ops.softhist._native_soft(x, None, edges, cb._NO_TABLES, ints, floats)
     with pytest.raises(RuntimeError, match="overflow"):
-        torch.ops.softhist._native_hard(x, None, edges, [65536] * 4, [0.0, 1.0] * 4, False)
+        torch.ops.softhist._native_hard(x, None, edges, [65536] * 4, [0.0, 1.0] * 4, False, torch.float64)
 
 
 def _without_the_infinite_sample(fn, x, w, bad):

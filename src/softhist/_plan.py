@@ -274,7 +274,8 @@ class Engine:
     where ``needs = (x, weight, bandwidth, per-axis edges)`` says which gradients to compute;
     ``grad_h`` has the shape of the flat bandwidth tensor (``sum(binning.bandwidth_sizes)``) and
     ``grad_edges`` holds one entry (or None) per axis.
-    ``hard(x, weight, edges, binning) -> (rows, *bins)``: exact counts in float64.
+    ``hard(x, weight, edges, binning, dtype=float64) -> (rows, *bins)``: exact counts (float64
+    weight sums) rounded once to ``dtype``.
     ``supports(binning)``: None when the engine runs that call, else why not (the dispatch in
     :func:`._ops.select_backend` reads it); by default the native engines' options.
     """
