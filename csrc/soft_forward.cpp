@@ -103,7 +103,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   for (const Axis& a : p.axes) sizes.push_back(a.bins);
   Tensor out = torch::stable::new_empty(x, sizes);
   scalar_t* op = out.mutable_data_ptr<scalar_t>();
-  const std::vector<int64_t> crop = crop_offsets(p);
+  const std::vector<int64_t> crop = D > 1 ? crop_offsets(p) : std::vector<int64_t>{};  // one axis crops by its padding alone
   // The cells of `row` from its `count` stored copies (lanes, or chunks x lanes), in copy order.
   auto crop_row = [&](double* src, int64_t count, int64_t row, int64_t c0, int64_t c1) {
     if (D == 1) {  // one axis: contiguous cells after the padding, the copies summed into the

@@ -363,6 +363,27 @@ def test_hard_counts_of_many_rows_equal_per_row_counts_at_every_thread_count(dty
             assert torch.equal(a, b)
 
 
+def test_histc_past_65536_bins_builds_no_edges_yet_every_path_has_their_values():
+    """Past 65,536 bins histc passes shape-only edges (the native engine places equal-width edges
+    arithmetically); the torch engine, forward-mode AD and double backward, which read edge
+    values, get histc's linspace edges and agree with the native engine."""
+    bins, h = 70_000, 2.0 / 70_000
+    x = rand(3000, dtype=torch.float64)
+    fn = lambda t, backend: softhist.histc(t, bins, 0, 1, bandwidth=h, backend=backend)  # noqa: E731
+    assert_engines_agree(fn, x.requires_grad_())
+    x = x.detach()
+    assert torch.equal(softhist.histc(x, bins, 0, 1, mode="hard"), torch.histc(x, bins, 0, 1))
+    tangent = torch.randn_like(x)
+    _, jvp = torch.func.jvp(lambda t: fn(t, "cpp"), (x,), (tangent,))
+    leaf = x.clone().requires_grad_()
+    out = fn(leaf, "cpp")
+    probe = torch.randn_like(out)
+    (vjp,) = torch.autograd.grad(out, leaf, probe, create_graph=True)  # the differentiable formula
+    torch.testing.assert_close((vjp * tangent).sum(), (jvp * probe).sum(), rtol=1e-9, atol=1e-9)
+    (fused,) = torch.autograd.grad(fn(leaf, "cpp"), leaf, probe)
+    assert ((vjp.detach() - fused).abs().max() / fused.abs().max()).item() < 1e-9
+
+
 @pytest.mark.parametrize("spacing", ["equal", "log", "all equal"])
 def test_hard_counts_against_edges_equal_numpy_at_and_beside_every_edge(spacing):
     """numpy's edge rule: a guess from equal widths, checked against the edges (or binary search)."""

@@ -28,7 +28,7 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from . import _torch_backend
-from ._plan import GRADIENT_TOLERANCE, TABLE_TOLERANCE, Axis, Binning, Engine, accumulation_dtype, host_cache, table_points, window_edges
+from ._plan import GRADIENT_TOLERANCE, TABLE_TOLERANCE, Axis, Binning, Engine, accumulation_dtype, edge_values, host_cache, table_points, window_edges
 from .kernels import Kernel, is_builtin
 
 __all__ = ["CPP_ENGINE", "unavailable_reason"]
@@ -59,7 +59,7 @@ def hard_histogram(
         return _torch_backend.hard_histogram(x, weight, edges, binning).to(dtype)
     histc_rule = binning.hard_rule == "histc"
     ranges = [v for axis in binning.axes for v in (axis.uniform if histc_rule else (0.0, 0.0))]
-    flat_edges = _NO_EDGES if histc_rule else torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])  # histc's rule reads none
+    flat_edges = _NO_EDGES if histc_rule else torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edge_values(edges, binning)])  # histc's rule reads none
     w = None if weight is None else weight.detach().to(torch.float64).contiguous()
     return torch.ops.softhist._native_hard(x.contiguous(), w, flat_edges, [a.bins for a in binning.axes], ranges, histc_rule, dtype)
 
@@ -333,7 +333,7 @@ def _flat_edges(edges: Sequence[Tensor], binning: Binning) -> Tensor:
     at 10^8 bins."""
     if all(a.uniform is not None and not hard for a, hard in zip(binning.axes, binning.hard_axes)):
         return _NO_EDGES
-    return torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])
+    return torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edge_values(edges, binning)])
 
 
 def _equal_widths(binning: Binning, edges: Sequence[Tensor]) -> Binning:
@@ -469,5 +469,5 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
     return grad_x if need_x else None, grad_w if need_w else None, grad_h if need_h else None, per_axis
 
 
-CPP_ENGINE = Engine(_forward, _backward, hard_histogram)
+CPP_ENGINE = Engine(_forward, _backward, hard_histogram, reads_equal_width_edges=False)
 

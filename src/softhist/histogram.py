@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import _checks, _ops
-from ._plan import Axis, Binning, accumulation_dtype, default_bandwidth, host_cache
+from ._plan import Axis, Binning, accumulation_dtype, default_bandwidth, host_cache, shape_only_edges
 from .kernels import Kernel, KernelName
 
 if TYPE_CHECKING:
@@ -92,10 +92,13 @@ def numpy_edges(lo: Tensor, hi: Tensor, bins: int, dtype: torch.dtype) -> Tensor
 
 
 def _histc_edges(lo: float, hi: float, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """histc's edges, which the engines read but the caller never sees: built once per range and
-    reused (read-only) up to 65,536 bins; more are built per call, so none stays in memory."""
+    """histc's edges, which the caller never sees: built once per range and reused (read-only) up
+    to 65,536 bins; more take no memory (:func:`._plan.shape_only_edges`: what reads their values
+    builds them, the native engine never does), or, while compiling, are built per call."""
     if bins > 1 << 16:
-        return torch.linspace(lo, hi, bins + 1, dtype=dtype, device=device)
+        if torch.compiler.is_compiling():
+            return torch.linspace(lo, hi, bins + 1, dtype=dtype, device=device)
+        return shape_only_edges(bins, dtype, device)
     return _cached_histc_edges(lo, hi, bins, dtype, device)
 
 
