@@ -103,7 +103,6 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   for (const Axis& a : p.axes) sizes.push_back(a.bins);
   Tensor out = torch::stable::new_empty(x, sizes);
   scalar_t* op = out.mutable_data_ptr<scalar_t>();
-  const std::vector<int64_t> crop = D > 1 ? crop_offsets(p) : std::vector<int64_t>{};  // one axis crops by its padding alone
   // The cells of `row` from its `count` stored copies (lanes, or chunks x lanes), in copy order.
   auto crop_row = [&](double* src, int64_t count, int64_t row, int64_t c0, int64_t c1) {
     if (D == 1) {  // one axis: contiguous cells after the padding, the copies summed into the
@@ -117,10 +116,19 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
       for (int64_t c = c0; c < c1; ++c) to[c] = scalar_t(at[c]);
       return;
     }
-    for (int64_t c = c0; c < c1; ++c) {
-      double s = 0.0;
-      for (int64_t k = 0; k < count; ++k) s += src[k * p.stored + crop[c]];
-      op[row * p.cells + c] = scalar_t(s);
+    // Several axes: along a run of the last axis's bins, stored cells are contiguous too; each
+    // run's first stored cell is sum_d (k_d + pad_d) * stride_d of its bins k_d (no table of
+    // offsets, which would take 8 bytes per cell).
+    const int64_t last = p.axes[D - 1].bins;
+    for (int64_t c = c0; c < c1;) {
+      int64_t rest = c / last, start = p.axes[D - 1].pad + c % last;
+      for (int64_t d = D - 2; d >= 0; --d) start += (rest % p.axes[d].bins + p.axes[d].pad) * p.strides[d], rest /= p.axes[d].bins;
+      const int64_t end = std::min(c1, c - c % last + last);
+      for (; c < end; ++c, ++start) {
+        double s = 0.0;
+        for (int64_t k = 0; k < count; ++k) s += src[k * p.stored + start];
+        op[row * p.cells + c] = scalar_t(s);
+      }
     }
   };
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
