@@ -143,10 +143,13 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
     std::vector<uint8_t> valid(table_1d ? 0 : block);
     std::vector<double> wt(table_1d ? 0 : block), coords(table_1d ? 0 : block), vals(offsets.size() + 1);
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
-    std::unique_ptr<double[]> scratch(new double[direct ? size : 0]);
+    // A float64 output without padding is its own scratch: the same sums, no copy of the row.
+    const bool in_output = std::is_same_v<scalar_t, double> && direct && lanes == 1 && p.stored == p.cells;
+    std::unique_ptr<double[]> scratch(new double[direct && !in_output ? size : 0]);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = direct ? u : u / chunks, k = direct ? 0 : u % chunks;  // no divisions per short row
       double* hist = direct ? scratch.get() : partial.get() + u * size;
+      if constexpr (std::is_same_v<scalar_t, double>) hist = in_output ? op + row * p.cells : hist;
       std::fill(hist, hist + size, 0.0);
       const int64_t begin = row * p.n + (direct ? 0 : k * p.n / chunks), end = direct ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += block) {
@@ -168,7 +171,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
         else if (D == 2) scatter_2d(hist, p.strides[0], ws[0], p.axes[0].cells, ws[1], p.axes[1].cells, wt.data(), valid.data(), m);
         else scatter_nd(hist, p, ws, offsets, wt.data(), valid.data(), m, vals);
       }
-      if (direct) crop_row(hist, lanes, row, 0, p.cells);
+      if (direct && !in_output) crop_row(hist, lanes, row, 0, p.cells);
     }
   };
   // A single unit runs here: no pool hand-off for small calls.
