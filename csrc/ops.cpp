@@ -15,7 +15,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(softhist, m) {
   m.def(
       "_native_soft_backward(Tensor grad, Tensor x, Tensor? weight, Tensor edges, Tensor tables, int[] axis_ints, "
       "float[] axis_floats, int[] needs) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("_native_hard(Tensor x, Tensor? weight, Tensor edges, int[] bins, float[] ranges, bool histc_rule) -> Tensor");
+  m.def("_native_hard(Tensor x, Tensor? weight, Tensor edges, int[] bins, float[] ranges, bool histc_rule, ScalarType dtype) -> Tensor");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(softhist, CPU, m) {

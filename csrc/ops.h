@@ -24,6 +24,7 @@
 #pragma once
 
 #include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
 
 #include <cstdint>
 #include <optional>
@@ -41,8 +42,9 @@ Tensor soft_histogram(Tensor x, std::optional<Tensor> weight, Tensor edges, Tens
 std::tuple<Tensor, Tensor, Tensor, Tensor> soft_histogram_backward(Tensor grad, Tensor x, std::optional<Tensor> weight, Tensor edges,
                                                                   Tensor tables, std::vector<int64_t> ints, std::vector<double> floats,
                                                                   std::vector<int64_t> needs);
-// -> (rows, *bins) float64 exact counts (or sums of float64 weights).
+// -> (rows, *bins) exact counts (or sums of float64 weights), as float64 results rounded once to
+// `dtype` (float32 or float64).
 Tensor hard_histogram(Tensor x, std::optional<Tensor> weight, Tensor edges, std::vector<int64_t> bins, std::vector<double> ranges,
-                      bool histc_rule);
+                      bool histc_rule, torch::headeronly::ScalarType dtype);
 
 }  // namespace softhist::native

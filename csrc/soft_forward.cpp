@@ -104,7 +104,6 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   for (const Axis& a : p.axes) sizes.push_back(a.bins);
   Tensor out = torch::stable::new_empty(x, sizes);
   scalar_t* op = out.mutable_data_ptr<scalar_t>();
-  const std::vector<int64_t> crop = crop_offsets(p);
   // The cells of `row` from its `count` stored copies (lanes, or chunks x lanes), in copy order.
   auto crop_row = [&](double* src, int64_t count, int64_t row, int64_t c0, int64_t c1) {
     if (D == 1) {  // one axis: contiguous cells after the padding, the copies summed into the
@@ -118,10 +117,19 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
       for (int64_t c = c0; c < c1; ++c) to[c] = scalar_t(at[c]);
       return;
     }
-    for (int64_t c = c0; c < c1; ++c) {
-      double s = 0.0;
-      for (int64_t k = 0; k < count; ++k) s += src[k * p.stored + crop[c]];
-      op[row * p.cells + c] = scalar_t(s);
+    // Several axes: along a run of the last axis's bins, stored cells are contiguous too; each
+    // run's first stored cell is sum_d (k_d + pad_d) * stride_d of its bins k_d (no table of
+    // offsets, which would take 8 bytes per cell).
+    const int64_t last = p.axes[D - 1].bins;
+    for (int64_t c = c0; c < c1;) {
+      int64_t rest = c / last, start = p.axes[D - 1].pad + c % last;
+      for (int64_t d = D - 2; d >= 0; --d) start += (rest % p.axes[d].bins + p.axes[d].pad) * p.strides[d], rest /= p.axes[d].bins;
+      const int64_t end = std::min(c1, c - c % last + last);
+      for (; c < end; ++c, ++start) {
+        double s = 0.0;
+        for (int64_t k = 0; k < count; ++k) s += src[k * p.stored + start];
+        op[row * p.cells + c] = scalar_t(s);
+      }
     }
   };
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -139,10 +147,13 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
     std::vector<double> wt(tables ? 0 : block), coords(tables ? 0 : block), vals(offsets.size() + 1);
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
     std::unique_ptr<TableBlock2D> tb2(table_2d ? new TableBlock2D : nullptr);
-    std::unique_ptr<double[]> scratch(new double[direct ? size : 0]);
+    // A float64 output without padding is its own scratch: the same sums, no copy of the row.
+    const bool in_output = std::is_same_v<scalar_t, double> && direct && lanes == 1 && p.stored == p.cells;
+    std::unique_ptr<double[]> scratch(new double[direct && !in_output ? size : 0]);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = direct ? u : u / chunks, k = direct ? 0 : u % chunks;  // no divisions per short row
       double* hist = direct ? scratch.get() : partial.get() + u * size;
+      if constexpr (std::is_same_v<scalar_t, double>) hist = in_output ? op + row * p.cells : hist;
       std::fill(hist, hist + size, 0.0);
       const int64_t begin = row * p.n + (direct ? 0 : k * p.n / chunks), end = direct ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += block) {
@@ -169,7 +180,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
         else if (D == 2) scatter_2d(hist, p.strides[0], ws[0], p.axes[0].cells, ws[1], p.axes[1].cells, wt.data(), valid.data(), m);
         else scatter_nd(hist, p, ws, offsets, wt.data(), valid.data(), m, vals);
       }
-      if (direct) crop_row(hist, lanes, row, 0, p.cells);
+      if (direct && !in_output) crop_row(hist, lanes, row, 0, p.cells);
     }
   };
   // A single unit runs here: no pool hand-off for small calls.

@@ -326,8 +326,10 @@ def test_native_ops_are_private_and_have_fake_kernels():
     meta_b = torch.ops.softhist._native_soft_backward(grad.to("meta"), x.to("meta"), None, edges.to("meta"),
                                                        _cpp_backend._NO_TABLES.to("meta"), ints, floats, needs)
     assert [(t.shape, t.dtype) for t in real_b] == [(t.shape, t.dtype) for t in meta_b]
-    hard = torch.ops.softhist._native_hard(x.to("meta"), None, edges.to("meta"), [7, 4], [0.0, 1.0, 0.0, 1.0], True)
-    assert hard.shape == (3, 7, 4) and hard.dtype == torch.float64
+    for dtype in (torch.float64, torch.float32):
+        hard = torch.ops.softhist._native_hard(x.to("meta"), None, edges.to("meta"), [7, 4], [0.0, 1.0, 0.0, 1.0], True, dtype)
+        real_hard = torch.ops.softhist._native_hard(x, None, edges, [7, 4], [0.0, 1.0, 0.0, 1.0], True, dtype)
+        assert hard.shape == real_hard.shape == (3, 7, 4) and hard.dtype == real_hard.dtype == dtype
 
 
 def test_plan_layout_is_mirrored_in_python():
@@ -370,6 +372,73 @@ def test_hard_counts_equal_the_torch_engine_and_torch_histc(dtype):
     xy = x[: 2 * 20_000].view(-1, 2)
     joint = [softhist.histogramdd(xy, [5, edges], range=[(0, 1), None], mode="hard", backend=b)[0] for b in ENGINES]
     assert torch.equal(joint[0], joint[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("length", [0, 1, 3, 16, 700, 40_000])
+def test_hard_counts_of_many_rows_equal_per_row_counts_at_every_thread_count(dtype, length):
+    """Short rows are binned many at a time (and counted in the output's dtype): each row's counts
+    equal torch.histc's of that row alone; weighted sums, numpy's edge rule and joint histograms
+    equal the torch engine's; all bit-identical across thread counts."""
+    rows = max(3, min(3000, 60_000 // max(length, 1)))
+    x = rand(rows, length, lo=-0.1, hi=1.1).to(dtype)
+    if x.numel():
+        x.view(-1)[:: 97] = 0.5  # ties on an edge
+        x.view(-1)[1:: 89] = math.nan
+    w = rand(rows, length, dtype=dtype)
+    edges = torch.tensor([0.0, 0.1, 0.1 + 1e-9, 0.5, 1.0], dtype=dtype)
+    xy = torch.stack([x, x.flip(1)], -1).reshape(rows * length, 2)
+
+    def run(backend):
+        return [
+            softhist.histc(x, 37, 0, 1, mode="hard", dim=1, backend=backend),
+            softhist.histc(x, 37, 0, 1, mode="hard", dim=1, weight=w, backend=backend),
+            softhist.histogram(x, edges, mode="hard", dim=1, backend=backend)[0],
+            softhist.histogram(x, edges, weight=w, mode="hard", dim=1, backend=backend)[0],
+            softhist.histogramdd(xy.view(rows, length, 2), [5, edges], range=[(0, 1), None], mode="hard", backend=backend)[0],
+            softhist.histc(x, 37, 0, 1, mode="straight_through", dim=1, backend=backend),
+        ]
+
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(run("cpp"))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+    got = results[0]
+    assert all(g.dtype == dtype for g in got)
+    assert torch.equal(got[0][:50], torch.stack([torch.histc(row, 37, 0, 1) for row in x[:50]]))
+    for i, (a, b) in enumerate(zip(got, run("torch"))):
+        if i in (1, 3):  # float64 weight sums: the same samples, summed in another order
+            torch.testing.assert_close(a, b, rtol=1e-12 if dtype == torch.float64 else 2e-7, atol=0)
+        else:
+            assert torch.equal(a, b)
+
+
+def test_histc_past_65536_bins_builds_no_edges_yet_every_path_has_their_values():
+    """Past 65,536 bins histc passes shape-only edges (the native engine places equal-width edges
+    arithmetically); the torch engine, forward-mode AD and double backward, which read edge
+    values, get histc's linspace edges and agree with the native engine."""
+    bins, h = 70_000, 2.0 / 70_000
+    x = rand(3000, dtype=torch.float64)
+    fn = lambda t, backend: softhist.histc(t, bins, 0, 1, bandwidth=h, backend=backend)  # noqa: E731
+    assert_engines_agree(fn, x.requires_grad_())
+    x = x.detach()
+    assert torch.equal(softhist.histc(x, bins, 0, 1, mode="hard"), torch.histc(x, bins, 0, 1))
+    tangent = torch.randn_like(x)
+    _, jvp = torch.func.jvp(lambda t: fn(t, "cpp"), (x,), (tangent,))
+    leaf = x.clone().requires_grad_()
+    out = fn(leaf, "cpp")
+    probe = torch.randn_like(out)
+    (vjp,) = torch.autograd.grad(out, leaf, probe, create_graph=True)  # the differentiable formula
+    torch.testing.assert_close((vjp * tangent).sum(), (jvp * probe).sum(), rtol=1e-9, atol=1e-9)
+    (fused,) = torch.autograd.grad(fn(leaf, "cpp"), leaf, probe)
+    assert ((vjp.detach() - fused).abs().max() / fused.abs().max()).item() < 1e-9
 
 
 @pytest.mark.parametrize("spacing", ["equal", "log", "all equal"])
@@ -507,6 +576,10 @@ def test_equal_width_edges_as_a_tensor_equal_the_range_form(dtype):
     gradients as the range form, bit for bit; edges off by one ulp keep the edge search."""
     x = rand(3, 5000, dtype=dtype)
     edges = torch.linspace(0, 1, 65, dtype=dtype)
+    # Tables are built once calls have brought enough samples: build them first, so the two
+    # forms below never straddle that moment (and so both take the same strategy).
+    warm = rand(_cpp_backend._TABLE_BUILD_SAMPLES, dtype=dtype).requires_grad_()
+    softhist.histogram(warm, 64, range=(0, 1), backend="cpp")[0].sum().backward()
 
     def both(edges):
         leaves = [x.clone().requires_grad_() for _ in range(2)]

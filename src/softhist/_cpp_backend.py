@@ -28,7 +28,7 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from . import _torch_backend
-from ._plan import GRADIENT_TOLERANCE, TABLE_TOLERANCE, Axis, Binning, Engine, accumulation_dtype, host_cache, table_points, window_edges
+from ._plan import GRADIENT_TOLERANCE, TABLE_TOLERANCE, Axis, Binning, Engine, accumulation_dtype, edge_values, host_cache, table_points, window_edges
 from .kernels import Kernel, is_builtin
 
 __all__ = ["CPP_ENGINE", "unavailable_reason"]
@@ -49,16 +49,19 @@ _TABLE_MAX_REACH = 63  # windows of up to 127 bins (128 stored): wide kernels st
 _NO_TABLES = torch.zeros(0, dtype=torch.float32)
 _NO_EDGES = torch.zeros(0, dtype=torch.float64)
 
-def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
-    """Exact counts ``(rows, *bins)`` in float64, as :func:`._torch_backend.hard_histogram` counts them
-    (torch.histc's arithmetic in the input's dtype, or numpy's comparison with the edges)."""
-    if x.dtype not in (torch.float32, torch.float64):  # half precision: torch's own rounding
-        return _torch_backend.hard_histogram(x, weight, edges, binning)
+def hard_histogram(
+    x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """Exact counts ``(rows, *bins)`` in ``dtype``, as :func:`._torch_backend.hard_histogram` counts them
+    (torch.histc's arithmetic in the input's dtype, or numpy's comparison with the edges): the
+    float64 counts rounded once, written by the kernel in ``dtype`` (no float64 copy)."""
+    if x.dtype not in (torch.float32, torch.float64) or dtype not in (torch.float32, torch.float64):  # half precision: torch's own rounding
+        return _torch_backend.hard_histogram(x, weight, edges, binning).to(dtype)
     histc_rule = binning.hard_rule == "histc"
     ranges = [v for axis in binning.axes for v in (axis.uniform if histc_rule else (0.0, 0.0))]
-    flat_edges = _NO_EDGES if histc_rule else torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])  # histc's rule reads none
+    flat_edges = _NO_EDGES if histc_rule else torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edge_values(edges, binning)])  # histc's rule reads none
     w = None if weight is None else weight.detach().to(torch.float64).contiguous()
-    return torch.ops.softhist._native_hard(x.contiguous(), w, flat_edges, [a.bins for a in binning.axes], ranges, histc_rule)
+    return torch.ops.softhist._native_hard(x.contiguous(), w, flat_edges, [a.bins for a in binning.axes], ranges, histc_rule, dtype)
 
 
 def unavailable_reason() -> Optional[str]:
@@ -330,7 +333,7 @@ def _flat_edges(edges: Sequence[Tensor], binning: Binning) -> Tensor:
     at 10^8 bins."""
     if all(a.uniform is not None and not hard for a, hard in zip(binning.axes, binning.hard_axes)):
         return _NO_EDGES
-    return torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edges])
+    return torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edge_values(edges, binning)])
 
 
 def _equal_widths(binning: Binning, edges: Sequence[Tensor]) -> Binning:
@@ -422,8 +425,8 @@ def _fake_soft_backward(grad, x, weight, edges, tables, axis_ints, axis_floats, 
     )
 
 
-def _fake_hard(x, weight, edges, bins, ranges, histc_rule):
-    return x.new_empty((x.shape[0], *bins), dtype=torch.float64)
+def _fake_hard(x, weight, edges, bins, ranges, histc_rule, dtype):
+    return x.new_empty((x.shape[0], *bins), dtype=dtype)
 
 
 if _LOAD_ERROR is None:
@@ -466,5 +469,5 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
     return grad_x if need_x else None, grad_w if need_w else None, grad_h if need_h else None, per_axis
 
 
-CPP_ENGINE = Engine(_forward, _backward, hard_histogram)
+CPP_ENGINE = Engine(_forward, _backward, hard_histogram, reads_equal_width_edges=False)
 

@@ -38,7 +38,7 @@ import torch.autograd.forward_ad as forward_ad
 from torch import Tensor
 
 from . import _checks, _cpp_backend, _torch_backend
-from ._plan import Binning, Engine, accumulation_dtype, binning_from_spec, host_cache, window_edges
+from ._plan import Binning, Engine, accumulation_dtype, binning_from_spec, edge_values, host_cache, window_edges
 from ._torch_backend import hard_bins, hard_cells
 from .kernels import get_kernel, is_builtin
 
@@ -182,9 +182,9 @@ def run_soft(x: Tensor, weight: Optional[Tensor], bandwidth: Optional[Tensor], e
     acc = accumulation_dtype(x.dtype)
     engine = _engine(x, backend, binning)
     binning = resolve(binning, bandwidth, edges, acc)
-    edges = _in_dtype(edges, acc)  # the engines compare and compute in the accumulation dtype
+    edges = _in_dtype(_engine_edges(engine, edges, binning), acc)  # the engines compare and compute in the accumulation dtype
     if binning.mode == "straight_through":
-        return engine.hard(x, weight, edges, binning).to(acc)
+        return engine.hard(x, weight, edges, binning, acc)
     return engine.forward(x, weight, edges, binning)
 
 
@@ -196,7 +196,8 @@ def run_soft_backward(grad, x, weight, bandwidth, edges, binning, backend, needs
     binning = resolve(binning, bandwidth, edges, acc)
     need_x, need_w, need_h, *need_edges = needs
     grad_x, grad_w, grad_h, grad_e = engine.backward(
-        grad if grad.is_contiguous() else grad.contiguous(), x, weight, _in_dtype(edges, acc), binning, (need_x, need_w, need_h, tuple(need_edges))
+        grad if grad.is_contiguous() else grad.contiguous(), x, weight, _in_dtype(_engine_edges(engine, edges, binning), acc), binning,
+        (need_x, need_w, need_h, tuple(need_edges)),
     )
     return (
         _like(grad_x, x) if need_x else None,
@@ -217,10 +218,19 @@ def _like(grad: Tensor, t: Tensor) -> Tensor:
     return grad if grad.dtype == t.dtype else grad.to(t.dtype)
 
 
-def run_hard(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str) -> Tensor:
-    """Exact counts (or weight sums) ``(rows, *bins)`` in float64 of ``x: (rows, n, D)``."""
+def run_hard(
+    x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """Exact counts (or weight sums) ``(rows, *bins)`` of ``x: (rows, n, D)``: float64 counts rounded
+    once to ``dtype`` (the engine writes them so)."""
     engine = _engine(x, backend, binning)
-    return engine.hard(x, weight, edges, resolve(binning, None, edges, torch.float64))
+    return engine.hard(x, weight, _engine_edges(engine, edges, binning), resolve(binning, None, edges, torch.float64), dtype)
+
+
+def _engine_edges(engine: Engine, edges: Sequence[Tensor], binning: Binning) -> Sequence[Tensor]:
+    """The edges an engine reads: shape-only equal-width edges (:func:`._plan.shape_only_edges`)
+    get their values for engines that read them."""
+    return edges if not engine.reads_equal_width_edges else edge_values(edges, binning)
 
 
 def _bandwidths(binning: Binning, bandwidth: Optional[Tensor], like: Tensor) -> Tensor:
@@ -375,6 +385,7 @@ def window_cells(flat: Tensor, weight: Optional[Tensor], row: Tensor, bandwidth:
     so a sample's cells sum to its weight: the cell value is their product."""
     acc = accumulation_dtype(flat.dtype)
     flat = flat.to(acc)
+    edges = edge_values(edges, binning)  # the windows below read every axis's edge values
     finite = torch.isfinite(flat).all(1)
     w = finite.to(acc) if weight is None else torch.where(finite, weight.reshape(-1).to(acc), 0.0)
     index = row.unsqueeze(1)
@@ -676,16 +687,16 @@ class _EagerHard(torch.autograd.Function):
     """The eager path of :func:`hard_histogram`: counts are linear in the weights."""
 
     @staticmethod
-    def forward(ctx, x, weight, binning, backend, *edges):
+    def forward(ctx, x, weight, binning, backend, dtype, *edges):
         ctx.save_for_backward(x, *edges)
         ctx.binning, ctx.weight_dtype = binning, None if weight is None else weight.dtype
-        return run_hard(x, weight, edges, binning, backend)
+        return run_hard(x, weight, edges, binning, backend, dtype)
 
     @staticmethod
     def backward(ctx, grad):
         x, *edges = ctx.saved_tensors
         grad_w = _hard_weight_grad(grad, x, edges, ctx.binning).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
-        return None, grad_w, None, None, *([None] * len(edges))
+        return None, grad_w, None, None, None, *([None] * len(edges))
 
 
 class HardHistogram(torch.autograd.Function):
@@ -744,19 +755,22 @@ def _any_requires_grad(*tensors: Optional[Tensor]) -> bool:
     return any(t is not None and t.requires_grad for t in tensors)
 
 
-def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str) -> Tensor:
-    """The public functions' entry to exact counts (see :func:`soft_histogram`)."""
+def hard_histogram(
+    x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """The public functions' entry to exact counts (see :func:`soft_histogram`), in ``dtype``: eager
+    calls have the engine write them so; the ops (float64) are converted."""
     if x.requires_grad:
         x = x.detach()  # counts are piecewise constant in the samples: no gradient, no graph
     if backend != "auto":
         select_backend(x.device, backend, binning)
     if torch.compiler.is_compiling():
-        return hard(x, weight, list(edges), binning.spec, backend)
+        return hard(x, weight, list(edges), binning.spec, backend).to(dtype)
     if _eager(x):
         if weight is None or not (weight.requires_grad and torch.is_grad_enabled()):
-            return run_hard(x, weight, edges, binning, backend)
-        return _EagerHard.apply(x, weight, binning, backend, *edges)
-    return HardHistogram.apply(x, weight, binning, backend, *edges)
+            return run_hard(x, weight, edges, binning, backend, dtype)
+        return _EagerHard.apply(x, weight, binning, backend, dtype, *edges)
+    return HardHistogram.apply(x, weight, binning, backend, *edges).to(dtype)
 
 
 # --------------------------------------------------------------------------- vmap

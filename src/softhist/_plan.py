@@ -246,6 +246,29 @@ def window_edges(axis: Axis, kernel: Optional[Kernel], edges: Optional[Tensor]) 
     return min(most + 4, axis.bins + 1)
 
 
+def shape_only_edges(bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``(bins + 1,)`` edges of an equal-width axis that carry the shape and no values (one
+    element, expanded: no memory): for eager calls whose engine places equal-width edges
+    arithmetically (the native one), so 10^8 bins cost no 10^8 edges. Whatever reads the values
+    takes them from :func:`edge_values`."""
+    return torch.zeros((), dtype=dtype, device=device).expand(bins + 1)
+
+
+def _shape_only(e: Tensor) -> bool:
+    return e.dim() == 1 and e.numel() > 1 and e.stride(0) == 0  # real edges increase: never all one element
+
+
+def edge_values(edges: Sequence[Tensor], binning: "Binning") -> List[Tensor]:
+    """``edges`` with :func:`shape_only_edges` replaced by their values, ``linspace(lo, hi, B + 1)``
+    of the axis's range in their dtype (what ``histc`` builds otherwise); other edges as they are."""
+    if not any(_shape_only(e) for e in edges):
+        return list(edges)
+    return [
+        torch.linspace(*axis.uniform, axis.bins + 1, dtype=e.dtype, device=e.device) if _shape_only(e) and axis.uniform is not None else e
+        for e, axis in zip(edges, binning.axes)
+    ]
+
+
 @functools.lru_cache(maxsize=None)
 def table_points(kernel: Kernel, bandwidth_bins: float) -> float:
     """Sub-positions per bin that a table of exact bin masses (and of their derivatives) needs for
@@ -274,15 +297,19 @@ class Engine:
     where ``needs = (x, weight, bandwidth, per-axis edges)`` says which gradients to compute;
     ``grad_h`` has the shape of the flat bandwidth tensor (``sum(binning.bandwidth_sizes)``) and
     ``grad_edges`` holds one entry (or None) per axis.
-    ``hard(x, weight, edges, binning) -> (rows, *bins)``: exact counts in float64.
+    ``hard(x, weight, edges, binning, dtype=float64) -> (rows, *bins)``: exact counts (float64
+    weight sums) rounded once to ``dtype``.
     ``supports(binning)``: None when the engine runs that call, else why not (the dispatch in
     :func:`._ops.select_backend` reads it); by default the native engines' options.
+    ``reads_equal_width_edges``: False where the engine places equal-width edges arithmetically
+    and reads only their shape (it may then be given :func:`shape_only_edges`).
     """
 
     forward: Callable[..., Tensor]
     backward: Callable[..., Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], List[Optional[Tensor]]]]
     hard: Callable[..., Tensor]
     supports: Callable[[Binning], Optional[str]] = lambda binning: native_unsupported(binning)
+    reads_equal_width_edges: bool = True
 
 
 NATIVE_KERNELS = frozenset({"gaussian", "logistic", "box", "triangular", "epanechnikov", "bspline", "bspline2"})

@@ -117,8 +117,11 @@ def hard_cells(x: Tensor, edges: Sequence[Tensor], binning: Binning) -> Tuple[Te
     return cell, inside
 
 
-def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> Tensor:
-    """Exact counts, ``(rows, *bins)`` in float64: integer counting, so exact past 2**24.
+def hard_histogram(
+    x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """Exact counts, ``(rows, *bins)`` in ``dtype`` (float64 by default): integer counting, so
+    exact past 2**24 (float64 weight sums), rounded once to ``dtype``.
 
     Differentiable with respect to ``weight`` (each count is linear in it).
     """
@@ -140,8 +143,8 @@ def hard_histogram(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor],
             counts += torch.bincount(slot, minlength=overflow + 1)
         else:
             sums = sums.index_add(0, slot, flat_w[start:end])
-    total = counts.to(torch.float64) if sums is None else sums
-    return total[:overflow].view(rows, *binning.shape)
+    total = counts if sums is None else sums
+    return total[:overflow].to(dtype).view(rows, *binning.shape)
 
 
 # --------------------------------------------------------------------------- window strategy

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import _checks, _ops
-from ._plan import Axis, Binning, accumulation_dtype, default_bandwidth, host_cache
+from ._plan import Axis, Binning, accumulation_dtype, default_bandwidth, host_cache, shape_only_edges
 from .kernels import Kernel, KernelName
 
 if TYPE_CHECKING:
@@ -92,10 +92,13 @@ def numpy_edges(lo: Tensor, hi: Tensor, bins: int, dtype: torch.dtype) -> Tensor
 
 
 def _histc_edges(lo: float, hi: float, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """histc's edges, which the engines read but the caller never sees: built once per range and
-    reused (read-only) up to 65,536 bins; more are built per call, so none stays in memory."""
+    """histc's edges, which the caller never sees: built once per range and reused (read-only) up
+    to 65,536 bins; more take no memory (:func:`._plan.shape_only_edges`: what reads their values
+    builds them, the native engine never does), or, while compiling, are built per call."""
     if bins > 1 << 16:
-        return torch.linspace(lo, hi, bins + 1, dtype=dtype, device=device)
+        if torch.compiler.is_compiling():
+            return torch.linspace(lo, hi, bins + 1, dtype=dtype, device=device)
+        return shape_only_edges(bins, dtype, device)
     return _cached_histc_edges(lo, hi, bins, dtype, device)
 
 
@@ -250,12 +253,15 @@ def _bin(
     membership: object = "mass",
     normalize_samples: object = False,
     group: Optional["ProcessGroup"] = None,
+    counts_dtype: Optional[torch.dtype] = None,
 ) -> Tensor:
     """The engine entry: ``x: (rows, n, D)`` -> ``(rows, *bins)``, summed over the group's ranks.
 
     ``kernel``, ``mode`` and ``membership`` are one value or one per axis (see
-    :func:`._checks.call_mode`). Hard counts come back in float64, soft histograms in the
-    accumulation dtype.
+    :func:`._checks.call_mode`). Hard counts come back in float64, or in ``counts_dtype`` when
+    the caller returns them as they are (the engine rounds them once, as converting float64
+    counts would, with no float64 copy; a group sums float64 counts first); soft histograms in
+    the accumulation dtype.
     """
     backend = _checks.check_backend(backend)
     common = isinstance(kernel, str) and isinstance(mode, str) and isinstance(membership, str) and type(normalize_samples) is bool
@@ -267,7 +273,8 @@ def _bin(
     else:
         binning, bandwidth_tensor = _describe(x, edges, uniforms, hard_rule, kernel, bandwidth, mode, membership, normalize_samples)
     if binning.mode == "hard":
-        hist = _ops.hard_histogram(x, weight, edges, binning, backend)
+        dtype = counts_dtype if counts_dtype is not None and group is None else torch.float64
+        hist = _ops.hard_histogram(x, weight, edges, binning, backend, dtype)
     else:
         hist = _ops.soft_histogram(x, weight, bandwidth_tensor, edges, binning, backend)
     return _all_reduce(hist, group)
@@ -443,7 +450,7 @@ def histc(
     hist = _bin(
         x, w, [edges], [(lo, hi)], hard_rule="histc",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
-        membership=membership, normalize_samples=normalize_samples,
+        membership=membership, normalize_samples=normalize_samples, counts_dtype=out_dtype,
     )
     return hist.reshape(*batch_shape, bins).to(out_dtype)
 
@@ -522,7 +529,7 @@ def histogram(
     hist = _bin(
         x, w, [edges], [uniform], hard_rule="edges",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
-        membership=membership, normalize_samples=normalize_samples,
+        membership=membership, normalize_samples=normalize_samples, counts_dtype=None if density else out_dtype,
     )
     if density:
         hist = hist / torch.diff(edges).to(hist.dtype) / hist.sum(-1, keepdim=True)
@@ -641,7 +648,7 @@ def histogramdd(
     hist = _bin(
         x, w, edges, [u for _, u in axis_edges], hard_rule="edges",
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
-        membership=membership, normalize_samples=normalize_samples,
+        membership=membership, normalize_samples=normalize_samples, counts_dtype=None if density else out_dtype,
     )
     if density:
         total = hist.flatten(1).sum(1).view(-1, *([1] * dims))
