@@ -184,7 +184,7 @@ SOFTHIST_HOT void backward_block(const Plan& p, const double* grow, const std::v
       if (need.h) gh[0] += w * dot(a1, H, c1), gh[1] += w * dot(h1, U, c1);
       continue;
     }
-    cell_gradients(p, grow, ws, i, dA, prefix, A_of);
+    cell_gradients(p, grow, ws, i, dA, prefix, A_of);  // masses read here are normalized where asked (windows.cpp)
     gw[i] = need.w ? dot(A_of[0], ws[0].mass.data() + i * p.axes[0].cells, p.axes[0].cells) : 0.0;
     for (int64_t d = 0; d < D; ++d) {
       const Axis& ax = p.axes[d];
@@ -192,7 +192,16 @@ SOFTHIST_HOT void backward_block(const Plan& p, const double* grow, const std::v
       const int64_t C = ax.cells;
       gx[i * D + d] = need.x ? w * dot(A, ws[d].dx.data() + i * C, C) : 0.0;
       if (need.h) gh[d] += w * dot(A, ws[d].dh.data() + i * C, C);
-      if (need.edges[d]) {  // dL/de_p = (w/h) (A[p-1] - A[p]) f(z_p)
+      if (need.edges[d] && (ax.membership == CENTER || ax.normalize)) {
+        // Each bin's derivatives in its lower and upper edge (windows.cpp, normalize_windows):
+        // dL/de_q = w ((A[q-1] - Abar) hi[q-1] + (A[q] - Abar) lo[q]), Abar = sum_p n_p A[p] when normalized.
+        const int64_t K = ax.width;
+        const double *lo = ws[d].lo.data() + i * C, *hi = ws[d].hi.data() + i * C;
+        const double bar = ax.normalize ? dot(A, ws[d].mass.data() + i * C, C) : 0.0;
+        double* edge_grad = ge + need.edge_offset[d] + ws[d].first[i];
+        for (int64_t q = 0; q < K; ++q)
+          edge_grad[q] += w * ((q > 0 ? (A[q - 1] - bar) * hi[q - 1] : 0.0) + (q + 1 < K ? (A[q] - bar) * lo[q] : 0.0));
+      } else if (need.edges[d]) {  // dL/de_p = (w/h) (A[p-1] - A[p]) f(z_p)
         const int64_t K = ax.width;
         const double* f = ws[d].dens.data() + i * K;
         double* edge_grad = ge + need.edge_offset[d] + ws[d].first[i];

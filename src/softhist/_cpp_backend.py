@@ -28,7 +28,7 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from . import _torch_backend
-from ._plan import Axis, Binning, Engine, accumulation_dtype, host_cache, table_points, window_edges
+from ._plan import Axis, Binning, Engine, accumulation_dtype, host_cache, native_unsupported, table_points, window_edges
 from .kernels import Kernel
 
 __all__ = ["CPP_ENGINE", "unavailable_reason"]
@@ -41,8 +41,12 @@ try:
 except (ImportError, OSError) as error:  # not built (no compiler, isolated build), or for an older torch
     _LOAD_ERROR = f"{type(error).__name__}: {error}"
 
-KERNEL_IDS = {"gaussian": 0, "logistic": 1, "box": 2, "triangular": 3, "epanechnikov": 4, "bspline": 5, "bspline2": 6}
+KERNEL_IDS = {"gaussian": 0, "logistic": 1, "box": 2, "triangular": 3, "epanechnikov": 4, "bspline": 5, "bspline2": 6, "cauchy": 7}
 EXACT_UNIFORM, EXACT_EDGES, TABLE, HARD = 0, 1, 2, 3
+MEMBERSHIP_IDS = {"mass": 0, "center": 1}
+# The options of native_unsupported this engine has: centre membership, per-sample normalization
+# and the Cauchy kernel (never cut: its window is the whole axis).
+OPTIONS = frozenset({"membership='center'", "normalize_samples=True", "kernel='cauchy'"})
 
 _TABLE_MAX_Q = 8192
 _TABLE_MAX_REACH = 63  # windows of up to 127 bins (128 stored): wide kernels still read a few rows
@@ -82,7 +86,7 @@ def _table_size(kernel: Kernel, bandwidth_bins: float) -> Optional[Tuple[int, in
     ``Q`` is the power of two at or above :func:`._plan.table_points`, the torch engine's
     bound, so ``(u - floor u) * Q`` is exact; a sample reaches ``J = ceil(T * hb)`` bins on each side.
     """
-    if not math.isfinite(kernel.pdf_slope):
+    if not (math.isfinite(kernel.pdf_slope) and math.isfinite(kernel.support)):
         return None
     q = table_points(kernel, bandwidth_bins)
     size = 1 << max(4, math.ceil(math.log2(max(q, 1.0))))
@@ -142,6 +146,8 @@ class NativeAxis:
     width: int  # window: edges K (exact) or bins W = 2J + 1 (table)
     q: int  # table grid points per bin
     reach: int  # table reach J in bins
+    membership: int  # MEMBERSHIP_IDS
+    normalize: int  # 1: each sample's values divided by their sum
     lo: float
     scale: float  # bins per data unit
     h: float  # bandwidth
@@ -174,20 +180,30 @@ def _axis_plan(binning: Binning, smooth_gradients: bool, tables_allowed: bool, e
         elif axis.uniform is not None:
             kind = EXACT_UNIFORM
             bandwidth_bins = axis.bandwidth * scale
-            table = _table_size(kernel, bandwidth_bins)
+            # Tables hold bin masses of samples not normalized (a normalized sample's sum depends on
+            # where its window meets the range's ends, not on its place in its bin alone).
+            plain = axis.membership == "mass" and not binning.normalize_samples
+            table = _table_size(kernel, bandwidth_bins) if plain else None
             smooth = math.isfinite(kernel.pdf_curvature) or not smooth_gradients
             grid_fits = table is not None and (axis.bins + 2 * table[1]) * table[0] < 2**31  # int32 grid positions
             if grid_fits and smooth and tables_allowed and not exact:
                 kind, (size, reach) = TABLE, table
                 width = 2 * reach + 1
                 keys.append((kernel, bandwidth_bins, size, reach))
-            else:
+            elif math.isfinite(kernel.support):
                 width = math.ceil(2.0 * kernel.support * bandwidth_bins) + 2
+            else:  # never cut: every edge
+                width = axis.bins + 1
         else:
-            width = edge_window
+            width = edge_window if math.isfinite(kernel.support) else axis.bins + 1
         if kind in (EXACT_UNIFORM, EXACT_EDGES):
             width = max(2, min(width, axis.bins + 1))  # never wider than the axis: cost <= dense
-        axes.append(NativeAxis(kind, KERNEL_IDS[kernel.name], axis.bins, width, size, reach, lo, scale, axis.bandwidth, kernel.support))
+        membership, normalize = MEMBERSHIP_IDS[axis.membership], int(binning.normalize_samples)
+        if hard:  # the indicator of the sample's bin: nothing to weigh or normalize
+            membership, normalize = 0, 0
+        axes.append(NativeAxis(
+            kind, KERNEL_IDS.get(kernel.name, 0), axis.bins, width, size, reach, membership, normalize, lo, scale, axis.bandwidth, kernel.support,
+        ))
     ints, floats = _pack(axes)
     return ints, floats, tuple(keys)
 
@@ -336,5 +352,5 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
     )
 
 
-CPP_ENGINE = Engine(_forward, _backward, hard_histogram)
+CPP_ENGINE = Engine(_forward, _backward, hard_histogram, supports=lambda binning: native_unsupported(binning, OPTIONS))
 
