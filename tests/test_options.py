@@ -557,11 +557,7 @@ def test_local_histogram_computes_gatorsenses_windows_and_bins():
     torch.testing.assert_close(ours / counts * (h * math.sqrt(2 * math.pi) / width), theirs, rtol=2e-5, atol=2e-6)
 
 
-@pytest.mark.parametrize("membership", [
-    pytest.param("mass", marks=pytest.mark.xfail(
-        strict=True, reason="the native CPU engine's backward holds ~60 MB for 196608 one-sample rows (113 MB in all)")),
-    "center",
-])
+@pytest.mark.parametrize("membership", ["mass", "center"])
 def test_local_histogram_memory_is_input_plus_output(membership):
     # (1, 3, 256, 256), 16 bins, 5 x 5 windows at stride 1: the windows' samples x bins would be
     # 3 * 256^2 * 25 * 16 floats (315 MB); the output is 12.6 MB.
