@@ -420,6 +420,27 @@ def test_the_native_engine_runs_the_options_per_axis_in_joint_histograms(normali
 
 
 @needs_cpp
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic", "bspline", "bspline2"])
+def test_float32_centre_memberships_read_from_tables_equal_float64(kernel):
+    # Enough float32 samples for the sub-bin table of centre memberships (values and, where they
+    # interpolate finely enough, derivatives); the torch engine's float64 formula is the reference.
+    torch.manual_seed(3)
+    x = torch.rand(100_000) * 1.2 - 0.1
+    h = 0.8 / 32
+    got = softhist.histc(x, 32, 0, 1, kernel=kernel, bandwidth=h, membership="center", backend="cpp")
+    assert any(key[0].name == kernel and key[-1] == "center" for key in _cpp_backend._TABLES)
+    want = softhist.histc(x.double(), 32, 0, 1, kernel=kernel, bandwidth=h, membership="center", backend="torch")
+    _close(got, want, torch.float32)
+    xx, x64 = x.clone().requires_grad_(), x.double().requires_grad_()
+    cot = torch.linspace(-1, 1, 32, dtype=torch.float64)
+    (g,) = torch.autograd.grad((softhist.histc(xx, 32, 0, 1, kernel=kernel, bandwidth=h, membership="center", backend="cpp")
+                                * cot.float()).sum(), xx)
+    (g64,) = torch.autograd.grad((softhist.histc(x64, 32, 0, 1, kernel=kernel, bandwidth=h, membership="center", backend="torch")
+                                  * cot).sum(), x64)
+    _close(g, g64, torch.float32)
+
+
+@needs_cpp
 @pytest.mark.parametrize("membership", ["mass", "center"])
 def test_native_options_are_bit_identical_across_thread_counts(membership):
     torch.manual_seed(2)

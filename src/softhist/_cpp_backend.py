@@ -28,7 +28,9 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from . import _torch_backend
-from ._plan import Axis, Binning, Engine, accumulation_dtype, host_cache, native_unsupported, table_points, window_edges
+from ._plan import (
+    GRADIENT_TOLERANCE, TABLE_TOLERANCE, Axis, Binning, Engine, accumulation_dtype, host_cache, native_unsupported, table_points, window_edges,
+)
 from .kernels import Kernel
 
 __all__ = ["CPP_ENGINE", "unavailable_reason"]
@@ -96,16 +98,72 @@ def _table_size(kernel: Kernel, bandwidth_bins: float) -> Optional[Tuple[int, in
     return size, reach
 
 
+def _centre_rows(kernel: Kernel, bandwidth_bins: float, reach: int, f: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Centre memberships of bins ``n - J .. n + J`` of samples at ``n + f`` (float64, ``(len(f), 2J + 1)``)
+    and their derivatives in the position ``u`` and the bandwidth ``hb`` (bin units): with
+    ``r = 1/hb`` and ``z = (o + 1/2 - f) r``, ``a = r K(z)``, ``da/du = -r^2 K'(z)``,
+    ``da/dhb = -r^2 (K(z) + z K'(z))`` (``K'`` by autograd of the kernel's density)."""
+    r = 1.0 / bandwidth_bins
+    offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
+    z = ((offsets.unsqueeze(0) + 0.5 - f.unsqueeze(1)) * r).requires_grad_()
+    with torch.enable_grad():
+        density = kernel.pdf(z)
+        (slope,) = torch.autograd.grad(density.sum(), z) if density.requires_grad else (torch.zeros_like(z),)  # a box: flat
+    density, z = density.detach(), z.detach()
+    return density * r, -slope * r * r, -(density + z * slope) * r * r
+
+
+@functools.lru_cache(maxsize=None)
+def _centre_table_size(kernel: Kernel, bandwidth_bins: float, gradients: bool) -> Optional[Tuple[int, int]]:
+    """``(Q, J)`` of a centre-membership table, or None. A centre membership follows the density,
+    not its integral, so :func:`._plan.table_points`' bound (from the CDF's smoothness) does not
+    size it: ``Q`` is the smallest power of two from 16 whose linear interpolation errs, at every
+    point half-way between grid rows, by at most ``2**-24`` (values) and, with ``gradients``,
+    ``2**-21`` of the largest derivative (derivative rows). Where a bin's centre crosses the cut
+    ``|z| = T`` between two rows, the interpolation errs by up to the density's jump there: allowed
+    for the values when it is below ``2**-20`` of their peak (Gaussian ``8e-7``, logistic ``2e-7``),
+    for derivatives never (a cut Gaussian's bandwidth row jumps by ``2e-5`` of its peak: its
+    gradients take the exact windows). A density with a jump or a kink inside (box, triangular,
+    Epanechnikov) never gets there and takes the exact windows."""
+    if not math.isfinite(kernel.support):
+        return None
+    reach = math.ceil(kernel.support * bandwidth_bins)  # a centre within T hb of the sample: |o + 1/2 - f| < T hb
+    if reach > _TABLE_MAX_REACH:
+        return None
+    r = 1.0 / bandwidth_bins
+    offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
+    size = 16
+    while size <= _TABLE_MAX_Q:
+        f = torch.arange(size + 1, dtype=torch.float64) / size
+        grid = _centre_rows(kernel, bandwidth_bins, reach, f)
+        half = _centre_rows(kernel, bandwidth_bins, reach, f[:-1] + 0.5 / size)
+        inside = ((offsets.unsqueeze(0) + 0.5 - f.unsqueeze(1)) * r).abs() < kernel.support
+        crossing = inside[:-1] != inside[1:]  # a centre crosses the cut between these rows
+        fits = True
+        for row, (g, m) in enumerate(zip(grid, half) if gradients else [(grid[0], half[0])]):
+            peak = float(g.abs().max())
+            error = (0.5 * (g[:-1] + g[1:]) - m).abs()
+            jump = (g[1:] - g[:-1]).abs()
+            allowed = (TABLE_TOLERANCE if row == 0 else GRADIENT_TOLERANCE * peak)
+            across = 2.0**-20 * peak if row == 0 else allowed
+            fits = fits and float(torch.where(crossing, 0.0, error).max()) <= allowed
+            fits = fits and float(torch.where(crossing, jump, 0.0).max()) <= across
+        if fits:
+            return size, reach
+        size *= 2
+    return None
+
+
 _TABLES: "OrderedDict[tuple, Tensor]" = OrderedDict()  # the 16 tables used last, flattened
 _TABLES_KEPT = 16
 
 
-def _table(kernel: Kernel, bandwidth_bins: float, size: int, reach: int) -> Tensor:
+def _table(kernel: Kernel, bandwidth_bins: float, size: int, reach: int, membership: str = "mass") -> Tensor:
     """The flattened table of :func:`_build_table`, built once and kept among the last 16 used."""
-    key = (kernel, bandwidth_bins, size, reach)
+    key = (kernel, bandwidth_bins, size, reach, membership)
     table = _TABLES.get(key)
     if table is None:
-        table = _TABLES[key] = _build_table(kernel, bandwidth_bins, size, reach).reshape(-1)
+        table = _TABLES[key] = _build_table(kernel, bandwidth_bins, size, reach, membership).reshape(-1)
         if len(_TABLES) > _TABLES_KEPT:
             _TABLES.popitem(last=False)
     else:
@@ -113,21 +171,26 @@ def _table(kernel: Kernel, bandwidth_bins: float, size: int, reach: int) -> Tens
     return table
 
 
-def _build_table(kernel: Kernel, bandwidth_bins: float, size: int, reach: int) -> Tensor:
-    """``(3, Q, 2, W8)`` float32: the masses of bins ``n - J .. n + J`` of a sample at ``n + q/Q``,
-    their derivatives in the position ``u`` and in the bandwidth ``hb`` (both in bin units), each
-    row as (value, step to the next row) for interpolation; columns past ``2J + 1`` are zero."""
+def _build_table(kernel: Kernel, bandwidth_bins: float, size: int, reach: int, membership: str = "mass") -> Tensor:
+    """``(3, Q, 2, W8)`` float32: the masses (or centre memberships) of bins ``n - J .. n + J`` of a
+    sample at ``n + q/Q``, their derivatives in the position ``u`` and in the bandwidth ``hb`` (both
+    in bin units), each row as (value, step to the next row) for interpolation; columns past
+    ``2J + 1`` are zero."""
     r = 1.0 / bandwidth_bins
     f = torch.arange(size + 1, dtype=torch.float64) / size
-    offsets = torch.arange(-reach, reach + 2, dtype=torch.float64)
-    z = (offsets.unsqueeze(0) - f.unsqueeze(1)) * r  # (Q+1, W+1): z at bin edges n+o, o = -J..J+1
-    cdf, pdf = kernel.cdf(z), kernel.pdf(z)
-    per_edge = (cdf, -pdf * r, -z * pdf * r)  # F, dF/du (dz/du = -1/hb), dF/dhb (dz/dhb = -z/hb)
     width = 2 * reach + 1
     stored = (width + 7) // 8 * 8
+    if membership == "center":
+        per_bins = _centre_rows(kernel, bandwidth_bins, reach, f)
+    else:
+        offsets = torch.arange(-reach, reach + 2, dtype=torch.float64)
+        z = (offsets.unsqueeze(0) - f.unsqueeze(1)) * r  # (Q+1, W+1): z at bin edges n+o, o = -J..J+1
+        cdf, pdf = kernel.cdf(z), kernel.pdf(z)
+        per_edge = (cdf, -pdf * r, -z * pdf * r)  # F, dF/du (dz/du = -1/hb), dF/dhb (dz/dhb = -z/hb)
+        per_bins = tuple(values[:, 1:] - values[:, :-1] for values in per_edge)
     out = []
-    for values in per_edge:
-        per_bin = nnf.pad(values[:, 1:] - values[:, :-1], (0, stored - width))  # (Q+1, W8)
+    for values in per_bins:
+        per_bin = nnf.pad(values, (0, stored - width))  # (Q+1, W8)
         out.append(torch.stack([per_bin[:-1], per_bin[1:] - per_bin[:-1]], 1))
     return torch.stack(out).to(torch.float32).contiguous()
 
@@ -180,16 +243,21 @@ def _axis_plan(binning: Binning, smooth_gradients: bool, tables_allowed: bool, e
         elif axis.uniform is not None:
             kind = EXACT_UNIFORM
             bandwidth_bins = axis.bandwidth * scale
-            # Tables hold bin masses of samples not normalized (a normalized sample's sum depends on
-            # where its window meets the range's ends, not on its place in its bin alone).
-            plain = axis.membership == "mass" and not binning.normalize_samples
-            table = _table_size(kernel, bandwidth_bins) if plain else None
-            smooth = math.isfinite(kernel.pdf_curvature) or not smooth_gradients
+            # Tables hold samples not normalized (a normalized sample's sum depends on where its
+            # window meets the range's ends, not on its place in its bin alone).
+            table = None
+            if not binning.normalize_samples:
+                if axis.membership == "mass":
+                    table = _table_size(kernel, bandwidth_bins)
+                else:
+                    table = _centre_table_size(kernel, bandwidth_bins, smooth_gradients)
+            # A centre table's size already bounds its derivative rows' interpolation error.
+            smooth = math.isfinite(kernel.pdf_curvature) or not smooth_gradients or axis.membership == "center"
             grid_fits = table is not None and (axis.bins + 2 * table[1]) * table[0] < 2**31  # int32 grid positions
             if grid_fits and smooth and tables_allowed and not exact:
                 kind, (size, reach) = TABLE, table
                 width = 2 * reach + 1
-                keys.append((kernel, bandwidth_bins, size, reach))
+                keys.append((kernel, bandwidth_bins, size, reach, axis.membership))
             elif math.isfinite(kernel.support):
                 width = math.ceil(2.0 * kernel.support * bandwidth_bins) + 2
             else:  # never cut: every edge
