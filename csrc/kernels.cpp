@@ -6,13 +6,13 @@
 namespace softhist::native {
 
 template <int K>
-void cdf_in_place(double* z, int64_t n) {
+SOFTHIST_INLINE void cdf_in_place(double* z, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) z[i] = cdf<K>(z[i]);
 }
 
 template <int K>
-void pdf_of(const double* z, double* out, int64_t n) {
+SOFTHIST_INLINE void pdf_of(const double* z, double* out, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) out[i] = pdf<K>(z[i]);
 }

@@ -21,7 +21,10 @@ AxisWindows::AxisWindows(const Axis& a, int64_t block)
   if (a.kind == EXACT_EDGES || a.kind == HARD) search.reset(new EdgeSearch(a.edges, a.bins));
   if (a.kind == EXACT_EDGES) own.resize(block), packed.resize(2 * (block * a.width + 8) + 8);
   const bool exact = a.kind == EXACT_UNIFORM || a.kind == EXACT_EDGES;
-  if (exact && a.membership == CENTER) zc.resize(block * a.cells), fc.resize(block * a.cells), dfc.resize(block * a.cells);
+  if (exact && a.membership == CENTER) {
+    zc.resize(block * a.cells), fc.resize(block * a.cells), dfc.resize(block * a.cells);
+    packed.resize(std::max<size_t>(packed.size(), block * a.cells));  // the bins' Delta/h
+  }
   if (exact && (a.membership == CENTER || a.normalize)) lo.resize(block * a.cells), hi.resize(block * a.cells);
 }
 
@@ -36,37 +39,62 @@ SOFTHIST_HOT void centre_windows(const Axis& a, int64_t m, AxisWindows& w, Wants
   const double inv_h = 1.0 / a.h, uniform_span = 1.0 / (a.h * a.scale);  // Delta/h of equal-width bins
   const double* __restrict z = w.z.data();
   double* __restrict zc = w.zc.data();
-  double* __restrict span = w.dh.data();  // s_p, until dh is written below
+  double* __restrict span = w.packed.data();
+  // Explicit edges: only the bins of each sample's own support (p + 1 < own, as for masses),
+  // packed, then spread back into the window with zeros past them.
+  const bool packed = a.kind == EXACT_EDGES;
+  int64_t n = 0;
   for (int64_t i = 0; i < m; ++i) {
-    const double* e = a.kind == EXACT_EDGES ? a.edges + w.first[i] : nullptr;
+    const int64_t c = packed ? std::clamp<int64_t>(w.own[i] - 1, 0, C) : C;
+    const double* e = packed ? a.edges + w.first[i] : nullptr;
+    const double* zi = z + i * K;
 #pragma omp simd
-    for (int64_t p = 0; p < C; ++p) {
-      zc[i * C + p] = 0.5 * (z[i * K + p] + z[i * K + p + 1]);
-      span[i * C + p] = e ? (e[p + 1] - e[p]) * inv_h : uniform_span;
+    for (int64_t p = 0; p < c; ++p) {
+      zc[n + p] = 0.5 * (zi[p] + zi[p + 1]);
+      span[n + p] = e ? (e[p + 1] - e[p]) * inv_h : uniform_span;
     }
+    n += c;
   }
-  const int64_t n = m * C;
+  // Values and derivatives at packed index j; each output is spread back at once (in place,
+  // last sample first: a sample's packed start is at or before its window's).
+  auto spread = [&](double* out) {
+    if (!packed) return;
+    for (int64_t i = m - 1, at = n; i >= 0; --i) {
+      const int64_t c = std::clamp<int64_t>(w.own[i] - 1, 0, C);
+      at -= c;
+      for (int64_t p = C - 1; p >= 0; --p) out[i * C + p] = p < c ? out[at + p] : 0.0;
+    }
+  };
   double* __restrict f = w.fc.data();
   double* __restrict df = w.dfc.data();
   eval_pdf(a.kernel, zc, f, n);
   double* __restrict mass = w.mass.data();
-  if (want.mass)
+  if (want.mass) {
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) mass[j] = span[j] * f[j];
+    spread(mass);
+  }
   if (!(want.x || want.h || want.edges)) return;
   eval_dpdf(a.kernel, zc, df, n);
   double* __restrict dx = w.dx.data();
+  double* __restrict dh = w.dh.data();
   double* __restrict lo = w.lo.data();
   double* __restrict hi = w.hi.data();
-  if (want.edges)
+  if (want.edges) {
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) lo[j] = (0.5 * span[j] * df[j] - f[j]) * inv_h, hi[j] = (0.5 * span[j] * df[j] + f[j]) * inv_h;
-  if (want.x)
+    spread(lo), spread(hi);
+  }
+  if (want.x) {
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) dx[j] = -span[j] * df[j] * inv_h;
-  if (want.h)  // last: dh held the spans
+    spread(dx);
+  }
+  if (want.h) {
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) span[j] = -span[j] * (f[j] + zc[j] * df[j]) * inv_h;
+    for (int64_t j = 0; j < n; ++j) dh[j] = -span[j] * (f[j] + zc[j] * df[j]) * inv_h;
+    spread(dh);
+  }
 }
 
 // Per-sample normalization: n_p = a_p / S with S = sum_q a_q over the sample's window (every cell
