@@ -6,13 +6,13 @@
 namespace softhist::native {
 
 template <int K>
-void cdf_in_place(double* z, int64_t n) {
+SOFTHIST_INLINE void cdf_in_place(double* z, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) z[i] = cdf<K>(z[i]);
 }
 
 template <int K>
-void pdf_of(const double* z, double* out, int64_t n) {
+SOFTHIST_INLINE void pdf_of(const double* z, double* out, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) out[i] = pdf<K>(z[i]);
 }
@@ -73,6 +73,12 @@ SOFTHIST_INLINE void gaussian_pdf_groups(const double* z, double* out, int64_t g
   }
 }
 
+template <int K>
+SOFTHIST_INLINE void dpdf_of(const double* z, double* out, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] = dpdf<K>(z[i]);
+}
+
 SOFTHIST_HOT void eval_cdf(int64_t kernel, double* z, int64_t n) {
   if (kernel == GAUSSIAN) {  // whole groups of 32, then the rest one by one
     const int64_t groups = n / GROUP;
@@ -87,7 +93,8 @@ SOFTHIST_HOT void eval_cdf(int64_t kernel, double* z, int64_t n) {
     case TRIANGULAR: cdf_in_place<TRIANGULAR>(z, n); break;
     case EPANECHNIKOV: cdf_in_place<EPANECHNIKOV>(z, n); break;
     case BSPLINE: cdf_in_place<BSPLINE>(z, n); break;
-    default: cdf_in_place<BSPLINE2>(z, n); break;
+    case BSPLINE2: cdf_in_place<BSPLINE2>(z, n); break;
+    default: cdf_in_place<CAUCHY>(z, n); break;
   }
 }
 
@@ -105,7 +112,21 @@ SOFTHIST_HOT void eval_pdf(int64_t kernel, const double* z, double* out, int64_t
     case TRIANGULAR: pdf_of<TRIANGULAR>(z, out, n); break;
     case EPANECHNIKOV: pdf_of<EPANECHNIKOV>(z, out, n); break;
     case BSPLINE: pdf_of<BSPLINE>(z, out, n); break;
-    default: pdf_of<BSPLINE2>(z, out, n); break;
+    case BSPLINE2: pdf_of<BSPLINE2>(z, out, n); break;
+    default: pdf_of<CAUCHY>(z, out, n); break;
+  }
+}
+
+SOFTHIST_HOT void eval_dpdf(int64_t kernel, const double* z, double* out, int64_t n) {
+  switch (kernel) {
+    case GAUSSIAN: dpdf_of<GAUSSIAN>(z, out, n); break;
+    case LOGISTIC: dpdf_of<LOGISTIC>(z, out, n); break;
+    case BOX: dpdf_of<BOX>(z, out, n); break;
+    case TRIANGULAR: dpdf_of<TRIANGULAR>(z, out, n); break;
+    case EPANECHNIKOV: dpdf_of<EPANECHNIKOV>(z, out, n); break;
+    case BSPLINE: dpdf_of<BSPLINE>(z, out, n); break;
+    case BSPLINE2: dpdf_of<BSPLINE2>(z, out, n); break;
+    default: dpdf_of<CAUCHY>(z, out, n); break;
   }
 }
 

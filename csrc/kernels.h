@@ -1,5 +1,5 @@
-// The kernels' CDF F and density f, the same kernels as src/softhist/kernels.py, each of unit
-// variance, as branch-free polynomials that vectorize (libm's erf and exp are scalar calls).
+// The kernels' CDF F, density f and its derivative f', the same kernels as src/softhist/kernels.py,
+// as branch-free polynomials that vectorize (libm's erf, exp and atan are scalar calls).
 #pragma once
 
 #include <algorithm>
@@ -8,9 +8,9 @@
 
 namespace softhist::native {
 
-// The same kernels as src/softhist/kernels.py, each of unit variance. Kernel ids follow
-// _cpp_backend.KERNEL_IDS.
-enum KernelId : int64_t { GAUSSIAN = 0, LOGISTIC = 1, BOX = 2, TRIANGULAR = 3, EPANECHNIKOV = 4, BSPLINE = 5, BSPLINE2 = 6 };
+// The same kernels as src/softhist/kernels.py, each of unit variance but the Cauchy (its
+// bandwidth is its scale). Kernel ids follow _cpp_backend.KERNEL_IDS.
+enum KernelId : int64_t { GAUSSIAN = 0, LOGISTIC = 1, BOX = 2, TRIANGULAR = 3, EPANECHNIKOV = 4, BSPLINE = 5, BSPLINE2 = 6, CAUCHY = 7 };
 
 // Chebyshev series from scripts/chebyshev_coefficients.py: erf(t) = t * sum ERF_i T_i(2t^2/S - 1)
 // on t^2 <= S = 5.3^2/2 (error 4.5e-14); exp(-v) = sum EXP_i T_i(2v/V - 1) on v <= V = 9.2 pi/sqrt3
@@ -47,6 +47,26 @@ constexpr double chebyshev(double x, const double (&c)[N]) {  // Clenshaw's recu
 constexpr double erf_poly(double t) { return t * chebyshev(t * t * (2.0 / ERF_S) - 1.0, ERF); }
 constexpr double exp_neg(double v) { return chebyshev(v * (2.0 / EXP_V) - 1.0, EXP); }
 inline double clamp(double v, double lo, double hi) { return std::min(std::max(v, lo), hi); }
+inline double sign(double v) { return v > 0.0 ? 1.0 : (v < 0.0 ? -1.0 : 0.0); }  // torch.sign: 0 at 0
+
+// atan to within a few ulps, branch-free: r = min(|z|, 1/|z|) in [0, 1]; atan r = atan a + atan y
+// with y = (r - a) / (1 + a r) and a the nearest of tan(0), tan(pi/8), tan(pi/4) (cut at
+// tan(pi/16) and tan(3 pi/16)), so |y| <= tan(pi/16) ~ 0.199, where the odd Taylor series
+// y sum_n (-y^2)^n / (2n + 1) has shrunk below 1e-18 by n = 13; atan |z| = pi/2 - atan(1/|z|) for |z| > 1.
+inline double atan_poly(double z) {
+  constexpr double PI_2 = 1.57079632679489661923, PI_8 = 0.39269908169872415481, TAN_PI_8 = 0.41421356237309504880;
+  const double t = std::fabs(z);
+  const bool big = t > 1.0;
+  const double r = big ? 1.0 / t : t;
+  const bool low = r < 0.19891236737965800691, mid = r < 0.66817863791929891999;
+  const double a = low ? 0.0 : (mid ? TAN_PI_8 : 1.0), base = low ? 0.0 : (mid ? PI_8 : 2.0 * PI_8);
+  const double y = (r - a) / (1.0 + a * r), y2 = y * y;
+  double s = 1.0 / 27.0;
+#pragma GCC unroll 16
+  for (int n = 12; n >= 0; --n) s = 1.0 / double(2 * n + 1) - y2 * s;
+  const double v = base + y * s;
+  return std::copysign(big ? PI_2 - v : v, z);
+}
 
 // Gaussian, cut at T = 5.3 and renormalized: F = 1/2 + erf(z/sqrt2) / (2 erf(T/sqrt2)).
 constexpr double SQRT1_2 = 0.70710678118654752440;
@@ -62,6 +82,7 @@ constexpr double LOGI_G = (1.0 - exp_neg(2.0 * LOGI_A * LOGI_T)) / (1.0 + exp_ne
 // the cubic and quadratic B-splines.
 constexpr double BOX_A = 1.7320508075688772, TRI_A = 2.4494897427831781, EPA_A = 2.2360679774997897;
 constexpr double BSP_B = 1.7320508075688772, BSP2_B = 2.0;
+constexpr double INV_PI = 0.31830988618379067154;
 
 template <int K>
 inline double cdf(double z) {
@@ -83,10 +104,12 @@ inline double cdf(double z) {
     double a = std::min(std::fabs(z) / BSP_B, 2.0), b = 2.0 - a;
     double half = a < 1.0 ? a * (2.0 / 3.0 - a * a / 3.0 + a * a * a / 8.0) : 0.5 - b * b * b * b / 24.0;
     return 0.5 + (z > 0 ? half : (z < 0 ? -half : 0.0));
-  } else {  // quadratic B-spline, t = |z|/2: H(t) = 3t/4 - t^3/3 below 1/2, 1/2 - (3/2 - t)^3/6 below 3/2
+  } else if constexpr (K == BSPLINE2) {  // t = |z|/2: H(t) = 3t/4 - t^3/3 below 1/2, 1/2 - (3/2 - t)^3/6 below 3/2
     double t = std::min(std::fabs(z) / BSP2_B, 1.5), b = 1.5 - t;
     double half = t < 0.5 ? t * (0.75 - t * t / 3.0) : 0.5 - b * b * b / 6.0;
     return 0.5 + (z > 0 ? half : (z < 0 ? -half : 0.0));
+  } else {  // Cauchy, never cut: F = 1/2 + atan(z) / pi
+    return 0.5 + atan_poly(z) * INV_PI;
   }
 }
 
@@ -108,14 +131,47 @@ inline double pdf(double z) {
   } else if constexpr (K == BSPLINE) {
     double a = std::fabs(z) / BSP_B, b = std::max(2.0 - a, 0.0);
     return (a < 1.0 ? 2.0 / 3.0 - a * a + 0.5 * a * a * a : b * b * b / 6.0) / BSP_B;
-  } else {
+  } else if constexpr (K == BSPLINE2) {
     double t = std::fabs(z) / BSP2_B, b = std::max(1.5 - t, 0.0);
     return (t < 0.5 ? 0.75 - t * t : 0.5 * b * b) / BSP2_B;
+  } else {
+    return INV_PI / (1.0 + z * z);
   }
 }
 
-// F in place over n values of z, and f(z) into out, for a kernel id (hot: one clone per ISA).
+// f'(z), the density's derivative (0 where the density is flat or cut, and at its kinks' z = 0,
+// as torch differentiates src/softhist/kernels.py's densities): what bin-centre memberships
+// f(z) need for their gradients.
+template <int K>
+inline double dpdf(double z) {
+  if constexpr (K == GAUSSIAN) {
+    return -z * pdf<GAUSSIAN>(z);
+  } else if constexpr (K == LOGISTIC) {  // f = c sech^2(a z): f' = -2a tanh(a z) f
+    // With e = exp(-2a|z|) and r = 1/(1 + e): tanh(a|z|) = (1 - e) r, f = (2a / G) e r^2 (as pdf).
+    double e = exp_neg(2.0 * LOGI_A * std::fabs(clamp(z, -LOGI_T, LOGI_T))), r = 1.0 / (1.0 + e);
+    double v = std::copysign((1.0 - e) * r * e * r * r, z) * (-4.0 * LOGI_A * LOGI_A / LOGI_G);
+    return std::fabs(z) < LOGI_T ? v : 0.0;  // this form vectorizes with clang too
+  } else if constexpr (K == BOX) {
+    return 0.0 * z;
+  } else if constexpr (K == TRIANGULAR) {
+    return std::fabs(z) < TRI_A ? -sign(z) / (TRI_A * TRI_A) : 0.0;
+  } else if constexpr (K == EPANECHNIKOV) {
+    return std::fabs(z) < EPA_A ? (-1.5 / (EPA_A * EPA_A * EPA_A)) * z : 0.0;
+  } else if constexpr (K == BSPLINE) {  // d/da of 2/3 - a^2 + a^3/2 (a < 1) and (2 - a)^3/6 (a < 2), a = |z|/b
+    double a = std::fabs(z) / BSP_B, b = std::max(2.0 - a, 0.0);
+    return sign(z) * (a < 1.0 ? a * (1.5 * a - 2.0) : -0.5 * b * b) / (BSP_B * BSP_B);
+  } else if constexpr (K == BSPLINE2) {  // d/dt of 3/4 - t^2 (t < 1/2) and (3/2 - t)^2/2 (t < 3/2)
+    double t = std::fabs(z) / BSP2_B, b = std::max(1.5 - t, 0.0);
+    return sign(z) * (t < 0.5 ? -2.0 * t : -b) / (BSP2_B * BSP2_B);
+  } else {
+    double d = 1.0 + z * z;
+    return -2.0 * INV_PI * z / (d * d);
+  }
+}
+
+// F in place over n values of z, and f(z) or f'(z) into out, for a kernel id (hot: one clone per ISA).
 void eval_cdf(int64_t kernel, double* z, int64_t n);
 void eval_pdf(int64_t kernel, const double* z, double* out, int64_t n);
+void eval_dpdf(int64_t kernel, const double* z, double* out, int64_t n);
 
 }  // namespace softhist::native

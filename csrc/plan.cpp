@@ -3,6 +3,8 @@
 
 #include <torch/headeronly/core/ScalarType.h>
 
+#include <cmath>
+
 namespace softhist::native {
 
 using torch::headeronly::ScalarType;
@@ -63,7 +65,12 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
       a.cells = a.width - 1;
       a.extent = a.bins;
     }
-    STD_TORCH_CHECK(a.kernel >= 0 && a.kernel <= 6, "softhist: unknown kernel id ", a.kernel);
+    STD_TORCH_CHECK(a.kernel >= 0 && a.kernel <= 7, "softhist: unknown kernel id ", a.kernel);
+    STD_TORCH_CHECK((a.membership == MASS || a.membership == CENTER) && (a.normalize == 0 || a.normalize == 1) &&
+                        (a.kind != TABLE || a.normalize == 0),
+                    "softhist: bad membership or normalization (tables are not normalized)");
+    STD_TORCH_CHECK(a.support > 0.0 && (std::isfinite(a.support) || a.kind == HARD || (a.kind != TABLE && a.width == a.bins + 1)),
+                    "softhist: a kernel that is never cut takes windows of the whole axis");
     STD_TORCH_CHECK(!no_edges || a.kind == EXACT_UNIFORM || a.kind == TABLE, "softhist: this axis reads its edges; none were given");
     p.axes.push_back(a);
   }

@@ -23,19 +23,26 @@ using torch::stable::Tensor;
 // * HARD: an axis binned hard inside a soft histogram (numpy's rule): one bin, no gradients.
 enum Kind : int64_t { EXACT_UNIFORM = 0, EXACT_EDGES = 1, TABLE = 2, HARD = 3 };
 
+// What a window bin holds (exact axes; a table's rows hold either):
+// * MASS: the kernel's mass in the bin, F(z_{k+1}) - F(z_k) with z = (e - x)/h at its edges;
+// * CENTER: the density at the bin centre times the bin width, (Delta_k / h) f((c_k - x)/h).
+// `normalize` divides each sample's values by their sum over its window (see normalize_windows).
+enum Membership : int64_t { MASS = 0, CENTER = 1 };
+
 // The per-axis fields the Python side sends, as the op's int[] and float[] arguments, axis after
 // axis, in this order. src/softhist/_cpp_backend.py (NativeAxis) mirrors these two lists; a test
 // reads them from this file.
-#define SOFTHIST_AXIS_INTS(X) X(kind) X(kernel) X(bins) X(width) X(q) X(reach) X(row1) X(row2)
+#define SOFTHIST_AXIS_INTS(X) X(kind) X(kernel) X(bins) X(width) X(q) X(reach) X(membership) X(normalize) X(row1) X(row2)
 #define SOFTHIST_AXIS_FLOATS(X) X(lo) X(scale) X(h) X(support) X(cut1) X(cut2)
 
 struct AxisPlan {
 #define SOFTHIST_INT_FIELD(name) int64_t name = 0;
 #define SOFTHIST_FLOAT_FIELD(name) double name = 0.0;
   SOFTHIST_AXIS_INTS(SOFTHIST_INT_FIELD)    // kind, kernel id, bins, window width: edges K (exact) or bins W = 2J + 1 (table),
-                                            // table rows Q, reach J, first rows of table pieces 1 and 2
-  SOFTHIST_AXIS_FLOATS(SOFTHIST_FLOAT_FIELD)  // range start, bins per data unit (uniform axes), bandwidth, kernel support T,
-                                              // starts of table pieces 1 and 2 in the bin (1: no such piece)
+                                            // table rows Q, reach J, membership, normalize (0 or 1),
+                                            // first rows of table pieces 1 and 2
+  SOFTHIST_AXIS_FLOATS(SOFTHIST_FLOAT_FIELD)  // range start, bins per data unit (uniform axes), bandwidth, kernel support T
+                                              // (inf: never cut), starts of table pieces 1 and 2 in the bin (1: no such piece)
 #undef SOFTHIST_INT_FIELD
 #undef SOFTHIST_FLOAT_FIELD
 };

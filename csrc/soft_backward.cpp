@@ -185,7 +185,7 @@ SOFTHIST_HOT void backward_block(const Plan& p, const double* grow, const std::v
       if (need.h) gh[0] += w * dot(a1, H, c1), gh[1] += w * dot(h1, U, c1);
       continue;
     }
-    cell_gradients(p, grow, ws, i, dA, prefix, A_of);
+    cell_gradients(p, grow, ws, i, dA, prefix, A_of);  // masses read here are normalized where asked (windows.cpp)
     gw[i] = need.w ? dot(A_of[0], ws[0].mass.data() + i * p.axes[0].cells, p.axes[0].cells) : 0.0;
     for (int64_t d = 0; d < D; ++d) {
       const Axis& ax = p.axes[d];
@@ -193,7 +193,16 @@ SOFTHIST_HOT void backward_block(const Plan& p, const double* grow, const std::v
       const int64_t C = ax.cells;
       gx[i * D + d] = need.x ? w * dot(A, ws[d].dx.data() + i * C, C) : 0.0;
       if (need.h) gh[d] += w * dot(A, ws[d].dh.data() + i * C, C);
-      if (need.edges[d]) {  // dL/de_p = (w/h) (A[p-1] - A[p]) f(z_p)
+      if (need.edges[d] && (ax.membership == CENTER || ax.normalize)) {
+        // Each bin's derivatives in its lower and upper edge (windows.cpp, normalize_windows):
+        // dL/de_q = w ((A[q-1] - Abar) hi[q-1] + (A[q] - Abar) lo[q]), Abar = sum_p n_p A[p] when normalized.
+        const int64_t K = ax.width;
+        const double *lo = ws[d].lo.data() + i * C, *hi = ws[d].hi.data() + i * C;
+        const double bar = ax.normalize ? dot(A, ws[d].mass.data() + i * C, C) : 0.0;
+        double* edge_grad = ge + need.edge_offset[d] + ws[d].first[i];
+        for (int64_t q = 0; q < K; ++q)
+          edge_grad[q] += w * ((q > 0 ? (A[q - 1] - bar) * hi[q - 1] : 0.0) + (q + 1 < K ? (A[q] - bar) * lo[q] : 0.0));
+      } else if (need.edges[d]) {  // dL/de_p = (w/h) (A[p-1] - A[p]) f(z_p)
         const int64_t K = ax.width;
         const double* f = ws[d].dens.data() + i * K;
         double* edge_grad = ge + need.edge_offset[d] + ws[d].first[i];
@@ -219,28 +228,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     need.edge_offset[d] = edge_total;
     edge_total += p.axes[d].bins + 1;
   }
-  // The cells' gradients, padded like the stored histogram, in float64 (one axis: each row is
-  // its padding, the bins and the tail, written once in vector loops).
-  std::unique_ptr<double[]> g_store(new double[p.rows * p.stored]);
-  double* const g = g_store.get();
-  {
-    const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+  // The cells' gradients of row r, padded like the stored histogram, in float64 (one axis: the
+  // padding, the bins and the tail, written once in vector loops).
+  const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+  const std::vector<int64_t> crop = D == 1 ? std::vector<int64_t>{} : crop_offsets(p);
+  auto padded_row = [&](int64_t r, double* to) {
     if (D == 1) {
       const int64_t pad = p.axes[0].pad, B = p.cells;
-      for (int64_t r = 0; r < p.rows; ++r) {
-        double* to = g + r * p.stored;
-        std::fill(to, to + pad, 0.0);
+      std::fill(to, to + pad, 0.0);
 #pragma omp simd
-        for (int64_t c = 0; c < B; ++c) to[pad + c] = double(gp[r * B + c]);
-        std::fill(to + pad + B, to + p.stored, 0.0);
-      }
+      for (int64_t c = 0; c < B; ++c) to[pad + c] = double(gp[r * B + c]);
+      std::fill(to + pad + B, to + p.stored, 0.0);
     } else {
-      std::fill(g, g + p.rows * p.stored, 0.0);
-      const std::vector<int64_t> crop = crop_offsets(p);
-      for (int64_t r = 0; r < p.rows; ++r)
-        for (int64_t c = 0; c < p.cells; ++c) g[r * p.stored + crop[c]] = double(gp[r * p.cells + c]);
+      std::fill(to, to + p.stored, 0.0);
+      for (int64_t c = 0; c < p.cells; ++c) to[crop[c]] = double(gp[r * p.cells + c]);
     }
-  }
+  };
   const int64_t per_unit = D + (any_edges ? edge_total : 0);  // per unit: grad_h (D), then grad_edges where asked
   const int64_t chunks = chunks_per_row(p.rows, p.n, per_unit), units = p.rows * chunks;
   std::vector<double> partial(checked_mul(units, per_unit, "partial gradients"), 0.0);
@@ -255,6 +258,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
   const Axis& a0 = p.axes[0];
   const int64_t gv_size = a0.kind == TABLE ? (a0.bins + 2 * a0.reach) * (a0.q + 1) : 0;
   const bool gtable = D == 1 && a0.kind == TABLE && 4 * p.rows * gv_size <= p.rows * p.n && gv_size <= (int64_t(1) << 21);
+  // One unit per row (many rows, or short ones): each unit pads its row into its thread's scratch,
+  // so memory stays O(threads x stored cells + rows x cells), as in the forward pass (196608
+  // one-sample rows of a 16-bin table: 46 MB of padded rows otherwise). Several units per row,
+  // or gradient tables: every row padded once, up front.
+  const bool per_row = chunks == 1 && !gtable;
+  std::unique_ptr<double[]> g_store(new double[per_row ? 0 : checked_mul(p.rows, p.stored, "rows x histogram cells")]);
+  double* const g = g_store.get();
+  if (!per_row)
+    for (int64_t r = 0; r < p.rows; ++r) padded_row(r, g + r * p.stored);
   std::vector<double> gvs(gtable ? 3 * p.rows * gv_size : 0);
   if (gtable) {
     for (int64_t r = 0; r < p.rows; ++r) {
@@ -281,10 +293,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     std::unique_ptr<double[]> dots(new double[table_1d ? 8 * BLOCK : 0]);
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
     std::unique_ptr<TableBlock2D> tb2(table_2d ? new TableBlock2D : nullptr);
+    std::unique_ptr<double[]> scratch(new double[per_row ? p.stored : 0]);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = chunks == 1 ? u : u / chunks, k = chunks == 1 ? 0 : u % chunks;  // no divisions per short row
       double* gh = partial.data() + u * per_unit;
-      const double* grow = g + row * p.stored;
+      if (per_row) padded_row(row, scratch.get());
+      const double* grow = per_row ? scratch.get() : g + row * p.stored;
       const int64_t begin = row * p.n + (chunks == 1 ? 0 : k * p.n / chunks);
       const int64_t end = chunks == 1 ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += block) {

@@ -59,11 +59,14 @@ struct EdgeSearch {
 };
 
 // One axis's windows for a block of samples: the first stored bin of each, and per window bin
-// its mass and, for the backward pass, the mass's derivatives in x and h (data units). Exact
-// axes also keep z and f(z) at the window edges (for edge gradients).
+// its mass (its membership value, centre or mass, normalized where asked) and, for the backward
+// pass, the mass's derivatives in x and h (data units). Exact axes also keep z and f(z) at the
+// window edges (for edge gradients); centre and normalized axes keep each bin's derivatives in
+// its lower and upper edge instead (lo, hi), and centre axes z, f and f' at the bin centres.
 struct AxisWindows {
   std::vector<int32_t> first;
   std::vector<double> mass, dx, dh, z, cdf, dens;
+  std::vector<double> zc, fc, dfc, lo, hi;
   std::vector<int32_t> q;
   std::vector<float> t;
   std::unique_ptr<EdgeSearch> search;

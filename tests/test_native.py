@@ -313,8 +313,8 @@ def test_native_ops_are_private_and_have_fake_kernels():
         assert hasattr(torch.ops.softhist, name)
     x = torch.rand(3, 50, 2, dtype=torch.float32)
     ints, floats = _cpp_backend._pack([
-        _cpp_backend.NativeAxis(_cpp_backend.EXACT_UNIFORM, 0, 7, 5, 0, 0, 0.0, 7.0, 0.05, 5.3),
-        _cpp_backend.NativeAxis(_cpp_backend.EXACT_UNIFORM, 2, 4, 3, 0, 0, 0.0, 4.0, 0.05, 1.8),
+        _cpp_backend.NativeAxis(_cpp_backend.EXACT_UNIFORM, 0, 7, 5, 0, 0, 0, 0, 0.0, 7.0, 0.05, 5.3),
+        _cpp_backend.NativeAxis(_cpp_backend.EXACT_UNIFORM, 2, 4, 3, 0, 0, 0, 0, 0.0, 4.0, 0.05, 1.8),
     ])
     edges = torch.cat([torch.linspace(0, 1, 8), torch.linspace(0, 1, 5)]).double()
     real = torch.ops.softhist._native_soft(x, None, edges, _cpp_backend._NO_TABLES, ints, floats)

@@ -36,7 +36,7 @@ def test_engine_checks_sizes_itself():
     from softhist import _cpp_backend as cb
 
     x = torch.rand(1, 4, 4)
-    axes = [cb.NativeAxis(cb.HARD, 0, 65536, 2, 0, 0, 0.0, 1.0, 0.1, 1.0)] * 4
+    axes = [cb.NativeAxis(cb.HARD, 0, 65536, 2, 0, 0, 0, 0, 0.0, 1.0, 0.1, 1.0)] * 4
     ints, floats = cb._pack(axes)
     edges = torch.zeros(4 * 65537, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="overflow"):

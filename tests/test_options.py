@@ -278,24 +278,35 @@ def test_the_cauchy_kernel_is_never_cut():
 def test_auto_picks_the_torch_engine_for_options_the_native_engines_lack():
     cpu = torch.device("cpu")
     plain = _plan.Binning(KERNELS["gaussian"], "soft", (_plan.Axis(8, 0.1, (0.0, 1.0)),))
-    cases = {
+    native_has = {  # the native CPU engine's options (Triton's engine lacks them)
         "membership='center'": _plan.Binning(KERNELS["gaussian"], "soft", (_plan.Axis(8, 0.1, (0.0, 1.0), "center"),)),
         "normalize_samples=True": _plan.Binning(KERNELS["gaussian"], "soft", (_plan.Axis(8, 0.1, (0.0, 1.0)),), normalize_samples=True),
         "kernel='cauchy'": _plan.Binning(KERNELS["cauchy"], "soft", (_plan.Axis(8, 0.1, (0.0, 1.0)),)),
+    }
+    torch_only = {
         "kernel='laplace'": _plan.Binning(LAPLACE, "soft", (_plan.Axis(8, 0.1, (0.0, 1.0)),)),
         "per-bin bandwidths": _plan.Binning(KERNELS["gaussian"], "soft", (_plan.Axis(8, 0.1, (0.0, 1.0), "center", True),)),
     }
-    for option, binning in cases.items():
-        assert _ops.select_backend(cpu, "auto", binning) is _torch_backend
+    for option, binning in {**native_has, **torch_only}.items():
         assert option in _plan.native_unsupported(binning)
         assert _torch_backend.TORCH_ENGINE.supports(binning) is None
+    for option, binning in torch_only.items():
+        assert _ops.select_backend(cpu, "auto", binning) is _torch_backend
+        assert option in _cpp_backend.CPP_ENGINE.supports(binning)
+    for binning in native_has.values():
+        assert _cpp_backend.CPP_ENGINE.supports(binning) is None
+    # A user kernel named like a built-in one is still a user kernel.
+    impostor = softhist.Kernel("cauchy", KERNELS["cauchy"].cdf, KERNELS["cauchy"].pdf, math.inf)
+    assert "kernel='cauchy'" in _cpp_backend.CPP_ENGINE.supports(_plan.Binning(impostor, "soft", (_plan.Axis(8, 0.1, (0.0, 1.0)),)))
     assert _plan.native_unsupported(plain) is None
     hard = _plan.Binning(LAPLACE, "hard", (_plan.Axis(8, 0.0, (0.0, 1.0), "center"),))
     assert _plan.native_unsupported(hard) is None  # exact counts use neither kernel nor membership
     if HAS_CPP:
         assert _ops.select_backend(cpu, "auto", plain) is _cpp_backend
-        with pytest.raises(ValueError, match=r"backend='cpp' cannot run this call: .*membership='center'.*use backend='auto' or 'torch'"):
-            softhist.histc(torch.rand(10), 4, 0, 1, membership="center", backend="cpp")
+        for binning in native_has.values():
+            assert _ops.select_backend(cpu, "auto", binning) is _cpp_backend
+        with pytest.raises(ValueError, match=r"backend='cpp' cannot run this call: .*per-bin bandwidths.*use backend='auto' or 'torch'"):
+            softhist.histc(torch.rand(10), 4, 0, 1, bandwidth=torch.full((4,), 0.1), membership="center", backend="cpp")
         with pytest.raises(ValueError, match=r"backend='cpp' cannot run this call: .*kernel='laplace'"):
             softhist.histc(torch.rand(10), 4, 0, 1, kernel=LAPLACE, backend="cpp")
 
@@ -326,6 +337,139 @@ def test_compile_runs_the_new_options():
 
     compiled = torch.compile(f, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), f(x))
+
+
+# --------------------------------------------------------------------------- the native CPU engine's options
+
+needs_cpp = pytest.mark.skipif(not HAS_CPP, reason="native engine not built")
+NATIVE_KERNELS = sorted(KERNELS)  # every built-in kernel (user kernels run on the torch engine)
+
+
+def _engines_agree(call, inputs, dtype):
+    """``call(*inputs, backend)`` on the native and torch engines: the histograms within
+    TOLERANCE[dtype] of the float64 torch engine's, and, in float64, every gradient (samples,
+    weights, bandwidth, edges) within 1e-8 of the torch engine's (relative to its largest entry)."""
+    def run(backend, dt):
+        leaves = [t.detach().to(dt).requires_grad_(t.is_floating_point()) for t in inputs]
+        out = call(*leaves, backend)
+        cot = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape).to(dt)
+        grads = torch.autograd.grad((out * cot).sum(), leaves, allow_unused=True)
+        return out, grads
+
+    want, want_grads = run("torch", torch.float64)
+    got, got_grads = run("cpp", dtype)
+    assert got.dtype == dtype
+    _close(got, want, dtype)
+    if dtype == torch.float64:
+        # A gradient that vanishes analytically (a normalized box's bandwidth) is rounding in both:
+        # it is measured against a ten-thousandth of the largest gradient.
+        largest = max(w.abs().max().item() for w in want_grads if w is not None)
+        for g, w in zip(got_grads, want_grads):
+            assert (g is None) == (w is None)
+            if w is not None:
+                assert (g - w).abs().max().item() <= 1e-8 * max(w.abs().max().item(), 1e-4 * largest)
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("edges", ["uniform", "nonuniform"])
+@pytest.mark.parametrize("normalize", [False, True], ids=["raw", "normalized"])
+@pytest.mark.parametrize("membership", ["mass", "center"])
+@pytest.mark.parametrize("kernel", NATIVE_KERNELS)
+def test_the_native_engine_runs_every_option_as_the_torch_engine(kernel, membership, normalize, edges, dtype):
+    torch.manual_seed(0)
+    x = torch.rand(3, 61, dtype=torch.float64) * 1.3 - 0.15  # some beyond the range, some reaching none
+    w = torch.rand(3, 61, dtype=torch.float64)
+    h = torch.tensor(0.05 if kernel != "cauchy" else 0.02, dtype=torch.float64)
+    e = torch.linspace(0, 1, 10, dtype=torch.float64) if edges == "uniform" else torch.tensor(NON_UNIFORM, dtype=torch.float64)
+    options = dict(kernel=kernel, membership=membership, normalize_samples=normalize, dim=1)
+    assert _ops.select_backend(torch.device("cpu"), "auto", _plan.Binning(
+        KERNELS[kernel], "soft", (_plan.Axis(9, 0.05, None, membership),), normalize_samples=normalize)) is _cpp_backend
+
+    def call(x, w, h, e, backend):
+        return softhist.histogram(x, e, weight=w, bandwidth=h, backend=backend, **options)[0]
+
+    _engines_agree(call, (x, w, h, e), dtype)
+    if edges == "uniform":  # equal-width bins by range (the arithmetic windows; float32 may take a table)
+        def by_range(x, w, h, backend):
+            return softhist.histc(x, 9, 0.0, 1.0, weight=w, bandwidth=h, backend=backend, **options)
+
+        _engines_agree(by_range, (x, w, h), dtype)
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("normalize", [False, True], ids=["raw", "normalized"])
+def test_the_native_engine_runs_the_options_per_axis_in_joint_histograms(normalize, dtype):
+    torch.manual_seed(1)
+    xyz = torch.rand(80, 3, dtype=torch.float64) * 1.2 - 0.1
+    w = torch.rand(80, dtype=torch.float64)
+    e = torch.tensor(NON_UNIFORM, dtype=torch.float64)
+    h = torch.tensor(0.08, dtype=torch.float64)
+
+    def joint(xyz, w, e, h, backend):  # two axes: centre (explicit edges) and mass (Cauchy, by range)
+        return softhist.histogramdd(xyz[..., :2], [e, 5], range=[None, (0, 1)], weight=w, kernel=["bspline", "cauchy"],
+                                    bandwidth=h, membership=["center", "mass"], normalize_samples=normalize, backend=backend)[0]
+
+    def three(xyz, w, e, h, backend):  # any D: centre on every axis
+        return softhist.histogramdd(xyz, [e, 5, 4], range=[None, (0, 1), (0, 1)], weight=w, kernel="gaussian", bandwidth=h,
+                                    membership="center", normalize_samples=normalize, backend=backend)[0]
+
+    _engines_agree(joint, (xyz, w, e, h), dtype)
+    _engines_agree(three, (xyz, w, e, h), dtype)
+
+
+@needs_cpp
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic", "bspline", "bspline2"])
+def test_float32_centre_memberships_read_from_tables_equal_float64(kernel):
+    # Enough float32 samples for the sub-bin table of centre memberships (values and, where they
+    # interpolate finely enough, derivatives); the torch engine's float64 formula is the reference.
+    torch.manual_seed(3)
+    x = torch.rand(100_000) * 1.2 - 0.1
+    h = 0.8 / 32
+    got = softhist.histc(x, 32, 0, 1, kernel=kernel, bandwidth=h, membership="center", backend="cpp")
+    assert any(key[0].name == kernel and key[-1] == "center" for key in _cpp_backend._TABLES)
+    want = softhist.histc(x.double(), 32, 0, 1, kernel=kernel, bandwidth=h, membership="center", backend="torch")
+    _close(got, want, torch.float32)
+    xx, x64 = x.clone().requires_grad_(), x.double().requires_grad_()
+    cot = torch.linspace(-1, 1, 32, dtype=torch.float64)
+    (g,) = torch.autograd.grad((softhist.histc(xx, 32, 0, 1, kernel=kernel, bandwidth=h, membership="center", backend="cpp")
+                                * cot.float()).sum(), xx)
+    (g64,) = torch.autograd.grad((softhist.histc(x64, 32, 0, 1, kernel=kernel, bandwidth=h, membership="center", backend="torch")
+                                  * cot).sum(), x64)
+    _close(g, g64, torch.float32)
+
+
+@needs_cpp
+@pytest.mark.parametrize("membership", ["mass", "center"])
+def test_native_options_are_bit_identical_across_thread_counts(membership):
+    torch.manual_seed(2)
+    x = torch.rand(200_000, dtype=torch.float64) * 1.2 - 0.1
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            xx = x.clone().requires_grad_()
+            h = softhist.histc(xx, 64, 0, 1, kernel="cauchy" if membership == "mass" else "logistic", membership=membership,
+                               normalize_samples=True, backend="cpp")
+            (g,) = torch.autograd.grad((h * torch.linspace(-1, 1, 64, dtype=torch.float64)).sum(), xx)
+            results.append((h, g))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+@needs_cpp
+def test_a_normalized_cauchy_sample_far_from_the_range_still_counts_its_weight():
+    x = torch.tensor([0.5, 40.0, -1e6], dtype=torch.float64)
+    w = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    for backend in ("cpp", "torch"):
+        h = softhist.histc(x, 8, 0, 1, weight=w, kernel="cauchy", bandwidth=0.05, normalize_samples=True, backend=backend)
+        assert h.sum().item() == pytest.approx(6.0, rel=1e-12)
+    raw = softhist.histc(x[1:2], 8, 0, 1, kernel="cauchy", bandwidth=0.05, backend="cpp")
+    want = (torch.atan((torch.linspace(0, 1, 9, dtype=torch.float64) - 40.0) / 0.05)).diff() / math.pi
+    torch.testing.assert_close(raw, want, rtol=1e-9, atol=0)
 
 
 # --------------------------------------------------------------------------- local histograms
@@ -434,11 +578,7 @@ def test_local_histogram_computes_gatorsenses_windows_and_bins():
     torch.testing.assert_close(ours / counts * (h * math.sqrt(2 * math.pi) / width), theirs, rtol=2e-5, atol=2e-6)
 
 
-@pytest.mark.parametrize("membership", [
-    pytest.param("mass", marks=pytest.mark.xfail(
-        strict=True, reason="the native CPU engine's backward holds ~60 MB for 196608 one-sample rows (113 MB in all)")),
-    "center",
-])
+@pytest.mark.parametrize("membership", ["mass", "center"])
 def test_local_histogram_memory_is_input_plus_output(membership):
     # (1, 3, 256, 256), 16 bins, 5 x 5 windows at stride 1: the windows' samples x bins would be
     # 3 * 256^2 * 25 * 16 floats (315 MB); the output is 12.6 MB.

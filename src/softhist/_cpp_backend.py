@@ -28,7 +28,10 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from . import _torch_backend
-from ._plan import GRADIENT_TOLERANCE, TABLE_TOLERANCE, Axis, Binning, Engine, accumulation_dtype, edge_values, host_cache, table_points, window_edges
+from ._plan import (
+    GRADIENT_TOLERANCE, TABLE_TOLERANCE, Axis, Binning, Engine, accumulation_dtype, edge_values, host_cache, native_unsupported,
+    table_points, window_edges,
+)
 from .kernels import Kernel, is_builtin
 
 __all__ = ["CPP_ENGINE", "unavailable_reason"]
@@ -41,8 +44,12 @@ try:
 except (ImportError, OSError) as error:  # not built (no compiler, isolated build), or for an older torch
     _LOAD_ERROR = f"{type(error).__name__}: {error}"
 
-KERNEL_IDS = {"gaussian": 0, "logistic": 1, "box": 2, "triangular": 3, "epanechnikov": 4, "bspline": 5, "bspline2": 6}
+KERNEL_IDS = {"gaussian": 0, "logistic": 1, "box": 2, "triangular": 3, "epanechnikov": 4, "bspline": 5, "bspline2": 6, "cauchy": 7}
 EXACT_UNIFORM, EXACT_EDGES, TABLE, HARD = 0, 1, 2, 3
+MEMBERSHIP_IDS = {"mass": 0, "center": 1}
+# The options of native_unsupported this engine has: centre membership, per-sample normalization
+# and the Cauchy kernel (never cut: its window is the whole axis).
+OPTIONS = frozenset({"membership='center'", "normalize_samples=True", "kernel='cauchy'"})
 
 _TABLE_MAX_Q = 8192
 _TABLE_MAX_REACH = 63  # windows of up to 127 bins (128 stored): wide kernels still read a few rows
@@ -124,6 +131,8 @@ def _table_size(kernel: Kernel, bandwidth_bins: float) -> Optional[TableLayout]:
     then one more row that continues the piece's polynomials (read by a position rounded onto
     the piece's end, and by the gradient tables as the last row's end point).
     """
+    if not math.isfinite(kernel.support):  # never cut (Cauchy): no window a table could hold
+        return None
     reach = math.ceil(kernel.support * bandwidth_bins)
     if reach > _TABLE_MAX_REACH:
         return None
@@ -152,17 +161,73 @@ def _table_size(kernel: Kernel, bandwidth_bins: float) -> Optional[TableLayout]:
     return TableLayout(size, reach, size)
 
 
+def _centre_rows(kernel: Kernel, bandwidth_bins: float, reach: int, f: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Centre memberships of bins ``n - J .. n + J`` of samples at ``n + f`` (float64, ``(len(f), 2J + 1)``)
+    and their derivatives in the position ``u`` and the bandwidth ``hb`` (bin units): with
+    ``r = 1/hb`` and ``z = (o + 1/2 - f) r``, ``a = r K(z)``, ``da/du = -r^2 K'(z)``,
+    ``da/dhb = -r^2 (K(z) + z K'(z))`` (``K'`` by autograd of the kernel's density)."""
+    r = 1.0 / bandwidth_bins
+    offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
+    z = ((offsets.unsqueeze(0) + 0.5 - f.unsqueeze(1)) * r).requires_grad_()
+    with torch.enable_grad():
+        density = kernel.pdf(z)
+        (slope,) = torch.autograd.grad(density.sum(), z) if density.requires_grad else (torch.zeros_like(z),)  # a box: flat
+    density, z = density.detach(), z.detach()
+    return density * r, -slope * r * r, -(density + z * slope) * r * r
+
+
+@functools.lru_cache(maxsize=None)
+def _centre_table_size(kernel: Kernel, bandwidth_bins: float, gradients: bool) -> Optional[TableLayout]:
+    """The layout (one piece) of a centre-membership table, or None. A centre membership follows the density,
+    not its integral, so :func:`._plan.table_points`' bound (from the CDF's smoothness) does not
+    size it: ``Q`` is the smallest power of two from 16 whose linear interpolation errs, at every
+    point half-way between grid rows, by at most ``2**-24`` (values) and, with ``gradients``,
+    ``2**-21`` of the largest derivative (derivative rows). Where a bin's centre crosses the cut
+    ``|z| = T`` between two rows, the interpolation errs by up to the density's jump there: allowed
+    for the values when it is below ``2**-20`` of their peak (Gaussian ``8e-7``, logistic ``2e-7``),
+    for derivatives never (a cut Gaussian's bandwidth row jumps by ``2e-5`` of its peak: its
+    gradients take the exact windows). A density with a jump or a kink inside (box, triangular,
+    Epanechnikov) never gets there and takes the exact windows."""
+    if not math.isfinite(kernel.support):
+        return None
+    reach = math.ceil(kernel.support * bandwidth_bins)  # a centre within T hb of the sample: |o + 1/2 - f| < T hb
+    if reach > _TABLE_MAX_REACH:
+        return None
+    r = 1.0 / bandwidth_bins
+    offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
+    size = 16
+    while size <= _TABLE_MAX_Q:
+        f = torch.arange(size + 1, dtype=torch.float64) / size
+        grid = _centre_rows(kernel, bandwidth_bins, reach, f)
+        half = _centre_rows(kernel, bandwidth_bins, reach, f[:-1] + 0.5 / size)
+        inside = ((offsets.unsqueeze(0) + 0.5 - f.unsqueeze(1)) * r).abs() < kernel.support
+        crossing = inside[:-1] != inside[1:]  # a centre crosses the cut between these rows
+        fits = True
+        for row, (g, m) in enumerate(zip(grid, half) if gradients else [(grid[0], half[0])]):
+            peak = float(g.abs().max())
+            error = (0.5 * (g[:-1] + g[1:]) - m).abs()
+            jump = (g[1:] - g[:-1]).abs()
+            allowed = (TABLE_TOLERANCE if row == 0 else GRADIENT_TOLERANCE * peak)
+            across = 2.0**-20 * peak if row == 0 else allowed
+            fits = fits and float(torch.where(crossing, 0.0, error).max()) <= allowed
+            fits = fits and float(torch.where(crossing, jump, 0.0).max()) <= across
+        if fits:
+            return TableLayout(size, reach, size)
+        size *= 2
+    return None
+
+
 _TABLES: "OrderedDict[tuple, Tensor]" = OrderedDict()  # the 16 tables used last, flattened
 _TABLES_KEPT = 16
 _READY: dict = {}  # (binning, smooth, tables allowed, exact axes) -> a settled plan of equal-width axes
 
 
-def _table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout) -> Tensor:
+def _table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout, membership: str = "mass") -> Tensor:
     """The flattened table of :func:`_build_table`, built once and kept among the last 16 used."""
-    key = (kernel, bandwidth_bins, layout)
+    key = (kernel, bandwidth_bins, layout, membership)
     table = _TABLES.get(key)
     if table is None:
-        table = _TABLES[key] = _build_table(kernel, bandwidth_bins, layout).reshape(-1)
+        table = _TABLES[key] = _build_table(kernel, bandwidth_bins, layout, membership).reshape(-1)
         if len(_TABLES) > _TABLES_KEPT:
             _TABLES.popitem(last=False)
             _READY.clear()  # kept plans hold their tables: let the evicted one go
@@ -187,10 +252,11 @@ def _piece_cdf_pdf(kernel: Kernel, z: Tensor, region: Tensor) -> Tuple[Tensor, T
     return cdf, pdf
 
 
-def _build_table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout) -> Tensor:
-    """``(3, rows, 2, W8)`` float32: the masses of bins ``n - J .. n + J`` of a sample at ``n + f``,
-    their derivatives in the position ``u`` and in the bandwidth ``hb`` (both in bin units), each
-    row as (value, step to the next row) for interpolation; columns past ``2J + 1`` are zero.
+def _build_table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout, membership: str = "mass") -> Tensor:
+    """``(3, rows, 2, W8)`` float32: the masses (or centre memberships, a table of one piece) of
+    bins ``n - J .. n + J`` of a sample at ``n + f``, their derivatives in the position ``u`` and
+    in the bandwidth ``hb`` (both in bin units), each row as (value, step to the next row) for
+    interpolation; columns past ``2J + 1`` are zero.
 
     One piece: rows at ``f = q/Q``, exact values. Pieces (:func:`_table_size`): each piece's rows
     and the row after them, from the piece's own polynomials (one-sided at the cuts), each grid
@@ -200,7 +266,11 @@ def _build_table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout) -> 
     ``/ 8``, one-signed) and sums over many samples carry no interpolation bias."""
     r, reach = 1.0 / bandwidth_bins, layout.reach
     offsets = torch.arange(-reach, reach + 2, dtype=torch.float64)
-    if layout.cuts[0] >= 1.0:
+    if membership == "center":
+        f = torch.arange(layout.q + 1, dtype=torch.float64) / layout.q
+        per_bins = _centre_rows(kernel, bandwidth_bins, reach, f)
+        pieces = [(0, layout.q + 1)]
+    elif layout.cuts[0] >= 1.0:
         f = torch.arange(layout.q + 1, dtype=torch.float64) / layout.q
         z = (offsets.unsqueeze(0) - f.unsqueeze(1)) * r  # (Q+1, W+1): z at bin edges n+o, o = -J..J+1
         cdf, pdf = kernel.cdf(z), kernel.pdf(z)
@@ -221,12 +291,14 @@ def _build_table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout) -> 
             at += n + 4
         z = torch.cat([(offsets.unsqueeze(0) - f.unsqueeze(1)) * r for f in f_all])
         cdf, pdf = _piece_cdf_pdf(kernel, z, torch.cat(region_all))
-    per_edge = (cdf, -pdf * r, -z * pdf * r)  # F, dF/du (dz/du = -1/hb), dF/dhb (dz/dhb = -z/hb)
+    if membership != "center":
+        per_edge = (cdf, -pdf * r, -z * pdf * r)  # F, dF/du (dz/du = -1/hb), dF/dhb (dz/dhb = -z/hb)
+        per_bins = tuple(values[:, 1:] - values[:, :-1] for values in per_edge)
     width = 2 * reach + 1
     stored = (width + 7) // 8 * 8
     out = []
-    for values in per_edge:
-        per_bin = nnf.pad(values[:, 1:] - values[:, :-1], (0, stored - width))  # (all points, W8)
+    for values in per_bins:
+        per_bin = nnf.pad(values, (0, stored - width))  # (all points, W8)
         rows = []
         for first, count in pieces:
             points = per_bin[first : first + count]
@@ -251,6 +323,8 @@ class NativeAxis:
     width: int  # window: edges K (exact) or bins W = 2J + 1 (table)
     q: int  # table rows (grid points per bin where the table is one piece)
     reach: int  # table reach J in bins
+    membership: int  # MEMBERSHIP_IDS
+    normalize: int  # 1: each sample's values divided by their sum
     lo: float
     scale: float  # bins per data unit
     h: float  # bandwidth
@@ -287,21 +361,36 @@ def _axis_plan(binning: Binning, smooth_gradients: bool, tables_allowed: bool, e
         elif axis.uniform is not None:
             kind = EXACT_UNIFORM
             bandwidth_bins = axis.bandwidth * scale
-            table = _table_size(kernel, bandwidth_bins)
+            # Tables hold samples not normalized (a normalized sample's sum depends on where its
+            # window meets the range's ends, not on its place in its bin alone).
+            table = None
+            if not binning.normalize_samples:
+                if axis.membership == "mass":
+                    table = _table_size(kernel, bandwidth_bins)
+                else:
+                    table = _centre_table_size(kernel, bandwidth_bins, smooth_gradients)
             pieces = table is not None and table.cuts[0] < 1.0  # the pieces interpolate smooth polynomials
-            smooth = math.isfinite(kernel.pdf_curvature) or pieces or not smooth_gradients
+            # A centre table's size already bounds its derivative rows' interpolation error.
+            smooth = math.isfinite(kernel.pdf_curvature) or pieces or not smooth_gradients or axis.membership == "center"
             grid_fits = table is not None and (axis.bins + 2 * table.reach) * (table.rows + 1) < 2**31  # int32 grid positions
             if grid_fits and smooth and tables_allowed and not exact:
                 kind, layout = TABLE, table
                 width = 2 * table.reach + 1
-                keys.append((kernel, bandwidth_bins, table))
-            else:
+                keys.append((kernel, bandwidth_bins, table, axis.membership))
+            elif math.isfinite(kernel.support):
                 width = math.ceil(2.0 * kernel.support * bandwidth_bins) + 2
+            else:  # never cut: every edge
+                width = axis.bins + 1
         else:
-            width = edge_window
+            width = edge_window if math.isfinite(kernel.support) else axis.bins + 1
         if kind in (EXACT_UNIFORM, EXACT_EDGES):
             width = max(2, min(width, axis.bins + 1))  # never wider than the axis: cost <= dense
-        native = NativeAxis(kind, KERNEL_IDS[kernel.name], axis.bins, width, 0, 0, lo, scale, axis.bandwidth, kernel.support)
+        membership, normalize = MEMBERSHIP_IDS[axis.membership], int(binning.normalize_samples)
+        if hard:  # the indicator of the sample's bin: nothing to weigh or normalize
+            membership, normalize = 0, 0
+        native = NativeAxis(
+            kind, KERNEL_IDS.get(kernel.name, 0), axis.bins, width, 0, 0, membership, normalize, lo, scale, axis.bandwidth, kernel.support,
+        )
         if layout is not None:
             native = replace(native, q=layout.rows, reach=layout.reach, row1=layout.starts[0], row2=layout.starts[1],
                              cut1=layout.cuts[0], cut2=layout.cuts[1])
@@ -469,5 +558,7 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
     return grad_x if need_x else None, grad_w if need_w else None, grad_h if need_h else None, per_axis
 
 
-CPP_ENGINE = Engine(_forward, _backward, hard_histogram, reads_equal_width_edges=False)
+CPP_ENGINE = Engine(
+    _forward, _backward, hard_histogram, reads_equal_width_edges=False, supports=lambda binning: native_unsupported(binning, OPTIONS),
+)
 

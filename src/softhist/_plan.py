@@ -315,17 +315,20 @@ class Engine:
 NATIVE_KERNELS = frozenset({"gaussian", "logistic", "box", "triangular", "epanechnikov", "bspline", "bspline2"})
 
 
-def native_unsupported(binning: Binning) -> Optional[str]:
-    """Why the native engines (C++, Triton) cannot run ``binning``, or None: they have today's
+def native_unsupported(binning: Binning, has: frozenset = frozenset()) -> Optional[str]:
+    """Why a native engine (C++, Triton) cannot run ``binning``, or None: they have today's
     options, bin-integrated (mass) membership of the built-in compact or cut kernels, one bandwidth
-    per axis and no per-sample normalization (hard counts need none of these)."""
-    if "_memo_native" not in binning.__dict__:
-        binning.__dict__["_memo_native"] = _native_unsupported(binning)
-    return binning.__dict__["_memo_native"]
+    per axis and no per-sample normalization (hard counts need none of these), and the options
+    of :attr:`Binning.options` named in ``has`` (the engine's own: ``_cpp_backend.OPTIONS``)."""
+    key = "_memo_native" + ",".join(sorted(has))
+    if key not in binning.__dict__:
+        binning.__dict__[key] = _native_unsupported(binning, has)
+    return binning.__dict__[key]
 
 
-def _native_unsupported(binning: Binning) -> Optional[str]:
-    options = [o for o in binning.options]
-    options += [f"kernel={k.name!r}" for k in dict.fromkeys(binning.kernels) if binning.mode != "hard" and k.name not in NATIVE_KERNELS
-                and f"kernel={k.name!r}" not in options]
+def _native_unsupported(binning: Binning, has: frozenset) -> Optional[str]:
+    options = [o for o in binning.options if not o.startswith("kernel=") and o not in has]
+    if binning.mode != "hard":  # user kernels never run natively, whatever their name
+        options[:0] = [f"kernel={k.name!r}" for k in dict.fromkeys(binning.kernels)
+                       if not is_builtin(k) or (k.name not in NATIVE_KERNELS and f"kernel={k.name!r}" not in has)]
     return None if not options else f"it does not have {', '.join(options)} yet (the torch engine has)"
