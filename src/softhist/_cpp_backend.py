@@ -64,11 +64,18 @@ def hard_histogram(
     float64 counts rounded once, written by the kernel in ``dtype`` (no float64 copy)."""
     if x.dtype not in (torch.float32, torch.float64) or dtype not in (torch.float32, torch.float64):  # half precision: torch's own rounding
         return _torch_backend.hard_histogram(x, weight, edges, binning).to(dtype)
+    bins, ranges, histc_rule = _hard_plan(binning)
+    flat_edges = _NO_EDGES if histc_rule else torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edge_values(edges, binning)])  # histc's rule reads none
+    w = None if weight is None else _dense(weight.detach(), torch.float64)
+    return torch.ops.softhist._native_hard(x if x.is_contiguous() else x.contiguous(), w, flat_edges, bins, ranges, histc_rule, dtype)
+
+
+@host_cache(maxsize=256)
+def _hard_plan(binning: Binning) -> Tuple[List[int], List[float], bool]:
+    """The hard op's ``bins``, ``ranges`` (histc's rule; zeros for numpy's, which reads the edges) and rule."""
     histc_rule = binning.hard_rule == "histc"
     ranges = [v for axis in binning.axes for v in (axis.uniform if histc_rule else (0.0, 0.0))]
-    flat_edges = _NO_EDGES if histc_rule else torch.cat([e.detach().to(torch.float64).reshape(-1) for e in edge_values(edges, binning)])  # histc's rule reads none
-    w = None if weight is None else weight.detach().to(torch.float64).contiguous()
-    return torch.ops.softhist._native_hard(x.contiguous(), w, flat_edges, [a.bins for a in binning.axes], ranges, histc_rule, dtype)
+    return [a.bins for a in binning.axes], ranges, histc_rule
 
 
 def unavailable_reason() -> Optional[str]:

@@ -452,7 +452,8 @@ def histc(
         kernel=kernel, bandwidth=bandwidth, mode=mode, backend=backend, group=group,
         membership=membership, normalize_samples=normalize_samples, counts_dtype=out_dtype,
     )
-    return hist.reshape(*batch_shape, bins).to(out_dtype)
+    hist = hist.reshape(*batch_shape, bins)
+    return hist if hist.dtype == out_dtype else hist.to(out_dtype)
 
 
 def histogram(
