@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "plan.h"
+#include "edges_1d.h"
 #include "simd.h"
 #include "table_1d.h"
 #include "windows.h"
@@ -266,12 +267,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
 
   // One float32 table axis writes its gradients itself; other plans need the windows.
   const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && a0.kind == TABLE;
+  const bool edges_1d = edges_1d_serves(p, std::is_same_v<scalar_t, float>);  // one float32 axis of explicit edges: edges_1d.cpp
   auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
+    std::unique_ptr<EdgeSearch> search(edges_1d ? new EdgeSearch(a0.edges, a0.bins) : nullptr);
     std::vector<std::vector<double>> dA;
     int64_t widest = 0;
     for (const Axis& a : p.axes) widest = std::max(widest, a.cells);
-    if (!table_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block), dA.emplace_back(widest + 1, 0.0);
+    if (!table_1d && !edges_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block), dA.emplace_back(widest + 1, 0.0);
     const int64_t block = table_1d ? BLOCK : p.block, buffers = table_1d ? 0 : p.block;
     std::vector<uint8_t> valid(buffers);
     std::vector<double> wt(buffers), coords(buffers), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(buffers * D), block_gw(buffers);
@@ -297,6 +300,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
             } else {
               table_1d_backward(a0, *tb, grow, m, gw != nullptr, need.h, dots.get(), gx_block, gw_block, gh);
             }
+            continue;
+          }
+          if (edges_1d) {
+            edges_1d_backward(a0, *search, xp + a, wp ? wp + a : nullptr, grow, m, gx ? gx + a : nullptr, gw ? gw + a : nullptr,
+                              need.h ? gh : nullptr, any_edges ? gh + D : nullptr);
             continue;
           }
         }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "plan.h"
+#include "edges_1d.h"
 #include "simd.h"
 #include "table_1d.h"
 #include "windows.h"
@@ -128,9 +129,11 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   const std::vector<int64_t> offsets = D > 2 ? window_offsets(p) : std::vector<int64_t>{};
   // One float32 table axis reads its block of positions alone; other plans need the windows.
   const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && p.axes[0].kind == TABLE;
+  const bool edges_1d = edges_1d_serves(p, std::is_same_v<scalar_t, float>);  // one float32 axis of explicit edges: edges_1d.cpp
   auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
-    if (!table_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block);
+    std::unique_ptr<EdgeSearch> search(edges_1d ? new EdgeSearch(p.axes[0].edges, p.axes[0].bins) : nullptr);
+    if (!table_1d && !edges_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block);
     const int64_t block = table_1d ? BLOCK : p.block;
     std::vector<uint8_t> valid(table_1d ? 0 : block);
     std::vector<double> wt(table_1d ? 0 : block), coords(table_1d ? 0 : block), vals(offsets.size() + 1);
@@ -147,6 +150,10 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
           if (table_1d) {
             table_positions(p.axes[0], xp + a, wp ? wp + a : nullptr, m, *tb);
             table_1d_forward(p.axes[0], *tb, m, hist, lanes, p.stored);
+            continue;
+          }
+          if (edges_1d) {
+            edges_1d_forward(p.axes[0], *search, xp + a, wp ? wp + a : nullptr, m, hist, lanes, p.stored);
             continue;
           }
         }

@@ -1,0 +1,25 @@
+// One axis of explicit (non-uniform) edges, float32 samples: a fused per-sample loop over the
+// sample's own edges, the kernel's CDF and density read from a cubic table (smooth kernels) or
+// computed in closed form (compact kernels). float64 samples keep the general exact path.
+#pragma once
+
+#include <cstdint>
+
+#include "plan.h"
+#include "windows.h"
+
+namespace softhist::native {
+
+// Whether a plan takes this path: one EXACT_EDGES axis and float32 samples.
+inline bool edges_1d_serves(const Plan& p, bool float32) { return float32 && p.dims == 1 && p.axes[0].kind == EXACT_EDGES; }
+
+// Forward: each of m samples adds w * (F(z_{k+1}) - F(z_k)) into bin k of lane i % lanes, for its
+// edges k from the last at or below x - T h up to the first at or past x + T h.
+void edges_1d_forward(const Axis& a, const EdgeSearch& search, const float* xs, const float* wt, int64_t m, double* hist,
+                      int64_t lanes, int64_t lane_size);
+// Backward of m samples with the cells' gradients g: dL/dx and dL/dw into gx and gw (either may be
+// null), dL/dh added into *gh (null: not asked), dL/dedges added into ge (null: not asked).
+void edges_1d_backward(const Axis& a, const EdgeSearch& search, const float* xs, const float* wt, const double* g, int64_t m,
+                       float* gx, float* gw, double* gh, double* ge);
+
+}  // namespace softhist::native
