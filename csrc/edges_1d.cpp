@@ -21,6 +21,30 @@
 
 namespace softhist::native {
 
+// The lookup's cells are at most half the narrowest bin wide, so the interval from a cell's start
+// to any value in it (widened by rounding) holds at most one edge: the answer is start[c] - 1,
+// start[c] or start[c] + 1, settled by two comparisons and no branch. Edges too unequal for
+// GRID_CELLS such cells keep the EdgeSearch (a step or two, then binary search).
+constexpr int64_t GRID_CELLS = int64_t(1) << 21;
+
+EdgeWalk::EdgeWalk(const Axis& a) : search(a.edges, a.bins), padded(a.edges, a.edges + a.bins + 1) {
+  padded.resize(a.bins + 1 + PAD, a.edges[a.bins]);
+  const double* e = a.edges;
+  double narrowest = e[1] - e[0];
+  for (int64_t k = 1; k < a.bins; ++k) narrowest = std::min(narrowest, e[k + 1] - e[k]);
+  const double cells = std::ceil(2.0 * (e[a.bins] - e[0]) / narrowest);
+  if (!(narrowest > 0.0 && cells >= 1.0 && cells <= double(GRID_CELLS))) return;
+  const int64_t M = int64_t(cells);
+  inv = double(M) / (e[a.bins] - e[0]);
+  if (!(std::isfinite(inv) && inv > 0.0)) return;
+  start.resize(M);
+  for (int64_t c = 0, k = 0; c < M; ++c) {
+    const double t = e[0] + double(c) / inv;
+    while (k < a.bins && e[k + 1] <= t) ++k;
+    start[c] = int32_t(k);
+  }
+}
+
 namespace {
 
 // Per interval c: F(z) = F0 + t (F1 + t (F2 + t F3)) and f(z) = f0 + t (...), t = (z - z_c) / s in
@@ -28,6 +52,7 @@ namespace {
 // slopes (in t) d0, d1 has coefficients y0, d0, 3 (y1 - y0) - 2 d0 - d1, 2 (y0 - y1) + d0 + d1.
 struct CdfTable {
   double T = 0.0, inv_step = 0.0, last = 0.0;  // last: the final interval's index
+  int32_t last_index = 0;
   std::vector<double> c;
 };
 
@@ -47,7 +72,7 @@ CdfTable build_table(double T) {
   CdfTable t;
   const int64_t n = int64_t(std::ceil(2.0 * T / TABLE_STEP));
   const double s = 2.0 * T / double(n);
-  t.T = T, t.inv_step = 1.0 / s, t.last = double(n - 1);
+  t.T = T, t.inv_step = 1.0 / s, t.last = double(n - 1), t.last_index = int32_t(n - 1);
   t.c.resize(8 * n);
   auto hermite = [](double* out, double y0, double y1, double d0, double d1) {
     out[0] = y0, out[1] = d0, out[2] = 3.0 * (y1 - y0) - 2.0 * d0 - d1, out[3] = 2.0 * (y0 - y1) + d0 + d1;
@@ -101,30 +126,126 @@ struct Kernel {
   }
 };
 
-// The sample's first edge: the last with e_k <= x - T h, within [0, B - 1].
-SOFTHIST_INLINE int64_t first_edge(const EdgeSearch& search, double v, double reach, int64_t B) {
-  return std::min(std::max<int64_t>(search.last_at_or_below(v - reach), 0), B - 1);
+// The sample's first edge: the last with e_k <= x - T h, within [0, B - 1] (x - T h < e_B here).
+SOFTHIST_INLINE int64_t first_edge(const EdgeWalk& walk, double v, double reach, int64_t B) {
+  const double q = v - reach;
+  if (walk.start.empty()) return std::min(std::max<int64_t>(walk.search.last_at_or_below(q), 0), B - 1);
+  const double* e = walk.padded.data();  // e[B + 1] = e_B > q: the step up stops there
+  const double g = (q - e[0]) * walk.inv, top = double(walk.start.size() - 1);
+  int64_t k = walk.start[int64_t(g > 0.0 ? (g < top ? g : top) : 0.0)];
+  k -= int64_t(e[k] > q);  // a cell start rounded past q (k = -1: q below e_0)
+  k = k < 0 ? 0 : k;
+  k += int64_t(e[k + 1] <= q);
+  return k < B - 1 ? k : B - 1;
+}
+
+// A sample's walk goes eight edges at a time, k..k+7 (seven bins), one vector evaluation of F
+// (and f) each: the next group starts at k + 7. Most samples end in one group (x^1.5 edges at
+// the default bandwidth: ~7 bins on average), and it ends where the group's last z is >= T (the
+// z increase along the group) or the edges end. The edges are padded with e_B (PAD copies),
+// so a group past the last edge reads z_B again: F unchanged, bins past B get mass 0 and are
+// never written.
+constexpr int64_t GROUP_EDGES = 8, GROUP_BINS = GROUP_EDGES - 1;
+
+struct Group {
+  double z[GROUP_EDGES], F[GROUP_EDGES], f[GROUP_EDGES];
+};
+
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+typedef double v4d __attribute__((vector_size(32)));
+struct __attribute__((packed, may_alias)) v4d_unaligned {
+  v4d v;
+};
+
+// Four coefficients (from `at` in each interval's eight) of the eight edges' intervals k[j], as
+// four vectors c0..c3 across the edges: eight 32-byte loads and a 8 x 4 transpose in shuffles
+// (lane-by-lane inserts cost four times as much).
+SOFTHIST_INLINE void transpose_rows(const double* c, const v8i& k, int at, v8d& c0, v8d& c1, v8d& c2, v8d& c3) {
+  v4d r[8];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) r[j] = reinterpret_cast<const v4d_unaligned*>(c + 8 * int64_t(k[j]) + at)->v;
+  const v8d a = __builtin_shufflevector(r[0], r[1], 0, 1, 2, 3, 4, 5, 6, 7), b = __builtin_shufflevector(r[2], r[3], 0, 1, 2, 3, 4, 5, 6, 7);
+  const v8d p = __builtin_shufflevector(r[4], r[5], 0, 1, 2, 3, 4, 5, 6, 7), q = __builtin_shufflevector(r[6], r[7], 0, 1, 2, 3, 4, 5, 6, 7);
+  // ab0 = (c0 of rows 0-3, c1 of rows 0-3), ab1 = (c2 ..., c3 ...); likewise pq for rows 4-7.
+  const v8d ab0 = __builtin_shufflevector(a, b, 0, 4, 8, 12, 1, 5, 9, 13), ab1 = __builtin_shufflevector(a, b, 2, 6, 10, 14, 3, 7, 11, 15);
+  const v8d pq0 = __builtin_shufflevector(p, q, 0, 4, 8, 12, 1, 5, 9, 13), pq1 = __builtin_shufflevector(p, q, 2, 6, 10, 14, 3, 7, 11, 15);
+  c0 = __builtin_shufflevector(ab0, pq0, 0, 1, 2, 3, 8, 9, 10, 11);
+  c1 = __builtin_shufflevector(ab0, pq0, 4, 5, 6, 7, 12, 13, 14, 15);
+  c2 = __builtin_shufflevector(ab1, pq1, 0, 1, 2, 3, 8, 9, 10, 11);
+  c3 = __builtin_shufflevector(ab1, pq1, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
+// z, F and (DENSITY) f at the eight edges e[0..8) of a group. Table kernels: one vector pass
+// (the lookups are the only scalar part); z is clamped to [-T, T], so u >= 0 and truncation is
+// floor. Only operators and builtins: calls into kernels.h would not inline into the target
+// clones (another -march) and would keep the loop scalar.
+template <int K, bool DENSITY>
+SOFTHIST_INLINE void eval_group(const Kernel<K>& ker, const double* e, double v, double inv_h, Group& g) {
+  if constexpr (K == GAUSSIAN || K == LOGISTIC) {
+    const CdfTable& tb = *ker.tab;
+    const double T = tb.T;
+    const v8d z = (SOFTHIST_LOAD8(e) - v) * inv_h;
+    const v8d zc = z < -T ? -T : z > T ? T : z, u = (zc + T) * tb.inv_step;
+    v8i k = __builtin_convertvector(u, v8i);
+    k = k < tb.last_index ? k : tb.last_index;
+    const v8d t = u - __builtin_convertvector(k, v8d);
+    const double* c = tb.c.data();
+    v8d c0, c1, c2, c3;
+    transpose_rows(c, k, 0, c0, c1, c2, c3);
+    SOFTHIST_AT8(g.z) = z;
+    SOFTHIST_AT8(g.F) = c0 + t * (c1 + t * (c2 + t * c3));
+    if constexpr (DENSITY) {
+      transpose_rows(c, k, 4, c0, c1, c2, c3);
+      const v8d zero = {};
+      SOFTHIST_AT8(g.f) = ((z > -T) & (z < T)) ? c0 + t * (c1 + t * (c2 + t * c3)) : zero;
+    }
+  } else {
+    for (int j = 0; j < GROUP_EDGES; ++j) {
+      const double zj = (e[j] - v) * inv_h;
+      g.z[j] = zj;
+      g.F[j] = cdf<K>(zj);
+      if constexpr (DENSITY) g.f[j] = pdf<K>(zj);
+    }
+  }
+}
+
+// Group values v[1..8) - v[0..7) (lane 7: 0), the bins' differences, added times `by` into acc
+// (vectors go through references: no v8d crosses a function boundary by value, simd.h).
+SOFTHIST_INLINE void add_steps8(v8d& acc, const v8d& by, const double* values) {
+  const v8d a = SOFTHIST_LOAD8(values);
+  acc += by * (__builtin_shufflevector(a, a, 1, 2, 3, 4, 5, 6, 7, 7) - a);
 }
 
 template <int K>
-SOFTHIST_INLINE void forward_k(const Axis& a, const EdgeSearch& search, const float* xs, const float* wt, int64_t m, double* hist,
+SOFTHIST_INLINE void forward_k(const Axis& a, const EdgeWalk& walk, const float* xs, const float* wt, int64_t m, double* hist,
                                int64_t lanes, int64_t lane_size) {
   const Kernel<K> ker{K == GAUSSIAN || K == LOGISTIC ? &table_of(K) : nullptr};
-  const double* e = a.edges;
+  const double* e = walk.padded.data();
   const int64_t B = a.bins;
   const double T = a.support, reach = T * a.h, inv_h = 1.0 / a.h, lo = e[0] - reach, hi = e[B] + reach;
+  Group g;
   for (int64_t i = 0; i < m; ++i) {
     const double v = double(xs[i]), w = wt ? double(wt[i]) : 1.0;
     if (!(v > lo && v < hi)) continue;  // reaches no bin (or NaN)
     double* h = hist + (i & (lanes - 1)) * lane_size;
-    int64_t k = first_edge(search, v, reach, B);
-    double F0 = ker.F((e[k] - v) * inv_h);
     const bool finite = std::isfinite(w);
-    for (; k < B; ++k) {
-      const double z = (e[k + 1] - v) * inv_h, F1 = ker.F(z);
-      h[k] += finite ? w * (F1 - F0) : weighted(w, F1 - F0);
-      F0 = F1;
-      if (z >= T) break;
+    const int64_t first = first_edge(walk, v, reach, B);
+    for (int64_t k = first;; k += GROUP_BINS) {
+      eval_group<K, false>(ker, e + k, v, inv_h, g);
+      double* hk = h + k;
+      // The first group as eight cells (the eighth adding 0); later ones cell by cell: their
+      // eight-cell load would overlap the first group's store and wait for it to retire (no
+      // store forwarding across a partial overlap).
+      if (k == first && k + GROUP_EDGES <= B && finite) {
+        const v8d wv = w - v8d{};
+        v8d cells = SOFTHIST_LOAD8(hk);
+        add_steps8(cells, wv, g.F);
+        SOFTHIST_AT8(hk) = cells;
+      } else {
+        for (int64_t j = 0; j < std::min<int64_t>(GROUP_BINS, B - k); ++j) hk[j] += weighted(w, g.F[j + 1] - g.F[j]);
+      }
+      if (g.z[GROUP_BINS] >= T || k + GROUP_BINS >= B) break;
     }
   }
 }
@@ -132,15 +253,18 @@ SOFTHIST_INLINE void forward_k(const Axis& a, const EdgeSearch& search, const fl
 // Per sample, with G the cells' gradients and the walk as above (bins k of the sample's edges):
 //   dL/dw = sum_k G_k (F_{k+1} - F_k),  dL/dx = -(w/h) sum_k G_k (f_{k+1} - f_k),
 //   dL/dh = -(w/h) sum_k G_k (z_{k+1} f_{k+1} - z_k f_k),  dL/de_k = (w/h) (A_{k-1} - A_k) f_k,
-// A_k = G_k on the walk's bins and 0 outside (as the general exact path's window).
+// A_k = G_k on the walk's bins and 0 outside (as the general exact path's window). The sums
+// are kept per lane of the groups and summed once per sample in a fixed order.
 template <int K>
-SOFTHIST_INLINE void backward_k(const Axis& a, const EdgeSearch& search, const float* xs, const float* wt, const double* g, int64_t m,
+SOFTHIST_INLINE void backward_k(const Axis& a, const EdgeWalk& walk, const float* xs, const float* wt, const double* g, int64_t m,
                                 float* gx, float* gw, double* gh, double* ge) {
   const Kernel<K> ker{K == GAUSSIAN || K == LOGISTIC ? &table_of(K) : nullptr};
-  const double* e = a.edges;
+  const double* e = walk.padded.data();
   const int64_t B = a.bins;
   const double T = a.support, reach = T * a.h, inv_h = 1.0 / a.h, lo = e[0] - reach, hi = e[B] + reach;
   double sum_h = 0.0;
+  Group q;
+  double zf[GROUP_EDGES], G[GROUP_EDGES];
   for (int64_t i = 0; i < m; ++i) {
     const double v = double(xs[i]), w = wt ? double(wt[i]) : 1.0;
     if (!(v > lo && v < hi)) {
@@ -148,56 +272,63 @@ SOFTHIST_INLINE void backward_k(const Axis& a, const EdgeSearch& search, const f
       if (gw) gw[i] = 0.0f;
       continue;
     }
-    int64_t k = first_edge(search, v, reach, B);
-    double z0 = (e[k] - v) * inv_h, f0, F0 = ker.Ff(z0, f0);
-    double sw = 0.0, sx = 0.0, sh = 0.0, before = 0.0;  // before: A_{k-1}
     const double wh = w * inv_h;
-    for (; k < B; ++k) {
-      double f1;
-      const double z1 = (e[k + 1] - v) * inv_h, F1 = ker.Ff(z1, f1), G = g[k];
-      sw += G * (F1 - F0);
-      sx += G * (f1 - f0);
-      sh += G * (z1 * f1 - z0 * f0);
-      if (ge) ge[k] += wh * (before - G) * f0;
-      before = G, z0 = z1, F0 = F1, f0 = f1;
-      if (z1 >= T) {
-        ++k;
-        break;
+    v8d sw = {}, sx = {}, sh = {};
+    double before = 0.0;  // A_{k-1}
+    int64_t k = first_edge(walk, v, reach, B), bins = 0;
+    for (;; k += GROUP_BINS) {
+      eval_group<K, true>(ker, e + k, v, inv_h, q);
+      bins = std::min<int64_t>(GROUP_BINS, B - k);
+      if (k + GROUP_EDGES <= B) {
+        const v8d zero = {}, all = SOFTHIST_LOAD8(g + k);
+        SOFTHIST_AT8(G) = __builtin_shufflevector(all, zero, 0, 1, 2, 3, 4, 5, 6, 8);
+      } else {
+        for (int64_t j = 0; j < GROUP_EDGES; ++j) G[j] = j < bins ? g[k + j] : 0.0;
       }
+      const v8d Gv = SOFTHIST_LOAD8(G);
+      SOFTHIST_AT8(zf) = SOFTHIST_LOAD8(q.z) * SOFTHIST_LOAD8(q.f);
+      add_steps8(sw, Gv, q.F);
+      add_steps8(sx, Gv, q.f);
+      add_steps8(sh, Gv, zf);
+      if (ge) {
+        for (int64_t j = 0; j < bins; ++j) ge[k + j] += wh * ((j ? G[j - 1] : before) - G[j]) * q.f[j];
+      }
+      before = G[bins - 1];
+      if (q.z[GROUP_BINS] >= T || k + GROUP_BINS >= B) break;
     }
-    if (ge) ge[k] += wh * before * f0;  // the walk's last edge (f0 = 0 where it reached z >= T)
-    if (gx) gx[i] = float(-wh * sx);
-    if (gw) gw[i] = float(sw);
-    sum_h += -wh * sh;
+    if (ge) ge[k + bins] += wh * before * q.f[bins];  // the walk's last edge (f = 0 where z >= T)
+    if (gx) gx[i] = float(-wh * sum8(sx));
+    if (gw) gw[i] = float(sum8(sw));
+    sum_h += -wh * sum8(sh);
   }
   if (gh) *gh += sum_h;
 }
 
 }  // namespace
 
-SOFTHIST_HOT void edges_1d_forward(const Axis& a, const EdgeSearch& search, const float* xs, const float* wt, int64_t m, double* hist,
+SOFTHIST_HOT void edges_1d_forward(const Axis& a, const EdgeWalk& walk, const float* xs, const float* wt, int64_t m, double* hist,
                                    int64_t lanes, int64_t lane_size) {
   switch (a.kernel) {
-    case GAUSSIAN: forward_k<GAUSSIAN>(a, search, xs, wt, m, hist, lanes, lane_size); break;
-    case LOGISTIC: forward_k<LOGISTIC>(a, search, xs, wt, m, hist, lanes, lane_size); break;
-    case BOX: forward_k<BOX>(a, search, xs, wt, m, hist, lanes, lane_size); break;
-    case TRIANGULAR: forward_k<TRIANGULAR>(a, search, xs, wt, m, hist, lanes, lane_size); break;
-    case EPANECHNIKOV: forward_k<EPANECHNIKOV>(a, search, xs, wt, m, hist, lanes, lane_size); break;
-    case BSPLINE: forward_k<BSPLINE>(a, search, xs, wt, m, hist, lanes, lane_size); break;
-    default: forward_k<BSPLINE2>(a, search, xs, wt, m, hist, lanes, lane_size); break;
+    case GAUSSIAN: forward_k<GAUSSIAN>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
+    case LOGISTIC: forward_k<LOGISTIC>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
+    case BOX: forward_k<BOX>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
+    case TRIANGULAR: forward_k<TRIANGULAR>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
+    case EPANECHNIKOV: forward_k<EPANECHNIKOV>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
+    case BSPLINE: forward_k<BSPLINE>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
+    default: forward_k<BSPLINE2>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
   }
 }
 
-SOFTHIST_HOT void edges_1d_backward(const Axis& a, const EdgeSearch& search, const float* xs, const float* wt, const double* g,
+SOFTHIST_HOT void edges_1d_backward(const Axis& a, const EdgeWalk& walk, const float* xs, const float* wt, const double* g,
                                     int64_t m, float* gx, float* gw, double* gh, double* ge) {
   switch (a.kernel) {
-    case GAUSSIAN: backward_k<GAUSSIAN>(a, search, xs, wt, g, m, gx, gw, gh, ge); break;
-    case LOGISTIC: backward_k<LOGISTIC>(a, search, xs, wt, g, m, gx, gw, gh, ge); break;
-    case BOX: backward_k<BOX>(a, search, xs, wt, g, m, gx, gw, gh, ge); break;
-    case TRIANGULAR: backward_k<TRIANGULAR>(a, search, xs, wt, g, m, gx, gw, gh, ge); break;
-    case EPANECHNIKOV: backward_k<EPANECHNIKOV>(a, search, xs, wt, g, m, gx, gw, gh, ge); break;
-    case BSPLINE: backward_k<BSPLINE>(a, search, xs, wt, g, m, gx, gw, gh, ge); break;
-    default: backward_k<BSPLINE2>(a, search, xs, wt, g, m, gx, gw, gh, ge); break;
+    case GAUSSIAN: backward_k<GAUSSIAN>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
+    case LOGISTIC: backward_k<LOGISTIC>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
+    case BOX: backward_k<BOX>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
+    case TRIANGULAR: backward_k<TRIANGULAR>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
+    case EPANECHNIKOV: backward_k<EPANECHNIKOV>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
+    case BSPLINE: backward_k<BSPLINE>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
+    default: backward_k<BSPLINE2>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
   }
 }
 

@@ -270,7 +270,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
   const bool edges_1d = edges_1d_serves(p, std::is_same_v<scalar_t, float>);  // one float32 axis of explicit edges: edges_1d.cpp
   auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
-    std::unique_ptr<EdgeSearch> search(edges_1d ? new EdgeSearch(a0.edges, a0.bins) : nullptr);
+    std::unique_ptr<EdgeWalk> walk(edges_1d ? new EdgeWalk(a0) : nullptr);
     std::vector<std::vector<double>> dA;
     int64_t widest = 0;
     for (const Axis& a : p.axes) widest = std::max(widest, a.cells);
@@ -303,7 +303,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
             continue;
           }
           if (edges_1d) {
-            edges_1d_backward(a0, *search, xp + a, wp ? wp + a : nullptr, grow, m, gx ? gx + a : nullptr, gw ? gw + a : nullptr,
+            edges_1d_backward(a0, *walk, xp + a, wp ? wp + a : nullptr, grow, m, gx ? gx + a : nullptr, gw ? gw + a : nullptr,
                               need.h ? gh : nullptr, any_edges ? gh + D : nullptr);
             continue;
           }

@@ -132,7 +132,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   const bool edges_1d = edges_1d_serves(p, std::is_same_v<scalar_t, float>);  // one float32 axis of explicit edges: edges_1d.cpp
   auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
-    std::unique_ptr<EdgeSearch> search(edges_1d ? new EdgeSearch(p.axes[0].edges, p.axes[0].bins) : nullptr);
+    std::unique_ptr<EdgeWalk> walk(edges_1d ? new EdgeWalk(p.axes[0]) : nullptr);
     if (!table_1d && !edges_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block);
     const int64_t block = table_1d ? BLOCK : p.block;
     std::vector<uint8_t> valid(table_1d ? 0 : block);
@@ -153,7 +153,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
             continue;
           }
           if (edges_1d) {
-            edges_1d_forward(p.axes[0], *search, xp + a, wp ? wp + a : nullptr, m, hist, lanes, p.stored);
+            edges_1d_forward(p.axes[0], *walk, xp + a, wp ? wp + a : nullptr, m, hist, lanes, p.stored);
             continue;
           }
         }
