@@ -176,11 +176,11 @@ SOFTHIST_INLINE void transpose_rows(const double* c, const v8i& k, int at, v8d& 
   c3 = __builtin_shufflevector(ab1, pq1, 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
-// z, F and (DENSITY) f at the eight edges e[0..8) of a group. Table kernels: one vector pass
+// z, (MASS) F and (DENSITY) f at the eight edges e[0..8) of a group. Table kernels: one vector pass
 // (the lookups are the only scalar part); z is clamped to [-T, T], so u >= 0 and truncation is
 // floor. Only operators and builtins: calls into kernels.h would not inline into the target
 // clones (another -march) and would keep the loop scalar.
-template <int K, bool DENSITY>
+template <int K, bool MASS, bool DENSITY>
 SOFTHIST_INLINE void eval_group(const Kernel<K>& ker, const double* e, double v, double inv_h, Group& g) {
   if constexpr (K == GAUSSIAN || K == LOGISTIC) {
     const CdfTable& tb = *ker.tab;
@@ -192,9 +192,11 @@ SOFTHIST_INLINE void eval_group(const Kernel<K>& ker, const double* e, double v,
     const v8d t = u - __builtin_convertvector(k, v8d);
     const double* c = tb.c.data();
     v8d c0, c1, c2, c3;
-    transpose_rows(c, k, 0, c0, c1, c2, c3);
     SOFTHIST_AT8(g.z) = z;
-    SOFTHIST_AT8(g.F) = c0 + t * (c1 + t * (c2 + t * c3));
+    if constexpr (MASS) {
+      transpose_rows(c, k, 0, c0, c1, c2, c3);
+      SOFTHIST_AT8(g.F) = c0 + t * (c1 + t * (c2 + t * c3));
+    }
     if constexpr (DENSITY) {
       transpose_rows(c, k, 4, c0, c1, c2, c3);
       const v8d zero = {};
@@ -204,7 +206,7 @@ SOFTHIST_INLINE void eval_group(const Kernel<K>& ker, const double* e, double v,
     for (int j = 0; j < GROUP_EDGES; ++j) {
       const double zj = (e[j] - v) * inv_h;
       g.z[j] = zj;
-      g.F[j] = cdf<K>(zj);
+      if constexpr (MASS) g.F[j] = cdf<K>(zj);
       if constexpr (DENSITY) g.f[j] = pdf<K>(zj);
     }
   }
@@ -232,7 +234,7 @@ SOFTHIST_INLINE void forward_k(const Axis& a, const EdgeWalk& walk, const float*
     const bool finite = std::isfinite(w);
     const int64_t first = first_edge(walk, v, reach, B);
     for (int64_t k = first;; k += GROUP_BINS) {
-      eval_group<K, false>(ker, e + k, v, inv_h, g);
+      eval_group<K, true, false>(ker, e + k, v, inv_h, g);
       double* hk = h + k;
       // The first group as eight cells (the eighth adding 0); later ones cell by cell: their
       // eight-cell load would overlap the first group's store and wait for it to retire (no
@@ -254,8 +256,9 @@ SOFTHIST_INLINE void forward_k(const Axis& a, const EdgeWalk& walk, const float*
 //   dL/dw = sum_k G_k (F_{k+1} - F_k),  dL/dx = -(w/h) sum_k G_k (f_{k+1} - f_k),
 //   dL/dh = -(w/h) sum_k G_k (z_{k+1} f_{k+1} - z_k f_k),  dL/de_k = (w/h) (A_{k-1} - A_k) f_k,
 // A_k = G_k on the walk's bins and 0 outside (as the general exact path's window). The sums
-// are kept per lane of the groups and summed once per sample in a fixed order.
-template <int K>
+// are kept per lane of the groups and summed once per sample in a fixed order. MASS: dL/dw is
+// asked (F is evaluated only then).
+template <int K, bool MASS>
 SOFTHIST_INLINE void backward_k(const Axis& a, const EdgeWalk& walk, const float* xs, const float* wt, const double* g, int64_t m,
                                 float* gx, float* gw, double* gh, double* ge) {
   const Kernel<K> ker{K == GAUSSIAN || K == LOGISTIC ? &table_of(K) : nullptr};
@@ -277,7 +280,7 @@ SOFTHIST_INLINE void backward_k(const Axis& a, const EdgeWalk& walk, const float
     double before = 0.0;  // A_{k-1}
     int64_t k = first_edge(walk, v, reach, B), bins = 0;
     for (;; k += GROUP_BINS) {
-      eval_group<K, true>(ker, e + k, v, inv_h, q);
+      eval_group<K, MASS, true>(ker, e + k, v, inv_h, q);
       bins = std::min<int64_t>(GROUP_BINS, B - k);
       if (k + GROUP_EDGES <= B) {
         const v8d zero = {}, all = SOFTHIST_LOAD8(g + k);
@@ -287,7 +290,7 @@ SOFTHIST_INLINE void backward_k(const Axis& a, const EdgeWalk& walk, const float
       }
       const v8d Gv = SOFTHIST_LOAD8(G);
       SOFTHIST_AT8(zf) = SOFTHIST_LOAD8(q.z) * SOFTHIST_LOAD8(q.f);
-      add_steps8(sw, Gv, q.F);
+      if constexpr (MASS) add_steps8(sw, Gv, q.F);
       add_steps8(sx, Gv, q.f);
       add_steps8(sh, Gv, zf);
       if (ge) {
@@ -322,13 +325,15 @@ SOFTHIST_HOT void edges_1d_forward(const Axis& a, const EdgeWalk& walk, const fl
 SOFTHIST_HOT void edges_1d_backward(const Axis& a, const EdgeWalk& walk, const float* xs, const float* wt, const double* g,
                                     int64_t m, float* gx, float* gw, double* gh, double* ge) {
   switch (a.kernel) {
-    case GAUSSIAN: backward_k<GAUSSIAN>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
-    case LOGISTIC: backward_k<LOGISTIC>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
-    case BOX: backward_k<BOX>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
-    case TRIANGULAR: backward_k<TRIANGULAR>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
-    case EPANECHNIKOV: backward_k<EPANECHNIKOV>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
-    case BSPLINE: backward_k<BSPLINE>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
-    default: backward_k<BSPLINE2>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
+    case GAUSSIAN: gw ? backward_k<GAUSSIAN, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<GAUSSIAN, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
+    case LOGISTIC: gw ? backward_k<LOGISTIC, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<LOGISTIC, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
+    case BOX: gw ? backward_k<BOX, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<BOX, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
+    case TRIANGULAR: gw ? backward_k<TRIANGULAR, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<TRIANGULAR, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
+    case EPANECHNIKOV: gw ? backward_k<EPANECHNIKOV, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<EPANECHNIKOV, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
+    case BSPLINE: gw ? backward_k<BSPLINE, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<BSPLINE, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
+    default:
+      gw ? backward_k<BSPLINE2, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<BSPLINE2, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge);
+      break;
   }
 }
 
