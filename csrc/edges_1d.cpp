@@ -50,9 +50,12 @@ namespace {
 // Per interval c: F(z) = F0 + t (F1 + t (F2 + t F3)) and f(z) = f0 + t (...), t = (z - z_c) / s in
 // [0, 1]: eight doubles, one cache line. The cubic Hermite on [0, 1] with values y0, y1 and
 // slopes (in t) d0, d1 has coefficients y0, d0, 3 (y1 - y0) - 2 d0 - d1, 2 (y0 - y1) + d0 + d1.
+// Interval 0 covers [-T - s, -T) with F = f = 0 and the last [T, T + s) with F = 1, f = 0: z
+// clamped to [-T - s, T + s/2] then reads the kernel outside its cut from the table too (no
+// select per lane); at |z| = T exactly f is the one-sided limit from inside (the float64 path's
+// pdf gives 0 there; both are limits of a density that jumps at the cut).
 struct CdfTable {
-  double T = 0.0, inv_step = 0.0, last = 0.0;  // last: the final interval's index
-  int32_t last_index = 0;
+  double lo = 0.0, hi = 0.0, inv_step = 0.0;  // the clamp of z, intervals per unit of z
   std::vector<double> c;
 };
 
@@ -70,21 +73,22 @@ double pdf_slope(double z) {  // f'(z) inside the support
 template <int K>
 CdfTable build_table(double T) {
   CdfTable t;
-  const int64_t n = int64_t(std::ceil(2.0 * T / TABLE_STEP));
+  const int64_t n = int64_t(std::ceil(2.0 * T / TABLE_STEP));  // intervals inside the support
   const double s = 2.0 * T / double(n);
-  t.T = T, t.inv_step = 1.0 / s, t.last = double(n - 1), t.last_index = int32_t(n - 1);
-  t.c.resize(8 * n);
+  t.lo = -T - s, t.hi = T + 0.5 * s, t.inv_step = 1.0 / s;
+  t.c.assign(8 * (n + 2), 0.0);
+  t.c[8 * (n + 1)] = 1.0;
   auto hermite = [](double* out, double y0, double y1, double d0, double d1) {
     out[0] = y0, out[1] = d0, out[2] = 3.0 * (y1 - y0) - 2.0 * d0 - d1, out[3] = 2.0 * (y0 - y1) + d0 + d1;
   };
   for (int64_t k = 0; k < n; ++k) {
     const double z0 = -T + double(k) * s, z1 = k + 1 == n ? T : -T + double(k + 1) * s;
-    // The support's ends exactly: F = 0 and 1 there (the walk's first and last edges).
+    // The support's ends exactly: F = 0 and 1 there.
     const double F0 = k == 0 ? 0.0 : cdf<K>(z0), F1 = k + 1 == n ? 1.0 : cdf<K>(z1);
     // f at the ends: the limit from inside (pdf<K> is 0 at |z| = T itself, outside the cut).
     const double f0 = pdf<K>(std::nextafter(z0, 0.0)), f1 = pdf<K>(std::nextafter(z1, 0.0));
-    hermite(&t.c[8 * k], F0, F1, s * f0, s * f1);
-    hermite(&t.c[8 * k + 4], f0, f1, s * pdf_slope<K>(z0), s * pdf_slope<K>(z1));
+    hermite(&t.c[8 * (k + 1)], F0, F1, s * f0, s * f1);
+    hermite(&t.c[8 * (k + 1) + 4], f0, f1, s * pdf_slope<K>(z0), s * pdf_slope<K>(z1));
   }
   return t;
 }
@@ -94,36 +98,10 @@ const CdfTable& table_of(int64_t kernel) {
   return kernel == GAUSSIAN ? gaussian : logistic;
 }
 
-// F(z) and, where asked, f(z): from the table (smooth kernels) or the closed form (K >= BOX).
+// The kernel's table (smooth kernels), or none (compact kernels: closed forms).
 template <int K>
 struct Kernel {
   const CdfTable* tab;
-  SOFTHIST_INLINE double F(double z) const {
-    if constexpr (K == GAUSSIAN || K == LOGISTIC) {
-      double t;
-      const double* c = at(z, t);
-      return c[0] + t * (c[1] + t * (c[2] + t * c[3]));
-    } else {
-      return cdf<K>(z);
-    }
-  }
-  SOFTHIST_INLINE double Ff(double z, double& f) const {
-    if constexpr (K == GAUSSIAN || K == LOGISTIC) {
-      double t;
-      const double* c = at(z, t);
-      f = std::fabs(z) < tab->T ? c[4] + t * (c[5] + t * (c[6] + t * c[7])) : 0.0;
-      return c[0] + t * (c[1] + t * (c[2] + t * c[3]));
-    } else {
-      f = pdf<K>(z);
-      return cdf<K>(z);
-    }
-  }
-  SOFTHIST_INLINE const double* at(double z, double& t) const {
-    const double u = (clamp(z, -tab->T, tab->T) + tab->T) * tab->inv_step;
-    const double k = std::min(std::floor(u), tab->last);
-    t = u - k;
-    return tab->c.data() + 8 * int64_t(k);
-  }
 };
 
 // The sample's first edge: the last with e_k <= x - T h, within [0, B - 1] (x - T h < e_B here).
@@ -176,19 +154,16 @@ SOFTHIST_INLINE void transpose_rows(const double* c, const v8i& k, int at, v8d& 
   c3 = __builtin_shufflevector(ab1, pq1, 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
-// z, (MASS) F and (DENSITY) f at the eight edges e[0..8) of a group. Table kernels: one vector pass
-// (the lookups are the only scalar part); z is clamped to [-T, T], so u >= 0 and truncation is
-// floor. Only operators and builtins: calls into kernels.h would not inline into the target
-// clones (another -march) and would keep the loop scalar.
+// z, (MASS) F and (DENSITY) f at the eight edges e[0..8) of a group. Table kernels: one vector
+// pass (the lookups are the only scalar part), only operators and builtins: calls into kernels.h
+// would not inline into the target clones (another -march) and would keep the loop scalar.
 template <int K, bool MASS, bool DENSITY>
 SOFTHIST_INLINE void eval_group(const Kernel<K>& ker, const double* e, double v, double inv_h, Group& g) {
   if constexpr (K == GAUSSIAN || K == LOGISTIC) {
     const CdfTable& tb = *ker.tab;
-    const double T = tb.T;
     const v8d z = (SOFTHIST_LOAD8(e) - v) * inv_h;
-    const v8d zc = z < -T ? -T : z > T ? T : z, u = (zc + T) * tb.inv_step;
-    v8i k = __builtin_convertvector(u, v8i);
-    k = k < tb.last_index ? k : tb.last_index;
+    const v8d zc = z < tb.lo ? tb.lo : z > tb.hi ? tb.hi : z, u = (zc - tb.lo) * tb.inv_step;
+    const v8i k = __builtin_convertvector(u, v8i);  // u >= 0: truncation is floor
     const v8d t = u - __builtin_convertvector(k, v8d);
     const double* c = tb.c.data();
     v8d c0, c1, c2, c3;
@@ -199,8 +174,7 @@ SOFTHIST_INLINE void eval_group(const Kernel<K>& ker, const double* e, double v,
     }
     if constexpr (DENSITY) {
       transpose_rows(c, k, 4, c0, c1, c2, c3);
-      const v8d zero = {};
-      SOFTHIST_AT8(g.f) = ((z > -T) & (z < T)) ? c0 + t * (c1 + t * (c2 + t * c3)) : zero;
+      SOFTHIST_AT8(g.f) = c0 + t * (c1 + t * (c2 + t * c3));
     }
   } else {
     for (int j = 0; j < GROUP_EDGES; ++j) {
@@ -219,6 +193,11 @@ SOFTHIST_INLINE void add_steps8(v8d& acc, const v8d& by, const double* values) {
   acc += by * (__builtin_shufflevector(a, a, 1, 2, 3, 4, 5, 6, 7, 7) - a);
 }
 
+// Three passes over a block, so no sample's work waits on a branch of another's: the first edges
+// (independent loads), every sample's first group (no branch but the rare slow case), then the
+// groups past the first of the samples that need them (x^1.5 edges: one in six samples). A
+// sample's loop over its groups mispredicted once per sample with a variable count, and each
+// misprediction emptied the pipeline of the samples in flight.
 template <int K>
 SOFTHIST_INLINE void forward_k(const Axis& a, const EdgeWalk& walk, const float* xs, const float* wt, int64_t m, double* hist,
                                int64_t lanes, int64_t lane_size) {
@@ -227,19 +206,24 @@ SOFTHIST_INLINE void forward_k(const Axis& a, const EdgeWalk& walk, const float*
   const int64_t B = a.bins;
   const double T = a.support, reach = T * a.h, inv_h = 1.0 / a.h, lo = e[0] - reach, hi = e[B] + reach;
   Group g;
-  for (int64_t i = 0; i < m; ++i) {
-    const double v = double(xs[i]), w = wt ? double(wt[i]) : 1.0;
-    if (!(v > lo && v < hi)) continue;  // reaches no bin (or NaN)
-    double* h = hist + (i & (lanes - 1)) * lane_size;
-    const bool finite = std::isfinite(w);
-    const int64_t first = first_edge(walk, v, reach, B);
-    for (int64_t k = first;; k += GROUP_BINS) {
+  int32_t first[BLOCK], rest[BLOCK];
+  double vs[BLOCK], ws[BLOCK];
+  for (int64_t b0 = 0; b0 < m; b0 += BLOCK) {
+    const int64_t n = std::min<int64_t>(BLOCK, m - b0);
+    for (int64_t i = 0; i < n; ++i) {  // samples out of reach (or NaN) parked at e_0 with weight 0
+      const double v = double(xs[b0 + i]), w = wt ? double(wt[b0 + i]) : 1.0;
+      const bool ok = v > lo && v < hi;
+      vs[i] = ok ? v : e[0];
+      ws[i] = ok ? w : 0.0;
+      first[i] = int32_t(first_edge(walk, vs[i], reach, B));
+    }
+    int64_t later = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t k = first[i];
+      const double v = vs[i], w = ws[i];
       eval_group<K, true, false>(ker, e + k, v, inv_h, g);
-      double* hk = h + k;
-      // The first group as eight cells (the eighth adding 0); later ones cell by cell: their
-      // eight-cell load would overlap the first group's store and wait for it to retire (no
-      // store forwarding across a partial overlap).
-      if (k == first && k + GROUP_EDGES <= B && finite) {
+      double* hk = hist + ((b0 + i) & (lanes - 1)) * lane_size + k;
+      if (k + GROUP_EDGES <= B && std::isfinite(w)) {  // eight cells, the eighth adding 0
         const v8d wv = w - v8d{};
         v8d cells = SOFTHIST_LOAD8(hk);
         add_steps8(cells, wv, g.F);
@@ -247,7 +231,20 @@ SOFTHIST_INLINE void forward_k(const Axis& a, const EdgeWalk& walk, const float*
       } else {
         for (int64_t j = 0; j < std::min<int64_t>(GROUP_BINS, B - k); ++j) hk[j] += weighted(w, g.F[j + 1] - g.F[j]);
       }
-      if (g.z[GROUP_BINS] >= T || k + GROUP_BINS >= B) break;
+      rest[later] = int32_t(i);
+      later += int64_t(g.z[GROUP_BINS] < T && k + GROUP_BINS < B && w != 0.0);
+    }
+    // Later groups cell by cell: an eight-cell load overlapping the first group's store would
+    // wait for it to retire (no store forwarding across a partial overlap).
+    for (int64_t r = 0; r < later; ++r) {
+      const int64_t i = rest[r];
+      const double v = vs[i], w = ws[i];
+      double* h = hist + ((b0 + i) & (lanes - 1)) * lane_size;
+      for (int64_t k = first[i] + GROUP_BINS;; k += GROUP_BINS) {
+        eval_group<K, true, false>(ker, e + k, v, inv_h, g);
+        for (int64_t j = 0; j < std::min<int64_t>(GROUP_BINS, B - k); ++j) h[k + j] += weighted(w, g.F[j + 1] - g.F[j]);
+        if (g.z[GROUP_BINS] >= T || k + GROUP_BINS >= B) break;
+      }
     }
   }
 }
