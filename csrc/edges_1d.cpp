@@ -1,15 +1,14 @@
 // One axis of explicit edges, float32 samples (see edges_1d.h). A sample x with bandwidth h puts
 // mass F(z_{k+1}) - F(z_k) in bin k, z_k = (e_k - x) / h, and only bins whose edges straddle the
-// support [-T, T] get any: the walk starts at the last edge with z <= -T (found through the
-// EdgeSearch lookup, a step or two) and stops at the first edge with z >= T, so each sample costs
-// its own edges (x^1.5 edges at the default bandwidth: ~9 on average), not the widest window.
+// support [-T, T] get any: the walk starts at the last edge with z <= -T (a lookup grid, below)
+// and stops at the first edge with z >= T, so each sample costs its own edges (x^1.5 edges at
+// the default bandwidth: ~7 on average), not the widest window.
 //
-// Smooth kernels (Gaussian, logistic) read F and f = F' from a cubic Hermite table in z on [-T, T]
+// The kernel (Gaussian or logistic) gives F and f = F' from a cubic Hermite table in z on [-T, T]
 // (nodes every 1/32): on each interval of width s, F is the cubic matching F and f at both ends,
 // whose error is at most s^4/384 max|F''''| (Gaussian: (1/32)^4 / 384 * 0.55 = 1.4e-9), and f is
 // the cubic matching f and f' (error (1/32)^4 / 384 * max|f''''| = 3.0e-9 for the Gaussian) --
-// float64 arithmetic throughout, far inside the float32 resolution of the results. Compact
-// kernels use their closed forms (a few flops; a table would smooth their jumps in f).
+// float64 arithmetic throughout, far inside the float32 resolution of the results.
 #include "edges_1d.h"
 
 #include <algorithm>
@@ -98,7 +97,7 @@ const CdfTable& table_of(int64_t kernel) {
   return kernel == GAUSSIAN ? gaussian : logistic;
 }
 
-// The kernel's table (smooth kernels), or none (compact kernels: closed forms).
+// The kernel's table.
 template <int K>
 struct Kernel {
   const CdfTable* tab;
@@ -159,7 +158,7 @@ SOFTHIST_INLINE void transpose_rows(const double* c, const v8i& k, int at, v8d& 
 // would not inline into the target clones (another -march) and would keep the loop scalar.
 template <int K, bool MASS, bool DENSITY>
 SOFTHIST_INLINE void eval_group(const Kernel<K>& ker, const double* e, double v, double inv_h, Group& g) {
-  if constexpr (K == GAUSSIAN || K == LOGISTIC) {
+  {
     const CdfTable& tb = *ker.tab;
     const v8d z = (SOFTHIST_LOAD8(e) - v) * inv_h;
     const v8d zc = z < tb.lo ? tb.lo : z > tb.hi ? tb.hi : z, u = (zc - tb.lo) * tb.inv_step;
@@ -175,13 +174,6 @@ SOFTHIST_INLINE void eval_group(const Kernel<K>& ker, const double* e, double v,
     if constexpr (DENSITY) {
       transpose_rows(c, k, 4, c0, c1, c2, c3);
       SOFTHIST_AT8(g.f) = c0 + t * (c1 + t * (c2 + t * c3));
-    }
-  } else {
-    for (int j = 0; j < GROUP_EDGES; ++j) {
-      const double zj = (e[j] - v) * inv_h;
-      g.z[j] = zj;
-      if constexpr (MASS) g.F[j] = cdf<K>(zj);
-      if constexpr (DENSITY) g.f[j] = pdf<K>(zj);
     }
   }
 }
@@ -201,7 +193,7 @@ SOFTHIST_INLINE void add_steps8(v8d& acc, const v8d& by, const double* values) {
 template <int K>
 SOFTHIST_INLINE void forward_k(const Axis& a, const EdgeWalk& walk, const float* xs, const float* wt, int64_t m, double* hist,
                                int64_t lanes, int64_t lane_size) {
-  const Kernel<K> ker{K == GAUSSIAN || K == LOGISTIC ? &table_of(K) : nullptr};
+  const Kernel<K> ker{&table_of(K)};
   const double* e = walk.padded.data();
   const int64_t B = a.bins;
   const double T = a.support, reach = T * a.h, inv_h = 1.0 / a.h, lo = e[0] - reach, hi = e[B] + reach;
@@ -258,7 +250,7 @@ SOFTHIST_INLINE void forward_k(const Axis& a, const EdgeWalk& walk, const float*
 template <int K, bool MASS>
 SOFTHIST_INLINE void backward_k(const Axis& a, const EdgeWalk& walk, const float* xs, const float* wt, const double* g, int64_t m,
                                 float* gx, float* gw, double* gh, double* ge) {
-  const Kernel<K> ker{K == GAUSSIAN || K == LOGISTIC ? &table_of(K) : nullptr};
+  const Kernel<K> ker{&table_of(K)};
   const double* e = walk.padded.data();
   const int64_t B = a.bins;
   const double T = a.support, reach = T * a.h, inv_h = 1.0 / a.h, lo = e[0] - reach, hi = e[B] + reach;
@@ -310,12 +302,7 @@ SOFTHIST_HOT void edges_1d_forward(const Axis& a, const EdgeWalk& walk, const fl
                                    int64_t lanes, int64_t lane_size) {
   switch (a.kernel) {
     case GAUSSIAN: forward_k<GAUSSIAN>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
-    case LOGISTIC: forward_k<LOGISTIC>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
-    case BOX: forward_k<BOX>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
-    case TRIANGULAR: forward_k<TRIANGULAR>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
-    case EPANECHNIKOV: forward_k<EPANECHNIKOV>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
-    case BSPLINE: forward_k<BSPLINE>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
-    default: forward_k<BSPLINE2>(a, walk, xs, wt, m, hist, lanes, lane_size); break;
+    default: forward_k<LOGISTIC>(a, walk, xs, wt, m, hist, lanes, lane_size); break;  // edges_1d_serves
   }
 }
 
@@ -323,13 +310,8 @@ SOFTHIST_HOT void edges_1d_backward(const Axis& a, const EdgeWalk& walk, const f
                                     int64_t m, float* gx, float* gw, double* gh, double* ge) {
   switch (a.kernel) {
     case GAUSSIAN: gw ? backward_k<GAUSSIAN, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<GAUSSIAN, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
-    case LOGISTIC: gw ? backward_k<LOGISTIC, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<LOGISTIC, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
-    case BOX: gw ? backward_k<BOX, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<BOX, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
-    case TRIANGULAR: gw ? backward_k<TRIANGULAR, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<TRIANGULAR, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
-    case EPANECHNIKOV: gw ? backward_k<EPANECHNIKOV, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<EPANECHNIKOV, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
-    case BSPLINE: gw ? backward_k<BSPLINE, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<BSPLINE, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge); break;
-    default:
-      gw ? backward_k<BSPLINE2, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<BSPLINE2, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge);
+    default:  // LOGISTIC (edges_1d_serves)
+      gw ? backward_k<LOGISTIC, true>(a, walk, xs, wt, g, m, gx, gw, gh, ge) : backward_k<LOGISTIC, false>(a, walk, xs, wt, g, m, gx, gw, gh, ge);
       break;
   }
 }
