@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "plan.h"
+#include "edges_1d.h"
 #include "simd.h"
 #include "table_1d.h"
 #include "table_2d.h"
@@ -281,12 +282,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
   const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && a0.kind == TABLE;
   const bool table_2d = std::is_same_v<scalar_t, float> && D == 2 && a0.kind == TABLE && p.axes[1].kind == TABLE && !any_edges;
   const bool tables = table_1d || table_2d;
+  const bool edges_1d = edges_1d_serves(p, std::is_same_v<scalar_t, float>);  // one float32 axis of explicit edges: edges_1d.cpp
   auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
+    std::unique_ptr<EdgeWalk> walk(edges_1d ? new EdgeWalk(a0) : nullptr);
     std::vector<std::vector<double>> dA;
     int64_t widest = 0;
     for (const Axis& a : p.axes) widest = std::max(widest, a.cells);
-    if (!tables) for (const Axis& a : p.axes) ws.emplace_back(a, p.block), dA.emplace_back(widest + 1, 0.0);
+    if (!tables && !edges_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block), dA.emplace_back(widest + 1, 0.0);
     const int64_t block = tables ? BLOCK : p.block, buffers = tables ? 0 : p.block;
     std::vector<uint8_t> valid(buffers);
     std::vector<double> wt(buffers), coords(buffers), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(buffers * D), block_gw(buffers);
@@ -320,6 +323,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
           if (table_2d) {
             table_2d_positions(a0, p.axes[1], xp + a * 2, wp ? wp + a : nullptr, m, *tb2);
             table_2d_backward(a0, p.axes[1], *tb2, m, grow, p.strides[0], need.h, gx ? gx + a * 2 : nullptr, gw ? gw + a : nullptr, gh);
+            continue;
+          }
+          if (edges_1d) {
+            edges_1d_backward(a0, *walk, xp + a, wp ? wp + a : nullptr, grow, m, gx ? gx + a : nullptr, gw ? gw + a : nullptr,
+                              need.h ? gh : nullptr, any_edges ? gh + D : nullptr);
             continue;
           }
         }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "plan.h"
+#include "edges_1d.h"
 #include "simd.h"
 #include "table_1d.h"
 #include "table_2d.h"
@@ -139,9 +140,11 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && p.axes[0].kind == TABLE;
   const bool table_2d = std::is_same_v<scalar_t, float> && D == 2 && p.axes[0].kind == TABLE && p.axes[1].kind == TABLE;
   const bool tables = table_1d || table_2d;
+  const bool edges_1d = edges_1d_serves(p, std::is_same_v<scalar_t, float>);  // one float32 axis of explicit edges: edges_1d.cpp
   auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
-    if (!tables) for (const Axis& a : p.axes) ws.emplace_back(a, p.block);
+    std::unique_ptr<EdgeWalk> walk(edges_1d ? new EdgeWalk(p.axes[0]) : nullptr);
+    if (!tables && !edges_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block);
     const int64_t block = tables ? BLOCK : p.block;
     std::vector<uint8_t> valid(tables ? 0 : block);
     std::vector<double> wt(tables ? 0 : block), coords(tables ? 0 : block), vals(offsets.size() + 1);
@@ -167,6 +170,10 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
           if (table_2d) {
             table_2d_positions(p.axes[0], p.axes[1], xp + a * 2, wp ? wp + a : nullptr, m, *tb2);
             table_2d_forward(p.axes[0], p.axes[1], *tb2, m, hist, p.strides[0]);
+            continue;
+          }
+          if (edges_1d) {
+            edges_1d_forward(p.axes[0], *walk, xp + a, wp ? wp + a : nullptr, m, hist, lanes, p.stored);
             continue;
           }
         }
