@@ -413,6 +413,9 @@ def _rss_probe(case: Case, provider: str, options: Options) -> float:
     if spec.compiled:
         call()  # compile first: the compiler's memory is not the kernel's
         _reset_peak_rss()
+    # torch's first backward(gradient) imports its symbolic-shapes module (sympy, ~30 MiB) in any
+    # program: imported first, so the figure is the call's own.
+    importlib.import_module("torch.fx.experimental.symbolic_shapes")
     before = _peak_rss_mib()
     call()
     return _peak_rss_mib() - before
