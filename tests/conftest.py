@@ -37,3 +37,20 @@ def run_measuring_peak(body: str) -> str:
         """
     ) + textwrap.dedent(body)
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True).stdout
+
+
+def same_at_thread_counts(run, counts=(1, 2, 3, 1)):
+    """``run()`` (a list of tensors) at each of torch's thread ``counts``: every result bit-identical
+    to the first, which is returned. The thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in counts:
+            torch.set_num_threads(count)
+            results.append(run())
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+    return results[0]

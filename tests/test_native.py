@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import softhist
+from conftest import same_at_thread_counts
 from softhist import _cpp_backend, _ops, reference
 from softhist._plan import NATIVE_KERNELS
 
@@ -243,17 +244,7 @@ def test_bit_identical_across_runs_and_thread_counts():
         grads = torch.autograd.grad(sum((o * torch.arange(o.numel()).view(o.shape)).sum() for o in out), [x, xy, edges, h])
         return [o.detach() for o in out] + list(grads)
 
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for count in (1, 2, 3, 1):
-            torch.set_num_threads(count)
-            results.append(run())
-    finally:
-        torch.set_num_threads(threads)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert torch.equal(a, b)
+    same_at_thread_counts(run)
 
 
 
@@ -267,17 +258,7 @@ def test_2d_table_path_bit_identical_across_thread_counts():
         grads = torch.autograd.grad((out * torch.arange(out.numel()).view(out.shape)).sum(), [xy, w, h])
         return [out.detach(), *grads]
 
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for count in (1, 2, 3, 1):
-            torch.set_num_threads(count)
-            results.append(run())
-    finally:
-        torch.set_num_threads(threads)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert torch.equal(a, b)
+    same_at_thread_counts(run)
 
 # --------------------------------------------------------------------------- dispatch
 
@@ -399,18 +380,7 @@ def test_hard_counts_of_many_rows_equal_per_row_counts_at_every_thread_count(dty
             softhist.histc(x, 37, 0, 1, mode="straight_through", dim=1, backend=backend),
         ]
 
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for count in (1, 2, 3):
-            torch.set_num_threads(count)
-            results.append(run("cpp"))
-    finally:
-        torch.set_num_threads(threads)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert torch.equal(a, b)
-    got = results[0]
+    got = same_at_thread_counts(lambda: run("cpp"), (1, 2, 3))
     assert all(g.dtype == dtype for g in got)
     assert torch.equal(got[0][:50], torch.stack([torch.histc(row, 37, 0, 1) for row in x[:50]]))
     for i, (a, b) in enumerate(zip(got, run("torch"))):

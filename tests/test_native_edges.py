@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import softhist
+from conftest import same_at_thread_counts
 from softhist._plan import NATIVE_KERNELS
 
 pytestmark = pytest.mark.skipif(
@@ -112,14 +113,4 @@ def test_bit_identical_across_thread_counts():
         grads = torch.autograd.grad((out * torch.arange(out.numel()).view(out.shape)).sum(), [x, w, edges, h])
         return [out.detach(), *grads]
 
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for count in (1, 2, 3, 1):
-            torch.set_num_threads(count)
-            results.append(run())
-    finally:
-        torch.set_num_threads(threads)
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert torch.equal(a, b)
+    same_at_thread_counts(run)

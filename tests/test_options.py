@@ -12,7 +12,7 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import softhist
-from conftest import run_measuring_peak
+from conftest import run_measuring_peak, same_at_thread_counts
 from softhist import _cpp_backend, _ops, _plan, _torch_backend, reference
 from softhist.kernels import KERNELS
 
@@ -445,19 +445,15 @@ def test_float32_centre_memberships_read_from_tables_equal_float64(kernel):
 def test_native_options_are_bit_identical_across_thread_counts(membership):
     torch.manual_seed(2)
     x = torch.rand(200_000, dtype=torch.float64) * 1.2 - 0.1
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (1, 3):
-            torch.set_num_threads(n)
-            xx = x.clone().requires_grad_()
-            h = softhist.histc(xx, 64, 0, 1, kernel="cauchy" if membership == "mass" else "logistic", membership=membership,
-                               normalize_samples=True, backend="cpp")
-            (g,) = torch.autograd.grad((h * torch.linspace(-1, 1, 64, dtype=torch.float64)).sum(), xx)
-            results.append((h, g))
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+    def run():
+        xx = x.clone().requires_grad_()
+        h = softhist.histc(xx, 64, 0, 1, kernel="cauchy" if membership == "mass" else "logistic", membership=membership,
+                           normalize_samples=True, backend="cpp")
+        (g,) = torch.autograd.grad((h * torch.linspace(-1, 1, 64, dtype=torch.float64)).sum(), xx)
+        return [h, g]
+
+    same_at_thread_counts(run, (1, 3))
 
 
 @needs_cpp
