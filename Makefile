@@ -29,9 +29,9 @@ $(VENV)/.installed-%: pyproject.toml setup.py $(wildcard csrc/*) $(VENV)/.torch
 
 # The second run checks the fused Triton kernels on CPU, in Triton's interpreter
 # (TRITON_INTERPRET must be set before triton is imported, hence a separate process).
-# -n auto --dist loadfile: one worker per core, each taking whole test files (module fixtures run once).
+# -n auto --dist worksteal: one worker per core; an idle worker takes tests queued for a busy one.
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -n auto --dist loadfile
+	$(PY) -m pytest -n auto --dist worksteal
 	TRITON_INTERPRET=1 $(PY) -m pytest -n auto tests/test_backends.py
 
 demo: $(VENV)/.installed-demo
