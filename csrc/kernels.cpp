@@ -87,7 +87,6 @@ SOFTHIST_HOT void eval_cdf(int64_t kernel, double* z, int64_t n) {
     return;
   }
   switch (kernel) {
-    case GAUSSIAN: cdf_in_place<GAUSSIAN>(z, n); break;
     case LOGISTIC: cdf_in_place<LOGISTIC>(z, n); break;
     case BOX: cdf_in_place<BOX>(z, n); break;
     case TRIANGULAR: cdf_in_place<TRIANGULAR>(z, n); break;
@@ -106,7 +105,6 @@ SOFTHIST_HOT void eval_pdf(int64_t kernel, const double* z, double* out, int64_t
     return;
   }
   switch (kernel) {
-    case GAUSSIAN: pdf_of<GAUSSIAN>(z, out, n); break;
     case LOGISTIC: pdf_of<LOGISTIC>(z, out, n); break;
     case BOX: pdf_of<BOX>(z, out, n); break;
     case TRIANGULAR: pdf_of<TRIANGULAR>(z, out, n); break;
