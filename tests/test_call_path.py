@@ -55,6 +55,47 @@ def test_the_eager_path_and_the_op_give_identical_results_and_gradients(mode):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
 
 
+
+@pytest.mark.parametrize("mode", ["soft", "straight_through", "hard"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.int64])
+def test_the_prepared_histc_call_equals_the_general_path(mode, dtype):
+    """``histc`` on a whole tensor with plain arguments is prepared once per arguments; naming
+    ``dim`` takes the general path: the same engine, so the same bits, gradients included."""
+    if dtype == torch.int64 and mode != "hard":
+        pytest.skip("integer samples are for hard counts")
+    base = torch.rand(4, 250, generator=torch.Generator().manual_seed(1)) * 1.2 - 0.1
+    x = (base * 10).to(dtype) if dtype == torch.int64 else base.to(dtype).requires_grad_(mode != "hard")
+    lo, hi = (0, 10) if dtype == torch.int64 else (0.0, 1.0)
+    for _ in range(2):  # the second call reads the prepared description
+        fast = softhist.histc(x, 17, lo, hi, mode=mode, bandwidth=0.04 if mode != "hard" else None)
+        general = softhist.histc(x, 17, lo, hi, mode=mode, bandwidth=0.04 if mode != "hard" else None, dim=(0, 1))
+        assert fast.dtype == general.dtype and torch.equal(fast, general)
+        if x.requires_grad:
+            cot = torch.linspace(-1, 1, 17, dtype=fast.dtype)
+            (a,) = torch.autograd.grad((fast * cot).sum(), x)
+            (b,) = torch.autograd.grad((general * cot).sum(), x)
+            assert torch.equal(a, b) and a.shape == x.shape
+    assert fast.grad_fn is None or type(fast.grad_fn).__name__ == "_EagerSoftReshapedBackward"  # one node, no view nodes
+
+
+def test_the_prepared_histc_call_checks_as_the_general_path():
+    x = torch.rand(10)
+    for call, error, match in [
+        (lambda: softhist.histc(x.to(torch.int32), 4, 0, 1), TypeError, "floating point for mode='soft'"),
+        (lambda: softhist.histc(x, 0, 0, 1), ValueError, "bins must be a positive integer"),
+        (lambda: softhist.histc(x, 4, 1, 0), ValueError, "min must not exceed max"),
+        (lambda: softhist.histc(x, 4, 0, float("inf")), ValueError, "must be finite"),
+        (lambda: softhist.histc(x, 4, 0, 1, mode="firm"), ValueError, "mode must be one of"),
+        (lambda: softhist.histc(x, 4, 0, 1, kernel="gauss"), ValueError, "kernel must be one of"),
+        (lambda: softhist.histc(x, 4, 0, 1, backend="gpu"), ValueError, "backend must be one of"),
+        (lambda: softhist.histc(x, 4, 0, 1, bandwidth=-1.0), ValueError, "bandwidth"),
+    ]:
+        for _ in range(2):  # an error is never cached as a description
+            with pytest.raises(error, match=match):
+                call()
+    # A range read from the data is per call: min == max takes the general path.
+    torch.testing.assert_close(softhist.histc(x, 4, mode="hard"), torch.histc(x, 4))
+
 def test_dispatch_is_decided_in_one_place():
     cpu = torch.device("cpu")
     assert _ops.select_backend(cpu, "torch").NAME == "torch"

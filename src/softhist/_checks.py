@@ -208,11 +208,15 @@ def call_mode(mode: object, dims: int) -> Tuple[str, Tuple[bool, ...]]:
 def check_input(input: object, mode: str, name: str = "input") -> None:
     if not isinstance(input, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(input).__name__}")
-    if input.is_complex():
-        raise TypeError(f"{name} must be real, got dtype {input.dtype}")
-    if mode != "hard" and input.dtype not in FLOAT_DTYPES:
+    check_input_dtype(input.dtype, mode, name)
+
+
+def check_input_dtype(dtype: torch.dtype, mode: str, name: str = "input") -> None:
+    if dtype.is_complex:
+        raise TypeError(f"{name} must be real, got dtype {dtype}")
+    if mode != "hard" and dtype not in FLOAT_DTYPES:
         raise TypeError(
-            f"{name} must be floating point for mode={mode!r} (got dtype {input.dtype}); "
+            f"{name} must be floating point for mode={mode!r} (got dtype {dtype}); "
             "cast it, or use mode='hard' for exact counts of integer data"
         )
 

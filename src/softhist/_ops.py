@@ -649,6 +649,34 @@ class _EagerSoft(torch.autograd.Function):
         return grad_x, grad_w, grad_h, None, None, *grad_e
 
 
+class _EagerSoftReshaped(torch.autograd.Function):
+    """:class:`_EagerSoft` for samples (and weights) in the caller's shape, reshaped to the engine's
+    ``samples`` shape ``(rows, n, D)`` and the result to ``out`` inside the node: each view outside
+    it would be an autograd node of its own, and on small inputs they cost more than the engine.
+    ``apply(x, weight, bandwidth, binning, backend, (samples, out), *edges)``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bandwidth, binning, backend, shapes, *edges):
+        samples, out = shapes
+        ctx.save_for_backward(x, weight, bandwidth, *edges)  # as given: a double backward differentiates through them
+        ctx.binning, ctx.backend, ctx.eager, ctx.samples = binning, backend, True, samples
+        hist = run_soft(x.reshape(samples), None if weight is None else weight.reshape(samples[:2]), bandwidth, edges, binning, backend)
+        ctx.hist_shape = hist.shape
+        return hist.reshape(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, bandwidth, *edges = ctx.saved_tensors
+        samples = ctx.samples
+        saved = (x.reshape(samples), None if weight is None else weight.reshape(samples[:2]), bandwidth, *edges)
+        needs = _soft_needs(ctx, weight, bandwidth, ctx.needs_input_grad[6:])
+        grad_x, grad_w, grad_h, grad_e = _soft_grads(ctx, grad.reshape(ctx.hist_shape), saved, needs)
+        return (
+            None if grad_x is None else grad_x.reshape(x.shape), None if grad_w is None else grad_w.reshape(weight.shape),
+            grad_h, None, None, None, *grad_e,
+        )
+
+
 class SoftHistogram(torch.autograd.Function):
     """``soft`` with autograd for every transform: backward (and double backward) as registered on
     the op, forward-mode AD (``torch.autograd.forward_ad``, ``torch.func.jvp``, ``jacfwd``) through
@@ -736,15 +764,27 @@ def _eager(x: Tensor) -> bool:
     )
 
 
-def soft_histogram(x: Tensor, weight: Optional[Tensor], bandwidth: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str) -> Tensor:
+def soft_histogram(
+    x: Tensor, weight: Optional[Tensor], bandwidth: Optional[Tensor], edges: Sequence[Tensor], binning: Binning, backend: str,
+    shapes: Optional[Tuple[Tuple[int, ...], Tuple[int, ...]]] = None,
+) -> Tensor:
     """The public functions' entry to soft and straight-through histograms. Eager calls run the
     engine under one autograd node; under ``torch.compile`` the op itself, whose registered autograd
-    dynamo traces (dynamo does not trace a custom ``jvp``); under transforms :class:`SoftHistogram`."""
+    dynamo traces (dynamo does not trace a custom ``jvp``); under transforms :class:`SoftHistogram`.
+
+    ``shapes = (samples, out)``: ``x`` and ``weight`` come in the caller's shape, to be reshaped to
+    ``samples = (rows, n, D)`` (weights ``(rows, n)``), and the result is reshaped to ``out``."""
     if backend != "auto":  # an engine asked for by name must run here, whatever path the call takes
         select_backend(x.device, backend, binning)
+    if shapes is not None and not (_eager(x) and torch.is_grad_enabled() and _any_requires_grad(x, weight, bandwidth, *edges)):
+        samples, out = shapes
+        x, weight = x.reshape(samples), None if weight is None else weight.reshape(samples[:2])
+        return soft_histogram(x, weight, bandwidth, edges, binning, backend).reshape(out)
     if torch.compiler.is_compiling():
         return soft(x, weight, bandwidth, list(edges), binning.spec, backend)
     if _eager(x):
+        if shapes is not None:  # a graph: the reshapes inside its one node
+            return _EagerSoftReshaped.apply(x, weight, bandwidth, binning, backend, shapes, *edges)
         if not (torch.is_grad_enabled() and _any_requires_grad(x, weight, bandwidth, *edges)):
             return run_soft(x, weight, bandwidth, edges, binning, backend)  # nothing to differentiate
         return _EagerSoft.apply(x, weight, bandwidth, binning, backend, *edges)

@@ -3,12 +3,15 @@
 Each public function checks its arguments (:mod:`._checks`), flattens the input once to
 ``(rows, n, D)``, describes the call once as a :class:`._plan.Binning`, and hands it to
 :mod:`._ops`, which picks the engine and runs it; the batch shape is restored at the end.
+The commonest eager call, ``histc`` on a whole tensor with numbers and names for arguments, has
+its checks and description prepared once per distinct arguments (:func:`_prepared_histc`).
 This module owns the torch and numpy semantics: shapes, output dtypes, equal-width edges as
 numpy computes them, data ranges, densities and the sum over a process group.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import sys
@@ -65,14 +68,14 @@ def _flatten(input: Tensor, weight: Optional[Tensor], dim: Dim) -> Tuple[Tensor,
     return x, w, batch_shape
 
 
-def _output_dtype(input: Tensor) -> torch.dtype:
+def _output_dtype(dtype: torch.dtype) -> torch.dtype:
     """The result's dtype: the input's, except float64 for integer and bool input (as numpy) and
     float32 for half precision in every mode (float16 stops at 65504, bfloat16 counts by 2 past 256)."""
-    if not input.is_floating_point():
+    if not dtype.is_floating_point:
         return torch.float64
-    if input.dtype in (torch.float16, torch.bfloat16):
+    if dtype in (torch.float16, torch.bfloat16):
         return torch.float32
-    return input.dtype
+    return dtype
 
 
 def _floating(input: Tensor) -> Tensor:
@@ -432,11 +435,20 @@ def histc(
         >>> targets.sum(1)
         tensor([1., 1., 0.])
     """
+    if (
+        type(input) is Tensor and type(bins) is int and weight is None and dim is None and group is None and type(backend) is str
+        and type(min) in _PLAIN and type(max) in _PLAIN and (bandwidth is None or type(bandwidth) in _PLAIN)
+        and type(kernel) is str and type(mode) is str and type(membership) is str and type(normalize_samples) is bool
+        and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+    ):  # the common call: its arguments checked and described once (data ranges excepted)
+        call = _prepared_histc(input.dtype, input.device, bins, min, max, kernel, bandwidth, mode, membership, normalize_samples, backend)
+        if call is not None:
+            return call(input)
     _start(input, mode)
     bins = _checks.check_bin_count(bins)
     lo, hi = _checks.check_range(min, max, "histc range")
     group = _checks.check_group(group)
-    out_dtype = _output_dtype(input)
+    out_dtype = _output_dtype(input.dtype)
     x, w, batch_shape = _flatten(_floating(input), weight, dim)
     _checks.check_cells(x.shape[0], (bins,))
     if lo == hi and (x.numel() > 0 or group is not None):
@@ -455,6 +467,49 @@ def histc(
     hist = hist.reshape(*batch_shape, bins)
     return hist if hist.dtype == out_dtype else hist.to(out_dtype)
 
+
+
+_PLAIN = (int, float)  # hashable by value; bool is refused by the checks, not here
+
+
+class _PreparedHistc:
+    """An eager ``histc`` call on one row of every sample, no weight and no group, with its
+    arguments checked and described once: what is left per call is what depends on the tensor."""
+
+    __slots__ = ("edges", "binning", "backend", "out_dtype", "bins", "hard")
+
+    def __init__(self, edges: Tensor, binning: Binning, backend: str, out_dtype: torch.dtype, bins: int) -> None:
+        self.edges, self.binning, self.backend, self.out_dtype, self.bins = [edges], binning, backend, out_dtype, bins
+        self.hard = binning.mode == "hard"
+
+    def __call__(self, input: Tensor) -> Tensor:
+        x = _floating(input)
+        if self.hard:
+            hist = _ops.hard_histogram(x.reshape(1, x.numel(), 1), None, self.edges, self.binning, self.backend, self.out_dtype)
+            return hist.reshape(self.bins)
+        hist = _ops.soft_histogram(x, None, None, self.edges, self.binning, self.backend, ((1, x.numel(), 1), (self.bins,)))
+        return hist if hist.dtype == self.out_dtype else hist.to(self.out_dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _prepared_histc(
+    dtype: torch.dtype, device: torch.device, bins: int, min: float, max: float, kernel: str, bandwidth: Optional[float],
+    mode: str, membership: str, normalize_samples: bool, backend: str,
+) -> Optional[_PreparedHistc]:
+    """``histc``'s checks and description for the common eager call, in the general path's order
+    (an error raises here, and so is never cached); None when the range comes from the data."""
+    _checks.check_input_dtype(dtype, _checks.input_mode(mode))
+    bins = _checks.check_bin_count(bins)
+    lo, hi = _checks.check_range(min, max, "histc range")
+    if lo == hi:
+        return None
+    backend = _checks.check_backend(backend)
+    x_dtype = dtype if dtype.is_floating_point else torch.float64
+    _checks.check_cells(1, (bins,))
+    _checks.check_width_fits(lo, hi, x_dtype)
+    edges = _histc_edges(lo, hi, bins, x_dtype, device)
+    binning = _uniform_binning(kernel, mode, membership, normalize_samples, bandwidth, (bins,), ((lo, hi),), "histc")
+    return _PreparedHistc(edges, binning, backend, _output_dtype(dtype), bins)
 
 def histogram(
     input: Tensor,
@@ -522,7 +577,7 @@ def histogram(
     governing = _start(input, mode)
     density = _checks.check_flag(density, "density")
     group = _checks.check_group(group)
-    out_dtype = _output_dtype(input)
+    out_dtype = _output_dtype(input.dtype)
     x, w, batch_shape = _flatten(_floating(input), weight, dim)
     bins = _checks.as_edges(bins, x.device)
     _checks.check_cells(x.shape[0], (bins.shape[0] - 1 if isinstance(bins, Tensor) else _checks.check_bin_count(bins),))
@@ -622,7 +677,7 @@ def histogramdd(
     """
     governing = _start(input, mode)
     density = _checks.check_flag(density, "density")
-    out_dtype = _output_dtype(input)
+    out_dtype = _output_dtype(input.dtype)
     input = _floating(input)
     if input.dim() == 1:  # (N,): one axis, as numpy reads a 1-D sample array
         input = input.unsqueeze(-1)
@@ -843,7 +898,7 @@ def local_histogram(
     out_spatial = tuple((n + 2 * p - k) // s + 1 for n, p, k, s in zip(lengths, pad, size, step))
     if any(n + 2 * p < k for n, p, k in zip(lengths, pad, size)):
         raise ValueError(f"kernel_size={kernel_size!r} is larger than the padded input {tuple(n + 2 * p for n, p in zip(lengths, pad))}")
-    out_dtype = _output_dtype(input)
+    out_dtype = _output_dtype(input.dtype)
     x = input.reshape(-1, 1, 1)  # one-sample rows: each pixel's memberships
     edges, uniform = _axis_edges(x[..., 0], bins, range, "bins", "range", numpy_dd=False, hard=mode == "hard")
     _checks.check_cells(x.shape[0], (bins,))

@@ -86,6 +86,18 @@ class Kernel:
     pdf_slope: float = math.inf  # unknown for a user kernel: no sub-bin table
     pdf_curvature: float = math.inf
 
+    def __post_init__(self) -> None:
+        # Kept by key from the start, not when first described: under torch.compile dynamo
+        # replays that registration only after the traced op has looked the kernel up.
+        _USER_KERNELS[_user_key(self)] = self
+
+
+_USER_KERNELS: Dict[str, "Kernel"] = {}
+
+
+def _user_key(kernel: Kernel) -> str:
+    return f"user-{''.join(c if c.isalnum() else '_' for c in kernel.name)}-{id(kernel):x}"
+
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -244,7 +256,6 @@ KERNEL_ALIASES: Dict[str, str] = {"bspline0": "box", "bspline1": "triangular", "
 
 
 # User kernels by the key the ops' text names them with (filled when a call is described).
-_USER_KERNELS: Dict[str, Kernel] = {}
 
 
 def is_builtin(kernel: Kernel) -> bool:
@@ -255,11 +266,7 @@ def is_builtin(kernel: Kernel) -> bool:
 def kernel_key(kernel: Kernel) -> str:
     """The name an op's text gives ``kernel``: a built-in's name, or a generated key under which
     a user kernel is kept for :func:`kernel_from_key` (in this process)."""
-    if is_builtin(kernel):
-        return kernel.name
-    key = f"user-{''.join(c if c.isalnum() else '_' for c in kernel.name)}-{id(kernel):x}"
-    _USER_KERNELS[key] = kernel
-    return key
+    return kernel.name if is_builtin(kernel) else _user_key(kernel)
 
 
 def kernel_from_key(key: str) -> Kernel:
