@@ -6,6 +6,7 @@ local_histogram on (1, 3, 256, 256). Prints ratios side by side.
 """
 
 import math
+import pathlib
 import statistics
 import subprocess
 import sys
@@ -15,23 +16,8 @@ import torch
 
 import softhist
 
-
-class GatorSenseRBFHistogram(torch.nn.Module):
-    """Peeples et al. (2021)'s histogram layer as its code builds it (see tests/test_options.py)."""
-
-    def __init__(self, channels, centres, width, kernel_size, stride, padding):
-        super().__init__()
-        bins = centres.numel()
-        self.centres = torch.nn.Conv2d(channels, channels * bins, 1, groups=channels, bias=True)
-        self.widths = torch.nn.Conv2d(channels * bins, channels * bins, 1, groups=channels * bins, bias=False)
-        self.centres.weight.data.fill_(1.0)
-        self.centres.weight.requires_grad_(False)
-        self.centres.bias.data = -centres.repeat(channels)
-        self.widths.weight.data.fill_(1.0 / width)
-        self.pool = torch.nn.AvgPool2d(kernel_size, stride, padding, count_include_pad=False)
-
-    def forward(self, x):
-        return self.pool(torch.exp(-self.widths(self.centres(x)) ** 2))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+from test_options import GatorSenseRBFHistogram  # noqa: E402 - the reference the tests check local_histogram against
 
 
 def main() -> None:
