@@ -325,9 +325,9 @@ SOFTHIST_HOT void edges_1d_backward(const Axis& a, const EdgeWalk& walk, const f
 // y on [x_p, x_{p+1}] is the cubic Hermite interpolant of y and y' at both ends, t = (x - x_p) / s:
 //   y(x) ~ h00(t) y_p + h10(t) s y'_p + h01(t) y_{p+1} + h11(t) s y'_{p+1},
 //   h00 = (1 + 2t)(1 - t)^2, h10 = t (1 - t)^2, h01 = t^2 (3 - 2t), h11 = t^2 (t - 1),
-// with error at most s^4 / 384 max|y''''| = (1/S)^4 / 384 max|d^4 y / dz^4| (h^-1 per derivative
-// of f): S = 16 gives 4e-8 for the Gaussian's F (max|f'''| = 1.4) and 3e-8 / h for f (max|f''''|
-// = 1.2), inside float32. So
+// with error at most s^4 / 384 max|y''''| = (1/S)^4 / 384 max|d^4 y / dz^4|: S = 32 gives 1.4e-9
+// for the Gaussian's F (max|f'''| = 0.55) and 3.0e-9 / h for f (max|f''''| = 1.2); the logistic's
+// higher derivatives are larger (S = 16 left 5e-7 of dL/dx; S = 32 leaves the float32 rounding). So
 //   sum_i w_i y(x_i) ~ sum_p (A_p y_p + B_p s y'_p),
 // where each sample adds w h00, w h10 to node p's moments (A_p, B_p) and w h01, w h11 to node
 // p + 1's: four numbers per sample, whatever its window. The per-edge work is O(L) per unit:
@@ -406,7 +406,9 @@ bool edges_nodes_pay(const Axis& a, int64_t n_unit, int64_t total) {
   if (!(a.h > 0.0) || !std::isfinite(a.support)) return false;
   const double reach = a.support * a.h, P = (a.edges[a.bins] - a.edges[0] + 2.0 * reach) / a.h * double(NODES_PER_H);
   const double row = (double(a.bins) + 1.0) * (2.0 * reach / a.h * double(NODES_PER_H) + 3.0);
-  return P <= double(n_unit) && P <= double(int64_t(1) << 22) && 8.0 * double(n_unit) >= row && double(total) >= 2.0 * row;
+  // row <= 2^19: the per-call rows (eight arrays of row doubles) within 32 MiB.
+  return P <= double(n_unit) && P <= double(int64_t(1) << 22) && row <= double(int64_t(1) << 19) && 8.0 * double(n_unit) >= row &&
+         double(total) >= 2.0 * row;
 }
 
 namespace {

@@ -1,7 +1,7 @@
 """The native engine's one-axis path for explicit (non-uniform) edges in float32 (csrc/edges_1d.cpp):
 each sample walks its own edges, eight at a time, reading the Gaussian's or logistic's CDF and
-density from a cubic table (the compact kernels take the general exact windows, checked here
-too). Against the torch engine in float64: values and every gradient (x, weights, bandwidth,
+density from a cubic table, or with many samples adds Hermite moments on a grid of nodes (the
+compact kernels take the general exact windows, checked here too). Against the torch engine in float64: values and every gradient (x, weights, bandwidth,
 edges)."""
 
 import pytest
