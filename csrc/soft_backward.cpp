@@ -263,7 +263,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
   // so memory stays O(threads x stored cells + rows x cells), as in the forward pass (196608
   // one-sample rows of a 16-bin table: 46 MB of padded rows otherwise). Several units per row,
   // or gradient tables: every row padded once, up front.
-  const bool per_row = chunks == 1 && !gtable;
+  const bool edges_1d = edges_1d_serves(p, std::is_same_v<scalar_t, float>);  // one float32 axis of explicit edges: edges_1d.cpp
+  // Many samples per unit: through the node grid, its values per row built up front (edges_1d.cpp).
+  const bool edge_nodes = edges_1d && edges_nodes_pay(a0, p.n / chunks, p.rows * p.n);
+  std::unique_ptr<EdgeNodes> nodes(edge_nodes ? new EdgeNodes(a0, true) : nullptr);
+  const bool per_row = chunks == 1 && !gtable && !edge_nodes;
   std::unique_ptr<double[]> g_store(new double[per_row ? 0 : checked_mul(p.rows, p.stored, "rows x histogram cells")]);
   double* const g = g_store.get();
   if (!per_row)
@@ -277,12 +281,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
       if (need.h) gradient_table(a0, a0.dhb, g + r * p.stored, gv + 2 * gv_size);
     }
   }
+  const int64_t nv = edge_nodes ? 2 * (nodes->P + 1) : 0;  // per row: node values of dL/dx and dL/dw
+  std::vector<double> node_values(edge_nodes ? 2 * p.rows * nv : 0);
+  for (int64_t r = 0; edge_nodes && r < p.rows; ++r) {
+    double* v = node_values.data() + 2 * r * nv;
+    edges_1d_node_values(a0, *nodes, g + r * p.stored, need.x ? v : nullptr, need.w ? v + nv : nullptr);
+  }
+  const bool sums = edge_nodes && (need.h || any_edges);  // through the units' moments
 
   // One or two float32 table axes write their gradients themselves; other plans need the windows.
   const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && a0.kind == TABLE;
   const bool table_2d = std::is_same_v<scalar_t, float> && D == 2 && a0.kind == TABLE && p.axes[1].kind == TABLE && !any_edges;
   const bool tables = table_1d || table_2d;
-  const bool edges_1d = edges_1d_serves(p, std::is_same_v<scalar_t, float>);  // one float32 axis of explicit edges: edges_1d.cpp
   auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
     std::unique_ptr<EdgeWalk> walk(edges_1d ? new EdgeWalk(a0) : nullptr);
@@ -297,6 +307,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
     std::unique_ptr<TableBlock2D> tb2(table_2d ? new TableBlock2D : nullptr);
     std::unique_ptr<double[]> scratch(new double[per_row ? p.stored : 0]);
+    std::vector<double> moments(sums ? nodes->moments() : 0);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = chunks == 1 ? u : u / chunks, k = chunks == 1 ? 0 : u % chunks;  // no divisions per short row
       double* gh = partial.data() + u * per_unit;
@@ -304,6 +315,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
       const double* grow = per_row ? scratch.get() : g + row * p.stored;
       const int64_t begin = row * p.n + (chunks == 1 ? 0 : k * p.n / chunks);
       const int64_t end = chunks == 1 ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
+      std::fill(moments.begin(), moments.end(), 0.0);
       for (int64_t a = begin; a < end; a += block) {
         const int64_t m = std::min(block, end - a);
         if constexpr (std::is_same_v<scalar_t, float>) {
@@ -325,6 +337,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
             table_2d_backward(a0, p.axes[1], *tb2, m, grow, p.strides[0], need.h, gx ? gx + a * 2 : nullptr, gw ? gw + a : nullptr, gh);
             continue;
           }
+          if (edge_nodes) {
+            const double* v = node_values.data() + 2 * row * nv;
+            edges_1d_nodes_backward(a0, *walk, *nodes, xp + a, wp ? wp + a : nullptr, grow, m, need.x ? v : nullptr,
+                                    need.w ? v + nv : nullptr, gx ? gx + a : nullptr, gw ? gw + a : nullptr,
+                                    sums ? moments.data() : nullptr, need.h ? gh : nullptr, any_edges ? gh + D : nullptr);
+            continue;
+          }
           if (edges_1d) {
             edges_1d_backward(a0, *walk, xp + a, wp ? wp + a : nullptr, grow, m, gx ? gx + a : nullptr, gw ? gw + a : nullptr,
                               need.h ? gh : nullptr, any_edges ? gh + D : nullptr);
@@ -341,6 +360,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
         if (gx) for (int64_t i = 0; i < m * D; ++i) gx[a * D + i] = scalar_t(block_gx[i]);
         if (gw) for (int64_t i = 0; i < m; ++i) gw[a + i] = scalar_t(block_gw[i]);
       }
+      if (sums) edges_1d_nodes_sums(a0, *nodes, grow, moments.data(), need.h ? gh : nullptr, any_edges ? gh + D : nullptr);
     }
   };
   if (units == 1) run(0, 1);

@@ -141,9 +141,13 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   const bool table_2d = std::is_same_v<scalar_t, float> && D == 2 && p.axes[0].kind == TABLE && p.axes[1].kind == TABLE;
   const bool tables = table_1d || table_2d;
   const bool edges_1d = edges_1d_serves(p, std::is_same_v<scalar_t, float>);  // one float32 axis of explicit edges: edges_1d.cpp
+  // Many samples per unit: through the node grid (the samples' moments, then per edge), built once per call.
+  const bool edge_nodes = edges_1d && edges_nodes_pay(p.axes[0], p.n / chunks, p.rows * p.n);
+  std::unique_ptr<EdgeNodes> nodes(edge_nodes ? new EdgeNodes(p.axes[0], false) : nullptr);
   auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
     std::unique_ptr<EdgeWalk> walk(edges_1d ? new EdgeWalk(p.axes[0]) : nullptr);
+    std::vector<double> moments(edge_nodes ? nodes->moments() : 0);
     if (!tables && !edges_1d) for (const Axis& a : p.axes) ws.emplace_back(a, p.block);
     const int64_t block = tables ? BLOCK : p.block;
     std::vector<uint8_t> valid(tables ? 0 : block);
@@ -158,6 +162,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
       double* hist = direct ? scratch.get() : partial.get() + u * size;
       if constexpr (std::is_same_v<scalar_t, double>) hist = in_output ? op + row * p.cells : hist;
       std::fill(hist, hist + size, 0.0);
+      std::fill(moments.begin(), moments.end(), 0.0);
       const int64_t begin = row * p.n + (direct ? 0 : k * p.n / chunks), end = direct ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += block) {
         const int64_t m = std::min(block, end - a);
@@ -170,6 +175,10 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
           if (table_2d) {
             table_2d_positions(p.axes[0], p.axes[1], xp + a * 2, wp ? wp + a : nullptr, m, *tb2);
             table_2d_forward(p.axes[0], p.axes[1], *tb2, m, hist, p.strides[0]);
+            continue;
+          }
+          if (edge_nodes) {
+            edges_1d_moments(p.axes[0], *walk, *nodes, xp + a, wp ? wp + a : nullptr, m, moments.data(), hist, lanes, p.stored);
             continue;
           }
           if (edges_1d) {
@@ -187,6 +196,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
         else if (D == 2) scatter_2d(hist, p.strides[0], ws[0], p.axes[0].cells, ws[1], p.axes[1].cells, wt.data(), valid.data(), m);
         else scatter_nd(hist, p, ws, offsets, wt.data(), valid.data(), m, vals);
       }
+      if (edge_nodes) edges_1d_nodes_forward(p.axes[0], *nodes, moments.data(), hist);
       if (direct && !in_output) crop_row(hist, lanes, row, 0, p.cells);
     }
   };

@@ -1,7 +1,7 @@
 """The native engine's one-axis path for explicit (non-uniform) edges in float32 (csrc/edges_1d.cpp):
 each sample walks its own edges, eight at a time, reading the Gaussian's or logistic's CDF and
-density from a cubic table (the compact kernels take the general exact windows, checked here
-too). Against the torch engine in float64: values and every gradient (x, weights, bandwidth,
+density from a cubic table, or with many samples adds Hermite moments on a grid of nodes (the
+compact kernels take the general exact windows, checked here too). Against the torch engine in float64: values and every gradient (x, weights, bandwidth,
 edges)."""
 
 import pytest
@@ -114,3 +114,33 @@ def test_bit_identical_across_thread_counts():
         return [out.detach(), *grads]
 
     same_at_thread_counts(run)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic"])
+@pytest.mark.parametrize("edges", list(EDGES))
+def test_many_samples_through_the_node_grid(kernel, edges):
+    """Samples far outnumbering the grid nodes (h / 32 apart) take the node grid: each sample adds
+    four Hermite moments, or reads its gradients from per-row node values, whatever its window.
+    Values and every gradient within 2e-6 of the float64 engine, as the walk."""
+    e = float32_values(EDGES[edges])
+    torch.manual_seed(4)
+    x = float32_values(torch.rand(400_000, dtype=torch.float64) * 1.4 - 0.2)
+    w = float32_values(torch.rand(x.numel(), dtype=torch.float64) + 0.5)
+    h = float32_values(torch.tensor(0.5 / (e.numel() - 1), dtype=torch.float64))
+    assert_float32_matches_float64(x, w, e, h, kernel)
+
+
+def test_non_finite_weights_through_the_node_grid():
+    """Among many samples, an infinite weight still fills only the bins its sample reaches, and its
+    gradients are the walk's exact terms."""
+    e = torch.linspace(0, 1, 65) ** 1.5
+    torch.manual_seed(5)
+    x = torch.rand(300_000)
+    w = torch.rand(x.numel()) + 0.5
+    w[1000] = float("inf")
+    x[1000] = 0.5
+    got = softhist.histogram(x, e, weight=w, backend="cpp")[0]
+    want = softhist.histogram(x.double(), e.double(), weight=w.double(), backend="cpp")[0]
+    assert torch.equal(got.double().isinf(), want.isinf()) and 0 < int(want.isinf().sum()) < 64
+    finite = want.isfinite()
+    assert relative_error(got[finite], want[finite]) < 2e-6
