@@ -343,6 +343,23 @@ def test_options_match_torch(case):
     assert_backends_agree(fn_1d, xy.detach()[..., 0].clone().requires_grad_(), h.detach()[0].clone().requires_grad_())
 
 
+@pytest.mark.parametrize("membership,kernel", [("center", "cauchy"), ("mass", "epanechnikov")])
+def test_gradcheck_normalized_options_through_the_fused_kernels(membership, kernel):
+    # The fused backward against finite differences of the fused forward (fast mode: a random
+    # projection, which keeps the interpreter's run short).
+    x = rand(8, lo=-0.1, hi=1.1).requires_grad_()
+    w = rand(8, lo=0, hi=1).requires_grad_()
+    edges = torch.tensor([0.0, 0.2, 0.25, 0.6, 1.0], dtype=torch.float64, device=DEVICE, requires_grad=True)
+    h = torch.tensor(0.07, dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def f(x, w, edges, h):
+        return softhist.histogram(
+            x, edges, weight=w, bandwidth=h, membership=membership, kernel=kernel, normalize_samples=True, backend="triton",
+        )[0]
+
+    assert torch.autograd.gradcheck(f, (x, w, edges, h), fast_mode=True)
+
+
 def test_normalized_samples_that_reach_no_cell_add_nothing():
     # Compact kernel: the sample at 3 reaches no bin (its sum S is 0): it adds nothing and gets a
     # zero, finite gradient; every other sample adds exactly its weight.
