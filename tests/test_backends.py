@@ -360,6 +360,19 @@ def test_gradcheck_normalized_options_through_the_fused_kernels(membership, kern
     assert torch.autograd.gradcheck(f, (x, w, edges, h), fast_mode=True)
 
 
+def test_normalized_cauchy_window_spans_several_tiles():
+    # A Cauchy window is the whole axis: 300 bins take two tiles of cells, which read each
+    # sample's 1/S from the once-per-block pass.
+    x = rand(2, 12).requires_grad_()
+    w = rand(2, 12, lo=0.5, hi=1.5).requires_grad_()
+    h = torch.tensor(0.02, dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def fn(x, w, h, backend):
+        return softhist.histc(x, 300, 0, 1, weight=w, kernel="cauchy", bandwidth=h, normalize_samples=True, dim=1, backend=backend)
+
+    assert_backends_agree(fn, x, w, h)
+
+
 def test_normalized_samples_that_reach_no_cell_add_nothing():
     # Compact kernel: the sample at 3 reaches no bin (its sum S is 0): it adds nothing and gets a
     # zero, finite gradient; every other sample adds exactly its weight.

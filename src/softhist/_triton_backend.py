@@ -101,8 +101,10 @@ def _atan(y):
     zero = a * 0.0  # constants typed as y (a where of two Python floats would be float32)
     base = tl.where(big, zero + 1.5707963267948966, tl.where(middle, zero + 0.7853981633974483, zero))
     z = t * t
-    p = (((-8.750608600031904e-1 * z - 1.615753718733365e1) * z - 7.500855792314705e1) * z - 1.228866684490136e2) * z - 6.485021904942025e1
-    q = ((((z + 2.485846490142306e1) * z + 1.650270098316989e2) * z + 4.328810604912903e2) * z + 4.853903996359137e2) * z + 1.945506571482614e2
+    p = ((-8.750608600031904e-1 * z - 1.615753718733365e1) * z - 7.500855792314705e1) * z - 1.228866684490136e2
+    p = p * z - 6.485021904942025e1
+    q = (((z + 2.485846490142306e1) * z + 1.650270098316989e2) * z + 4.328810604912903e2) * z + 4.853903996359137e2
+    q = q * z + 1.945506571482614e2
     r = base + (t + t * z * p / q)
     return tl.where(y < 0, -r, r)
 
@@ -344,7 +346,9 @@ def _factor(
     (``WHAT="value"``) or its derivative in ``x`` (``"dx"``), ``h`` (``"dh"``), the bin's lower
     edge (``"lo"``) or its upper edge (``"hi"``), derived above."""
     if CENTER:
-        z_lo, z_hi = _at_cells(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, "z", ACC, EDGES, BLOCK, CELLS)
+        z_lo, z_hi = _at_cells(
+            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, "z", ACC, EDGES, BLOCK, CELLS,
+        )
         h = tl.load(axis_float_ptr + d * 5 + 2).to(ACC)
         support = tl.load(axis_float_ptr + d * 5 + 4).to(ACC)
         s = z_hi - z_lo
@@ -361,13 +365,19 @@ def _factor(
             return (0.5 * s * _dpdf(c, support, KERNEL) + _pdf(c, support, KERNEL)) / h
     else:
         if WHAT == "value":
-            lower, upper = _at_cells(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, "cdf", ACC, EDGES, BLOCK, CELLS)
+            lower, upper = _at_cells(
+                p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, "cdf", ACC, EDGES, BLOCK, CELLS,
+            )
             return upper - lower
         elif WHAT == "dh":
-            lower, upper = _at_cells(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, "zpdf", ACC, EDGES, BLOCK, CELLS)
+            lower, upper = _at_cells(
+                p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, "zpdf", ACC, EDGES, BLOCK, CELLS,
+            )
             return lower - upper
         else:
-            lower, upper = _at_cells(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, "pdf", ACC, EDGES, BLOCK, CELLS)
+            lower, upper = _at_cells(
+                p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, "pdf", ACC, EDGES, BLOCK, CELLS,
+            )
             if WHAT == "dx":
                 return lower - upper
             elif WHAT == "lo":
@@ -395,11 +405,20 @@ def _axis_sums(
         p = start + tl.arange(0, CELLS)[None, :]
         valid = (p < window) & (first[:, None] + p < bins)
         p = tl.minimum(p, window - 1)  # inside the window's edges (masked past it)
-        value = _factor(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, CENTER, "value", ACC, EDGES, BLOCK, CELLS)
+        value = _factor(
+            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
+            d, UNIFORM, KERNEL, CENTER, "value", ACC, EDGES, BLOCK, CELLS,
+        )
         total += tl.sum(tl.where(valid, value, 0.0), axis=1)
         if DERIVATIVES:
-            dx = _factor(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, CENTER, "dx", ACC, EDGES, BLOCK, CELLS)
-            dh = _factor(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, CENTER, "dh", ACC, EDGES, BLOCK, CELLS)
+            dx = _factor(
+                p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
+                d, UNIFORM, KERNEL, CENTER, "dx", ACC, EDGES, BLOCK, CELLS,
+            )
+            dh = _factor(
+                p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
+                d, UNIFORM, KERNEL, CENTER, "dh", ACC, EDGES, BLOCK, CELLS,
+            )
             total_dx += tl.sum(tl.where(valid, dx, 0.0), axis=1)
             total_dh += tl.sum(tl.where(valid, dh, 0.0), axis=1)
     return total, total_dx, total_dh
@@ -434,15 +453,16 @@ def _block_samples(
 
 @triton.jit
 def _cells(
-    x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
+    x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
     SKIP: tl.constexpr, D: tl.constexpr, UNIFORM: tl.constexpr, KERNELS: tl.constexpr, HARD: tl.constexpr,
     CENTER: tl.constexpr, NORMALIZE: tl.constexpr, EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
     ACC: tl.constexpr,
 ):
     """For each ``[sample, cell]`` of a tile: the product of the per-axis memberships (masses,
     or densities at bin centres on the ``CENTER`` axes; divided by their sum over the window
-    with ``NORMALIZE``) over every axis but ``SKIP`` (-1: all of them), the cell's offset in its
-    row's histogram, and whether it is a real cell (inside the window and the range)."""
+    with ``NORMALIZE``: ``1/S`` from ``norm_ptr``, see ``_normalizers``) over every axis but
+    ``SKIP`` (-1: all of them), the cell's offset in its row's histogram, and whether it is a
+    real cell (inside the window and the range)."""
     mass = tl.full([BLOCK, CELLS], 1.0, ACC)
     target = tl.zeros([BLOCK, CELLS], dtype=tl.int64)
     keep = live[:, None] & (cell < window_cells)
@@ -455,13 +475,11 @@ def _cells(
                 mass *= anchor[:, None]  # 1 in the sample's bin, 0 out of range (normalized already)
             elif ((CENTER >> d) & 1) | NORMALIZE:
                 value = _factor(
-                    p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, (CENTER >> d) & 1, "value", ACC, EDGES, BLOCK, CELLS,
+                    p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                    (CENTER >> d) & 1, "value", ACC, EDGES, BLOCK, CELLS,
                 )
                 if NORMALIZE:
-                    total, _, _ = _axis_sums(
-                        first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, (CENTER >> d) & 1, False, ACC, EDGES, BLOCK, CELLS,
-                    )
-                    value *= _inverse(total)[:, None]
+                    value *= tl.load(norm_ptr + sample * D + d, mask=live, other=0.0)[:, None]
                 mass *= value
             else:
                 lower, upper = _at_cells(
@@ -473,6 +491,27 @@ def _cells(
         target += bin * tl.load(axis_int_ptr + d * 6 + 3)
         keep &= (bin >= 0) & (bin < tl.load(axis_int_ptr + d * 6))
     return mass, target, keep
+
+
+@triton.jit
+def _normalizers(
+    x_ptr, sample, live, finite, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
+    D: tl.constexpr, UNIFORM: tl.constexpr, KERNELS: tl.constexpr, HARD: tl.constexpr, CENTER: tl.constexpr,
+    EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr, ACC: tl.constexpr,
+):
+    """``1/S`` per sample and soft axis (``_axis_sums``; 0 where ``S = 0``) into ``norm_ptr``
+    (``(samples, D)``), once per block: a window of several tiles reads it in each tile instead
+    of summing the whole axis window again (a Cauchy window is the whole axis)."""
+    for d in tl.static_range(D):
+        if not ((HARD >> d) & 1):
+            x = _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d, D, ACC)
+            first, anchor = _axis_start(x, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, HARD, ACC)
+            total, _, _ = _axis_sums(
+                first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, (CENTER >> d) & 1,
+                False, ACC, EDGES, BLOCK, CELLS,
+            )
+            tl.store(norm_ptr + sample * D + d, _inverse(total), mask=live)
+    tl.debug_barrier()  # the tiles read these values from other threads than wrote them
 
 
 @triton.jit
@@ -496,6 +535,7 @@ def _forward_kernel(
     axis_int_ptr,  # (D, 6) int64 per-axis parameters (_INT_FIELDS)
     axis_float_ptr,  # (D, 5) float64 per-axis parameters (_FLOAT_FIELDS)
     out_ptr,  # (copies, rows * cells) partial histograms: accumulation dtype, or int64 fixed point
+    norm_ptr,  # (rows * n, D) scratch for 1/S of normalized samples (when NORMALIZE)
     total, n, cells, window_cells, blocks_per_program, copies, fixed_scale,
     D: tl.constexpr, UNIFORM: tl.constexpr, KERNELS: tl.constexpr, HARD: tl.constexpr, HAS_WEIGHT: tl.constexpr,
     FIXED_POINT: tl.constexpr, CENTER: tl.constexpr, NORMALIZE: tl.constexpr, EDGES: tl.constexpr, BLOCK: tl.constexpr,
@@ -508,15 +548,19 @@ def _forward_kernel(
         sample, live, finite, weight, row = _block_samples(
             x_ptr, w_ptr, pid * blocks_per_program + i, total, n, cells, axis_float_ptr, D, HAS_WEIGHT, BLOCK, ACC
         )
+        if NORMALIZE:
+            _normalizers(
+                x_ptr, sample, live, finite, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
+                D, UNIFORM, KERNELS, HARD, CENTER, EDGES, BLOCK, CELLS, ACC,
+            )
         for first_cell in range(0, window_cells, CELLS):  # wide windows take several tiles
             cell = first_cell + tl.arange(0, CELLS)[None, :]
             mass, target, keep = _cells(
-                x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
+                x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
                 -1, D, UNIFORM, KERNELS, HARD, CENTER, NORMALIZE, EDGES, BLOCK, CELLS, ACC,
             )
             # A cell the kernel does not reach gets nothing, even from an infinite weight (0 * inf is NaN).
-            _accumulate(partial + row[:, None] + target, tl.where(mass != 0, mass * weight[:, None], 0.0), keep, fixed_scale,
-                        FIXED_POINT)
+            _accumulate(partial + row[:, None] + target, tl.where(mass != 0, mass * weight[:, None], 0.0), keep, fixed_scale, FIXED_POINT)
 
 
 @triton.jit
@@ -578,6 +622,7 @@ def _backward_kernel(
     grad_w_ptr,  # (rows * n,) out: dL/dw (written when NEED_W)
     grad_h_ptr,  # (blocks, D) out: each block's share of dL/dh (written when NEED_H)
     grad_e_ptr,  # (copies, edges) partial dL/dedges: accumulation dtype or int64 fixed point (when NEED_E)
+    norm_ptr,  # (rows * n, D) scratch for 1/S of normalized samples (when NORMALIZE)
     total, n, cells, window_cells, blocks_per_program, copies, edge_count, fixed_scale,
     D: tl.constexpr, UNIFORM: tl.constexpr, KERNELS: tl.constexpr, HARD: tl.constexpr, HAS_WEIGHT: tl.constexpr,
     FIXED_POINT: tl.constexpr, CENTER: tl.constexpr, NORMALIZE: tl.constexpr, NEED_X: tl.constexpr, NEED_W: tl.constexpr,
@@ -591,12 +636,17 @@ def _backward_kernel(
         sample, live, finite, weight, row = _block_samples(
             x_ptr, w_ptr, block, total, n, cells, axis_float_ptr, D, HAS_WEIGHT, BLOCK, ACC
         )
+        if NORMALIZE and (NEED_W or D > 1):  # what _cells reads (the axis being differentiated sums its own)
+            _normalizers(
+                x_ptr, sample, live, finite, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
+                D, UNIFORM, KERNELS, HARD, CENTER, EDGES, BLOCK, CELLS, ACC,
+            )
         if NEED_W:
             grad_w = tl.zeros([BLOCK], dtype=ACC)
             for first_cell in range(0, window_cells, CELLS):
                 cell = first_cell + tl.arange(0, CELLS)[None, :]
                 mass, target, keep = _cells(
-                    x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
+                    x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
                     -1, D, UNIFORM, KERNELS, HARD, CENTER, NORMALIZE, EDGES, BLOCK, CELLS, ACC,
                 )
                 g = tl.load(grad_ptr + row[:, None] + target, mask=keep, other=0.0)  # 0 on virtual bins
@@ -614,7 +664,8 @@ def _backward_kernel(
                 sum_dh = tl.zeros([BLOCK], dtype=ACC)
                 if NORMALIZE:
                     sum_a, sum_dx, sum_dh = _axis_sums(
-                        first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, (CENTER >> d) & 1, NEED_X or NEED_H,
+                        first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                        (CENTER >> d) & 1, NEED_X or NEED_H,
                         ACC, EDGES, BLOCK, CELLS,
                     )
                     inverse = _inverse(sum_a)
@@ -624,7 +675,7 @@ def _backward_kernel(
                 for first_cell in range(0, window_cells, CELLS):
                     cell = first_cell + tl.arange(0, CELLS)[None, :]
                     others, target, keep = _cells(
-                        x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
+                        x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
                         d, D, UNIFORM, KERNELS, HARD, CENTER, NORMALIZE, EDGES, BLOCK, CELLS, ACC,
                     )
                     g = tl.load(grad_ptr + row[:, None] + target, mask=keep, other=0.0)
@@ -633,23 +684,36 @@ def _backward_kernel(
                     scale = inverse[:, None]
                     if NORMALIZE:
                         normalized = _factor(
-                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, (CENTER >> d) & 1, "value",
-                            ACC, EDGES, BLOCK, CELLS,
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "value", ACC, EDGES, BLOCK, CELLS,
                         ) * scale
                         share += tl.sum(others * normalized, axis=1)
                     else:
                         normalized = tl.zeros([BLOCK, CELLS], dtype=ACC)
                     if NEED_X:
-                        dx = _factor(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, (CENTER >> d) & 1, "dx", ACC, EDGES, BLOCK, CELLS)
+                        dx = _factor(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "dx", ACC, EDGES, BLOCK, CELLS,
+                        )
                         grad_x += tl.sum(others * (dx - normalized * sum_dx[:, None]) * scale, axis=1)
                     if NEED_H:
-                        dh = _factor(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, (CENTER >> d) & 1, "dh", ACC, EDGES, BLOCK, CELLS)
+                        dh = _factor(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "dh", ACC, EDGES, BLOCK, CELLS,
+                        )
                         grad_h += tl.sum(others * (dh - normalized * sum_dh[:, None]) * scale, axis=1)
                     if (NEED_E >> d) & 1:
-                        lo = _factor(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, (CENTER >> d) & 1, "lo", ACC, EDGES, BLOCK, CELLS)
-                        hi = _factor(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, (CENTER >> d) & 1, "hi", ACC, EDGES, BLOCK, CELLS)
+                        lo = _factor(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "lo", ACC, EDGES, BLOCK, CELLS,
+                        )
+                        hi = _factor(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "hi", ACC, EDGES, BLOCK, CELLS,
+                        )
                         e_lo, e_hi = _at_cells(
-                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, "index", ACC, EDGES, BLOCK, CELLS,
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            "index", ACC, EDGES, BLOCK, CELLS,
                         )
                         _accumulate(edge_partial + e_lo, others * lo * scale, keep, fixed_scale, FIXED_POINT)
                         _accumulate(edge_partial + e_hi, others * hi * scale, keep, fixed_scale, FIXED_POINT)
@@ -661,10 +725,17 @@ def _backward_kernel(
                         p = start + tl.arange(0, CELLS)[None, :]
                         valid = live[:, None] & (p < window) & (first[:, None] + p < bins)
                         p = tl.minimum(p, window - 1)
-                        lo = _factor(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, (CENTER >> d) & 1, "lo", ACC, EDGES, BLOCK, CELLS)
-                        hi = _factor(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, (CENTER >> d) & 1, "hi", ACC, EDGES, BLOCK, CELLS)
+                        lo = _factor(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "lo", ACC, EDGES, BLOCK, CELLS,
+                        )
+                        hi = _factor(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "hi", ACC, EDGES, BLOCK, CELLS,
+                        )
                         e_lo, e_hi = _at_cells(
-                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, "index", ACC, EDGES, BLOCK, CELLS,
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            "index", ACC, EDGES, BLOCK, CELLS,
                         )
                         _accumulate(edge_partial + e_lo, spread * lo, valid, fixed_scale, FIXED_POINT)
                         _accumulate(edge_partial + e_hi, spread * hi, valid, fixed_scale, FIXED_POINT)
@@ -680,7 +751,7 @@ def _backward_kernel(
                 for first_cell in range(0, window_cells, CELLS):
                     cell = first_cell + tl.arange(0, CELLS)[None, :]
                     others, target, keep = _cells(
-                        x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
+                        x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
                         d, D, UNIFORM, KERNELS, HARD, CENTER, NORMALIZE, EDGES, BLOCK, CELLS, ACC,
                     )
                     g = tl.load(grad_ptr + row[:, None] + target, mask=keep, other=0.0)
@@ -824,6 +895,12 @@ class _Launch:
     def fixed_point(self) -> bool:
         return self.meta["FIXED_POINT"]
 
+    def scratch(self) -> Tensor:
+        """The kernels' ``(samples, D)`` scratch for normalized samples' ``1/S`` (else a placeholder)."""
+        if not self.meta["NORMALIZE"]:
+            return self.edges
+        return torch.empty(self.total * self.meta["D"], dtype=self.edges.dtype, device=self.x.device)
+
     def copies(self, slots: int) -> int:
         """Private partial buffers of ``slots`` entries: one per program, within a memory budget."""
         return max(1, min(self.programs, _PARTIAL_BYTES // (8 * max(slots, 1))))
@@ -922,7 +999,7 @@ def _forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binni
     with _device_of(x):
         _forward_kernel[(launch.programs,)](
             launch.x, launch.x if launch.weight is None else launch.weight, launch.edges,
-            launch.axis_int, launch.axis_float, out,
+            launch.axis_int, launch.axis_float, out, launch.scratch(),
             launch.total, launch.n, launch.cells, launch.window_cells, launch.blocks_per_program, copies,
             scale, **launch.meta,
         )
@@ -951,7 +1028,7 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
         with _device_of(x):
             _backward_kernel[(launch.programs,)](
                 launch.x, launch.x if launch.weight is None else launch.weight, launch.edges,
-                launch.axis_int, launch.axis_float, grad, launch.edges, launch.edges, launch.edges, largest,
+                launch.axis_int, launch.axis_float, grad, launch.edges, launch.edges, launch.edges, largest, launch.scratch(),
                 launch.total, launch.n, launch.cells, launch.window_cells, launch.blocks_per_program, copies,
                 edge_count, 1.0,
                 NEED_X=False, NEED_W=False, NEED_H=False,
@@ -972,7 +1049,7 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
             launch.x, launch.x if launch.weight is None else launch.weight, launch.edges,
             launch.axis_int, launch.axis_float, grad,
             dummy if grad_x is None else grad_x, dummy if grad_w is None else grad_w,
-            dummy if grad_h is None else grad_h, dummy if grad_e is None else grad_e,
+            dummy if grad_h is None else grad_h, dummy if grad_e is None else grad_e, launch.scratch(),
             launch.total, launch.n, launch.cells, launch.window_cells, launch.blocks_per_program, copies,
             edge_count, scale,
             NEED_X=need_x, NEED_W=need_w, NEED_H=need_h,
