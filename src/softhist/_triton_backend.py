@@ -93,12 +93,12 @@ def _tanh(y):
 def _atan(y):
     """arctan to float64 rounding (Cephes' ``atan``): for ``|y| > tan(3 pi/8)``, pi/2 - atan(1/|y|);
     for ``|y| > 0.66``, pi/4 + atan((|y| - 1)/(|y| + 1)); then ``t + t^3 P(t^2)/Q(t^2)`` on the
-    reduced ``|t| <= 0.66`` (relative error 2.2e-16, checked against numpy on 10^6 points)."""
+    reduced ``|t| <= 0.66`` (Cephes' coefficients: relative error about 2e-16)."""
     a = tl.abs(y)
     big = a > 2.414213562373095
     middle = (a > 0.66) & ~big
     t = tl.where(big, -1.0 / tl.where(big, a, 1.0), tl.where(middle, (a - 1.0) / (a + 1.0), a))
-    zero = a * 0.0  # constants typed as y (a where of two Python floats would be float32)
+    zero = tl.zeros_like(a)  # constants typed as y (a where of two Python floats would be float32)
     base = tl.where(big, zero + 1.5707963267948966, tl.where(middle, zero + 0.7853981633974483, zero))
     z = t * t
     p = ((-8.750608600031904e-1 * z - 1.615753718733365e1) * z - 7.500855792314705e1) * z - 1.228866684490136e2
