@@ -5,6 +5,7 @@ second time with ``TRITON_INTERPRET=1`` (the variable must be set before Triton 
 imported). Sizes are small because the interpreter executes kernels with numpy.
 """
 
+import dataclasses
 import os
 
 import pytest
@@ -24,7 +25,8 @@ elif os.environ.get("TRITON_INTERPRET") == "1":
 else:
     pytest.skip("needs CUDA or TRITON_INTERPRET=1 (make test runs it that way)", allow_module_level=True)
 
-# The kernels every engine has (the Cauchy kernel and user kernels run on the torch engine: test_options.py).
+# The kernels every engine has (user kernels run on the torch engine: test_options.py; the
+# Cauchy kernel is never cut, so its window is the whole axis: test_options_match_torch).
 KERNEL_NAMES = sorted(NATIVE_KERNELS)
 
 
@@ -171,8 +173,9 @@ def test_non_finite_samples_are_ignored_with_zero_gradients():
 
 def test_far_samples_and_empty_input():
     x = torch.tensor([-1e30, 1e30, 5.0, -7.0, 0.5], dtype=torch.float64, device=DEVICE)
-    hist = softhist.histc(x, 8, 0, 1, backend="triton")
-    torch.testing.assert_close(hist, softhist.histc(x, 8, 0, 1, backend="torch"))
+    for kernel in ("gaussian", "cauchy"):  # the Cauchy kernel reaches every sample: z near -+1e31
+        hist = softhist.histc(x, 8, 0, 1, kernel=kernel, backend="triton")
+        torch.testing.assert_close(hist, softhist.histc(x, 8, 0, 1, kernel=kernel, backend="torch"))
     empty = torch.empty(0, dtype=torch.float32, device=DEVICE, requires_grad=True)
     out = softhist.histc(empty, 8, 0, 1, backend="triton")
     assert out.shape == (8,) and torch.all(out == 0)
@@ -304,3 +307,140 @@ def test_float32_positions_are_computed_in_float64(case):
     got = softhist.histc(x.to(DEVICE), bins, lo, hi, backend="triton").cpu()
     want = softhist.histc(x.double(), bins, lo, hi, backend="torch")
     assert ((got.double() - want).abs().max() / want.abs().max()).item() < 2e-6
+
+
+# Options beyond bin-integrated compact kernels: (kernels per axis, membership per axis, normalize_samples).
+OPTION_CASES = {
+    "cauchy": (["cauchy", "cauchy"], "mass", False),
+    "center": (["bspline", "gaussian"], ["center", "mass"], False),
+    "normalize": (["epanechnikov", "logistic"], "mass", True),
+    "center-normalize-cauchy": (["cauchy", "triangular"], "center", True),
+}
+
+
+@pytest.mark.parametrize("case", list(OPTION_CASES))
+def test_options_match_torch(case):
+    # 2-D, one axis of equal-width bins and one of explicit learnable edges (samples beyond both
+    # ends): the histogram and the gradients in the samples, weights, bandwidths and edges.
+    kernel, membership, normalize = OPTION_CASES[case]
+    xy = rand(2, 30, 2, lo=-0.3, hi=1.3).requires_grad_()
+    w = rand(2, 30, lo=0.5, hi=1.5).requires_grad_()
+    edges_y = torch.tensor([0.0, 0.1, 0.15, 0.4, 0.7, 1.0], dtype=torch.float64, device=DEVICE).requires_grad_()
+    h = torch.tensor([0.05, 0.08], dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def fn(xy, w, edges_y, h, backend):
+        bins = [torch.linspace(0, 1, 8, dtype=torch.float64, device=DEVICE), edges_y]
+        return softhist.histogramdd(
+            xy, bins, weight=w, kernel=kernel, bandwidth=h, membership=membership, normalize_samples=normalize, backend=backend,
+        )[0]
+
+    def fn_1d(x, h, backend):  # one axis of equal-width bins, a batch of rows, no weights
+        return softhist.histc(
+            x, 9, 0, 1, kernel=kernel[0], bandwidth=h, membership=membership if isinstance(membership, str) else membership[0],
+            normalize_samples=normalize, dim=1, backend=backend,
+        )
+
+    assert_backends_agree(fn, xy, w, edges_y, h)
+    assert_backends_agree(fn_1d, xy.detach()[..., 0].clone().requires_grad_(), h.detach()[0].clone().requires_grad_())
+
+
+@pytest.mark.parametrize("membership,kernel", [("center", "cauchy"), ("mass", "epanechnikov")])
+def test_gradcheck_normalized_options_through_the_fused_kernels(membership, kernel):
+    # The fused backward against finite differences of the fused forward (fast mode: a random
+    # projection, which keeps the interpreter's run short).
+    x = rand(8, lo=-0.1, hi=1.1).requires_grad_()
+    w = rand(8, lo=0, hi=1).requires_grad_()
+    edges = torch.tensor([0.0, 0.2, 0.25, 0.6, 1.0], dtype=torch.float64, device=DEVICE, requires_grad=True)
+    h = torch.tensor(0.07, dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def f(x, w, edges, h):
+        return softhist.histogram(
+            x, edges, weight=w, bandwidth=h, membership=membership, kernel=kernel, normalize_samples=True, backend="triton",
+        )[0]
+
+    assert torch.autograd.gradcheck(f, (x, w, edges, h), fast_mode=True)
+
+
+def test_normalized_cauchy_window_spans_several_tiles():
+    # A Cauchy window is the whole axis: 300 bins take two tiles of cells, which read each
+    # sample's 1/S from the once-per-block pass.
+    x = rand(2, 12).requires_grad_()
+    w = rand(2, 12, lo=0.5, hi=1.5).requires_grad_()
+    h = torch.tensor(0.02, dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def fn(x, w, h, backend):
+        return softhist.histc(x, 300, 0, 1, weight=w, kernel="cauchy", bandwidth=h, normalize_samples=True, dim=1, backend=backend)
+
+    assert_backends_agree(fn, x, w, h)
+
+
+def test_normalized_samples_that_reach_no_cell_add_nothing():
+    # Compact kernel: the sample at 3 reaches no bin (its sum S is 0): it adds nothing and gets a
+    # zero, finite gradient; every other sample adds exactly its weight.
+    x = torch.tensor([0.3, 3.0, 0.98, -0.02], dtype=torch.float64, device=DEVICE, requires_grad=True)
+    w = torch.tensor([1.0, 2.0, 0.5, 1.5], dtype=torch.float64, device=DEVICE, requires_grad=True)
+    edges = torch.tensor([0.0, 0.2, 0.5, 1.0], dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def fn(x, w, edges, backend):
+        return softhist.histogram(x, edges, weight=w, kernel="bspline", bandwidth=0.1, normalize_samples=True, backend=backend)[0]
+
+    hist = fn(x, w, edges, "triton")
+    torch.testing.assert_close(hist.sum(), w.detach()[[0, 2, 3]].sum())
+    grads = torch.autograd.grad((hist * torch.arange(1.0, 4.0, dtype=torch.float64, device=DEVICE)).sum(), (x, w, edges))
+    assert all(torch.isfinite(g).all() for g in grads) and grads[0][1] == 0 and grads[1][1] == 0
+    assert_backends_agree(fn, x, w, edges)
+
+
+def test_options_deterministic_mode_is_repeatable():
+    # Normalized samples' edge gradients have no formula bound: a first pass sizes the fixed point.
+    xy = rand(40, 2).requires_grad_()
+    edges_y = torch.tensor([0.0, 0.3, 0.35, 1.0], dtype=torch.float64, device=DEVICE, requires_grad=True)
+
+    def run():
+        bins = [torch.linspace(0, 1, 6, dtype=torch.float64, device=DEVICE), edges_y]
+        hist = softhist.histogramdd(xy, bins, bandwidth=0.06, membership="center", normalize_samples=True, kernel="cauchy", backend="triton")[0]
+        grads = torch.autograd.grad((hist * torch.arange(hist.numel(), device=DEVICE).view(hist.shape)).sum(), (xy, edges_y))
+        return hist, grads
+
+    free = run()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first, second = run(), run()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.equal(first[0], second[0]) and all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
+    torch.testing.assert_close(first[0], free[0], rtol=1e-12, atol=1e-12)
+    for fixed, floating in zip(first[1], free[1]):
+        torch.testing.assert_close(fixed, floating, rtol=1e-9, atol=1e-9)
+
+
+def test_triton_serves_the_options():
+    from softhist import _triton_backend
+    from softhist._ops import select_backend
+    from softhist.kernels import Kernel
+
+    engine = _triton_backend.TRITON_ENGINE
+    axis = _plan.Axis(8, 0.1, (0.0, 1.0))
+    for kernel, membership, normalize in [("cauchy", "mass", False), ("gaussian", "center", False), ("box", "mass", True)]:
+        binning = _plan.Binning(KERNELS[kernel], "soft", (dataclasses.replace(axis, membership=membership),), normalize_samples=normalize)
+        assert engine.supports(binning) is None
+        assert select_backend(torch.device(DEVICE), "triton", binning) is _triton_backend
+    per_bin = _plan.Binning(KERNELS["gaussian"], "soft", (dataclasses.replace(axis, membership="center", per_bin=True),))
+    assert "per-bin bandwidths" in engine.supports(per_bin)
+    mine = Kernel("mine", KERNELS["cauchy"].cdf, KERNELS["cauchy"].pdf, float("inf"), 1.0, 1.0)
+    assert "kernel='mine'" in engine.supports(_plan.Binning(mine, "soft", (axis,)))
+
+
+def test_normalized_float32_within_2e6_of_float64():
+    # A sample whose support barely reaches the range is divided by a tiny sum: these calls
+    # compute in float64 whatever the input's dtype, so float32 samples stay within float32 noise.
+    x = rand(2, 40, lo=-0.3, hi=1.3)
+    w = rand(2, 40, lo=0.5, hi=1.5)
+    results = {}
+    for dtype, backend in ((torch.float32, "triton"), (torch.float64, "torch")):
+        xs, ws = x.to(dtype).requires_grad_(), w.to(dtype).requires_grad_()
+        out = softhist.histc(xs, 9, 0, 1, weight=ws, kernel="bspline", bandwidth=0.05, normalize_samples=True, dim=1, backend=backend)
+        grads = torch.autograd.grad((out * torch.arange(9.0, device=DEVICE)).sum(), (xs, ws))
+        results[dtype] = [out, *grads]
+    for got, want in zip(results[torch.float32], results[torch.float64]):
+        assert ((got.double() - want).abs().max() / want.abs().max()).item() < 2e-6

@@ -29,7 +29,7 @@ def _signature(kernel, constexprs, acc, fixed_point):
         elif name in ("x_ptr", "w_ptr"):
             types[name] = "*bf16" if acc == "fp32" else "*fp64"
         elif name in ("out_ptr", "grad_e_ptr", "total_ptr", "moment_ptr"):
-            types[name] = "*i64" if fixed_point else ("*fp64" if name in ("total_ptr", "moment_ptr") else f"*{acc}")
+            types[name] = "*i64" if fixed_point == 1 else ("*fp64" if name in ("total_ptr", "moment_ptr") else f"*{acc}")
         elif name == "axis_int_ptr":
             types[name] = "*i64"
         elif name.endswith("_ptr"):
@@ -40,22 +40,25 @@ def _signature(kernel, constexprs, acc, fixed_point):
 
 
 @pytest.mark.parametrize(
-    "acc,fixed_point,dims,uniform,kernels,hard,edges",
+    "acc,fixed_point,dims,uniform,kernels,hard,edges,center,normalize",
     # 2-D: one uniform and one non-uniform axis. edges=0: windows too wide to evaluate per edge.
-    # hard: a bit per axis binned hard inside the soft histogram.
+    # hard: a bit per axis binned hard inside the soft histogram. center: a bit per axis with
+    # centre membership; normalize: per-sample normalization. fixed_point=2: the backward's bound pass.
     [
-        ("fp32", False, 1, 1, ["gaussian"], 0, 0),
-        ("fp64", True, 2, 1, ["bspline", "bspline"], 0, 16),
-        ("fp32", False, 2, 2, ["box", "bspline2"], 1, 16),
-        ("fp32", True, 2, 3, ["epanechnikov", "logistic"], 2, 0),
+        ("fp32", False, 1, 1, ["gaussian"], 0, 0, 0, 0),
+        ("fp64", True, 2, 1, ["bspline", "bspline"], 0, 16, 0, 0),
+        ("fp32", False, 2, 2, ["box", "bspline2"], 1, 16, 0, 0),
+        ("fp32", True, 2, 3, ["epanechnikov", "logistic"], 2, 0, 0, 0),
+        ("fp32", 2, 1, 1, ["logistic"], 0, 0, 1, 1),
+        ("fp64", 2, 2, 1, ["cauchy", "bspline"], 0, 16, 2, 1),
     ],
 )
-def test_kernels_compile_for_sm90(acc, fixed_point, dims, uniform, kernels, hard, edges):
+def test_kernels_compile_for_sm90(acc, fixed_point, dims, uniform, kernels, hard, edges, center, normalize):
     target = GPUTarget("cuda", 90, 32)
     packed = sum(_triton_backend._KERNEL_CODES[k] << (4 * d) for d, k in enumerate(kernels))
     meta = dict(
-        D=dims, UNIFORM=uniform, KERNELS=packed, HARD=hard, HAS_WEIGHT=True, FIXED_POINT=fixed_point, EDGES=edges,
-        BLOCK=32, CELLS=64,
+        D=dims, UNIFORM=uniform, KERNELS=packed, HARD=hard, HAS_WEIGHT=True, FIXED_POINT=int(fixed_point), CENTER=center,
+        NORMALIZE=normalize, EDGES=edges, BLOCK=32, CELLS=64,
     )
     backward_meta = dict(meta, NEED_X=True, NEED_W=True, NEED_H=True, NEED_E=(1 << dims) - 1 - uniform)
     for kernel_fn, constexprs in ((_triton_backend._forward_kernel, meta), (_triton_backend._backward_kernel, backward_meta)):

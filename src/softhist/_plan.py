@@ -319,7 +319,7 @@ def native_unsupported(binning: Binning, has: frozenset = frozenset()) -> Option
     """Why a native engine (C++, Triton) cannot run ``binning``, or None: they have today's
     options, bin-integrated (mass) membership of the built-in compact or cut kernels, one bandwidth
     per axis and no per-sample normalization (hard counts need none of these), and the options
-    of :attr:`Binning.options` named in ``has`` (the engine's own: ``_cpp_backend.OPTIONS``)."""
+    of :attr:`Binning.options` named in ``has`` (the engine's own: ``_cpp_backend.OPTIONS``, ``_triton_backend.OPTIONS``)."""
     key = "_memo_native" + ",".join(sorted(has))
     if key not in binning.__dict__:
         binning.__dict__[key] = _native_unsupported(binning, has)

@@ -3,7 +3,10 @@
 Same contract as :mod:`._torch_backend` (``x: (rows, n, D)`` -> ``(rows, *bins)``) and
 the same windows: along axis ``d`` a sample touches the ``K_d - 1`` bins of its window
 (``K_d`` from :func:`._plan.window_edges`) and puts ``w * prod_d (F(z_hi) - F(z_lo))``
-into each of its ``prod_d (K_d - 1)`` cells. A program walks consecutive blocks of
+into each of its ``prod_d (K_d - 1)`` cells. The options of :data:`OPTIONS` change the
+factors: centre membership takes ``Delta/h * f(centre)`` per bin, ``normalize_samples``
+divides each axis's factors by their sum over the window's bins in the range, and the
+Cauchy kernel (never cut) has the whole axis as its window. A program walks consecutive blocks of
 samples; a block is a ``[BLOCK, CELLS]`` tile, one sample per row and one window cell per
 column, so the kernel's CDF is evaluated only inside each sample's support.
 
@@ -38,7 +41,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._plan import Binning, Engine, accumulation_dtype, window_edges
+from ._plan import Binning, Engine, accumulation_dtype, native_unsupported, window_edges
 from ._torch_backend import _plan_table, _Table, hard_histogram, table_histogram, table_stride
 
 __all__ = ["TRITON_ENGINE", "unavailable_reason"]
@@ -73,7 +76,10 @@ def unavailable_reason(x: Tensor) -> Optional[str]:
 # The kernel table of ``kernels.py``, in Triton. ``z`` is in standard deviations; ``support``
 # is the table's ``T`` (the Gaussian and logistic are cut there and renormalized). A kernel is
 # a small integer constexpr (``_KERNEL_CODES``); a launch packs one per axis, 4 bits each.
-_KERNEL_CODES = {"gaussian": 0, "logistic": 1, "box": 2, "triangular": 3, "epanechnikov": 4, "bspline": 5, "bspline2": 6}
+_KERNEL_CODES = {"gaussian": 0, "logistic": 1, "box": 2, "triangular": 3, "epanechnikov": 4, "bspline": 5, "bspline2": 6, "cauchy": 7}
+
+# The options of ``Binning.options`` these kernels have beyond bin-integrated compact or cut kernels.
+OPTIONS = frozenset({"membership='center'", "normalize_samples=True", "kernel='cauchy'"})
 
 
 @triton.jit
@@ -81,6 +87,26 @@ def _tanh(y):
     e = tl.exp(-2.0 * tl.abs(y))
     t = (1.0 - e) / (1.0 + e)
     return tl.where(y < 0, -t, t)
+
+
+@triton.jit
+def _atan(y):
+    """arctan to float64 rounding (Cephes' ``atan``): for ``|y| > tan(3 pi/8)``, pi/2 - atan(1/|y|);
+    for ``|y| > 0.66``, pi/4 + atan((|y| - 1)/(|y| + 1)); then ``t + t^3 P(t^2)/Q(t^2)`` on the
+    reduced ``|t| <= 0.66`` (Cephes' coefficients: relative error about 2e-16)."""
+    a = tl.abs(y)
+    big = a > 2.414213562373095
+    middle = (a > 0.66) & ~big
+    t = tl.where(big, -1.0 / tl.where(big, a, 1.0), tl.where(middle, (a - 1.0) / (a + 1.0), a))
+    zero = tl.zeros_like(a)  # constants typed as y (a where of two Python floats would be float32)
+    base = tl.where(big, zero + 1.5707963267948966, tl.where(middle, zero + 0.7853981633974483, zero))
+    z = t * t
+    p = ((-8.750608600031904e-1 * z - 1.615753718733365e1) * z - 7.500855792314705e1) * z - 1.228866684490136e2
+    p = p * z - 6.485021904942025e1
+    q = (((z + 2.485846490142306e1) * z + 1.650270098316989e2) * z + 4.328810604912903e2) * z + 4.853903996359137e2
+    q = q * z + 1.945506571482614e2
+    r = base + (t + t * z * p / q)
+    return tl.where(y < 0, -r, r)
 
 
 @triton.jit
@@ -105,13 +131,15 @@ def _cdf(z, support, KERNEL: tl.constexpr):
         outer = 0.5 - (2.0 - a) * (2.0 - a) * (2.0 - a) * (2.0 - a) / 24.0
         half = tl.where(a < 1.0, inner, outer)
         return 0.5 + tl.where(z < 0, -half, tl.where(z > 0, half, 0.0))
-    else:  # quadratic B-spline, knot spacing b = 2
-        tl.static_assert(KERNEL == 6, "a kernel of kernels.py has no Triton version")
+    elif KERNEL == 6:  # quadratic B-spline, knot spacing b = 2
         t = tl.minimum(tl.abs(z) * 0.5, 1.5)
         inner = t * (0.75 - t * t / 3.0)
         outer = 0.5 - (1.5 - t) * (1.5 - t) * (1.5 - t) / 6.0
         half = tl.where(t < 0.5, inner, outer)
         return 0.5 + tl.where(z < 0, -half, tl.where(z > 0, half, 0.0))
+    else:  # Cauchy, never cut: 1/2 + atan(z) / pi
+        tl.static_assert(KERNEL == 7, "a kernel of kernels.py has no Triton version")
+        return 0.5 + _atan(z) * 0.3183098861837907
 
 
 @triton.jit
@@ -137,11 +165,42 @@ def _pdf(z, support, KERNEL: tl.constexpr):
         inner = 2.0 / 3.0 - a * a + 0.5 * a * a * a
         rest = tl.maximum(2.0 - a, 0.0)
         return tl.where(a < 1.0, inner, rest * rest * rest / 6.0) / 1.7320508075688772
-    else:  # quadratic B-spline
-        tl.static_assert(KERNEL == 6, "a kernel of kernels.py has no Triton version")
+    elif KERNEL == 6:  # quadratic B-spline
         t = tl.abs(z) * 0.5
         rest = tl.maximum(1.5 - t, 0.0)
         return tl.where(t < 0.5, 0.75 - t * t, 0.5 * rest * rest) * 0.5
+    else:  # Cauchy: 1 / (pi (1 + z^2))
+        tl.static_assert(KERNEL == 7, "a kernel of kernels.py has no Triton version")
+        return 0.3183098861837907 / (1.0 + z * z)
+
+
+@triton.jit
+def _dpdf(z, support, KERNEL: tl.constexpr):
+    """f'(z), the density's derivative (0 where the density is flat or cut, and at its kinks'
+    z = 0, as torch differentiates kernels.py's densities): what centre membership's gradients need."""
+    sign = (z > 0).to(z.dtype) - (z < 0).to(z.dtype)
+    if KERNEL == 0:  # gaussian: f' = -z f
+        return -z * _pdf(z, support, KERNEL)
+    elif KERNEL == 1:  # logistic, f = c sech^2(a z): f' = -2a tanh(a z) f
+        return -2.0 * 0.9068996821171089 * _tanh(z * 0.9068996821171089) * _pdf(z, support, KERNEL)
+    elif KERNEL == 2:  # box: flat
+        return z * 0.0
+    elif KERNEL == 3:  # triangular, a = sqrt(6): f = (1 - |z|/a)/a
+        return tl.where(tl.abs(z) < 2.449489742783178, -sign / 6.0, 0.0)
+    elif KERNEL == 4:  # epanechnikov, a = sqrt(5): f = (3/4a)(1 - z^2/a^2)
+        return tl.where(tl.abs(z) < 2.23606797749979, (-1.5 / (5.0 * 2.23606797749979)) * z, 0.0)
+    elif KERNEL == 5:  # cubic B-spline, a = |z|/b: d/da of 2/3 - a^2 + a^3/2 (a < 1) and (2 - a)^3/6 (a < 2), over b^2
+        a = tl.abs(z) / 1.7320508075688772
+        rest = tl.maximum(2.0 - a, 0.0)
+        return sign * tl.where(a < 1.0, a * (1.5 * a - 2.0), -0.5 * rest * rest) / 3.0
+    elif KERNEL == 6:  # quadratic B-spline, t = |z|/2: d/dt of 3/4 - t^2 (t < 1/2) and (3/2 - t)^2/2 (t < 3/2), over 4
+        t = tl.abs(z) * 0.5
+        rest = tl.maximum(1.5 - t, 0.0)
+        return sign * tl.where(t < 0.5, -2.0 * t, -rest) * 0.25
+    else:  # Cauchy: f' = -2 z / (pi (1 + z^2)^2)
+        tl.static_assert(KERNEL == 7, "a kernel of kernels.py has no Triton version")
+        u = 1.0 + z * z
+        return -0.6366197723675814 * z / (u * u)
 
 
 # Per-axis parameters, one row per axis in two small tensors (see ``_Launch``).
@@ -216,8 +275,8 @@ def _edge_value(
     d: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, WHAT: tl.constexpr, ACC: tl.constexpr,
 ):
     """At window edge ``q`` (an int tensor broadcast against the samples): the kernel's CDF
-    (``WHAT="cdf"``), its density over ``h`` (``"pdf"``), ``z`` times that (``"zpdf"``) or
-    the edge's index among all axes' edges (``"index"``). Non-uniform windows clamp to the
+    (``WHAT="cdf"``), its density over ``h`` (``"pdf"``), ``z`` times that (``"zpdf"``), ``z``
+    itself (``"z"``) or the edge's index among all axes' edges (``"index"``). Non-uniform windows clamp to the
     last edge, whose repeats hold zero mass."""
     bins = tl.load(axis_int_ptr + d * 6)
     edge_offset = tl.load(axis_int_ptr + d * 6 + 4)
@@ -234,6 +293,8 @@ def _edge_value(
         return _pdf(z, support, KERNEL) / h
     elif WHAT == "zpdf":
         return z * _pdf(z, support, KERNEL) / h
+    elif WHAT == "z":
+        return z
     else:
         return index
 
@@ -266,6 +327,109 @@ def _window_bin(cell, axis_int_ptr, d: tl.constexpr):
     return (cell // tl.load(axis_int_ptr + d * 6 + 2)) % tl.load(axis_int_ptr + d * 6 + 1)
 
 
+# Centre membership: bin p holds a_p = s_p f(c_p) with s_p = Delta_p / h and c_p = (z_lo + z_hi)/2,
+# the midpoint of its edges' z (so s_p = z_hi - z_lo). With dc/dx = -1/h, dc/dh = -c/h,
+# ds/dh = -s/h, and the centre and width moving by 1/2 and -1 (lower edge) or +1 (upper):
+#   da/dx = -s f'(c) / h,  da/dh = -s (f(c) + c f'(c)) / h,
+#   da/de_lo = (-f(c) + s f'(c) / 2) / h,  da/de_hi = (f(c) + s f'(c) / 2) / h.
+# Mass membership: a_p = F(z_hi) - F(z_lo) and dz/dx = -1/h, dz/dh = -z/h, dz/de = 1/h:
+#   da/dx = -(f(z_hi) - f(z_lo)) / h,  da/dh = -(z_hi f(z_hi) - z_lo f(z_lo)) / h,
+#   da/de_lo = -f(z_lo) / h,  da/de_hi = f(z_hi) / h.
+@triton.jit
+def _factor(
+    p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
+    d: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, CENTER: tl.constexpr, WHAT: tl.constexpr, ACC: tl.constexpr,
+    EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
+):
+    """Axis ``d``'s membership of window bin ``p`` (``[BLOCK or 1, CELLS]``) as the axis defines it
+    (``CENTER``: at the bin's centre, else its mass), not normalized: the value ``a_p``
+    (``WHAT="value"``) or its derivative in ``x`` (``"dx"``), ``h`` (``"dh"``), the bin's lower
+    edge (``"lo"``) or its upper edge (``"hi"``), derived above."""
+    if CENTER:
+        z_lo, z_hi = _at_cells(
+            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, "z", ACC, EDGES, BLOCK, CELLS,
+        )
+        h = tl.load(axis_float_ptr + d * 5 + 2).to(ACC)
+        support = tl.load(axis_float_ptr + d * 5 + 4).to(ACC)
+        s = z_hi - z_lo
+        c = 0.5 * (z_lo + z_hi)
+        if WHAT == "value":
+            return s * _pdf(c, support, KERNEL)
+        elif WHAT == "dx":
+            return -s * _dpdf(c, support, KERNEL) / h
+        elif WHAT == "dh":
+            return -s * (_pdf(c, support, KERNEL) + c * _dpdf(c, support, KERNEL)) / h
+        elif WHAT == "lo":
+            return (0.5 * s * _dpdf(c, support, KERNEL) - _pdf(c, support, KERNEL)) / h
+        else:
+            return (0.5 * s * _dpdf(c, support, KERNEL) + _pdf(c, support, KERNEL)) / h
+    else:
+        if WHAT == "value":
+            lower, upper = _at_cells(
+                p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, "cdf", ACC, EDGES, BLOCK, CELLS,
+            )
+            return upper - lower
+        elif WHAT == "dh":
+            lower, upper = _at_cells(
+                p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, "zpdf", ACC, EDGES, BLOCK, CELLS,
+            )
+            return lower - upper
+        else:
+            lower, upper = _at_cells(
+                p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, "pdf", ACC, EDGES, BLOCK, CELLS,
+            )
+            if WHAT == "dx":
+                return lower - upper
+            elif WHAT == "lo":
+                return -lower
+            else:
+                return upper
+
+
+@triton.jit
+def _axis_sums(
+    first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
+    d: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, CENTER: tl.constexpr, DERIVATIVES: tl.constexpr,
+    ACC: tl.constexpr, EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
+):
+    """Per-sample normalization along axis ``d``: ``S = sum_p a_p`` over the window's bins in the
+    range (the cells a sample reaches are the product of its axes' bins, so their sum is the
+    product of the axes' sums and normalizing each axis normalizes the cells), and, with
+    ``DERIVATIVES``, ``sum_p da_p/dx`` and ``sum_p da_p/dh``: ``(BLOCK,)`` each."""
+    bins = tl.load(axis_int_ptr + d * 6)
+    window = tl.load(axis_int_ptr + d * 6 + 1)
+    total = tl.zeros([BLOCK], dtype=ACC)
+    total_dx = tl.zeros([BLOCK], dtype=ACC)
+    total_dh = tl.zeros([BLOCK], dtype=ACC)
+    for start in range(0, window, CELLS):
+        p = start + tl.arange(0, CELLS)[None, :]
+        valid = (p < window) & (first[:, None] + p < bins)
+        p = tl.minimum(p, window - 1)  # inside the window's edges (masked past it)
+        value = _factor(
+            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
+            d, UNIFORM, KERNEL, CENTER, "value", ACC, EDGES, BLOCK, CELLS,
+        )
+        total += tl.sum(tl.where(valid, value, 0.0), axis=1)
+        if DERIVATIVES:
+            dx = _factor(
+                p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
+                d, UNIFORM, KERNEL, CENTER, "dx", ACC, EDGES, BLOCK, CELLS,
+            )
+            dh = _factor(
+                p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
+                d, UNIFORM, KERNEL, CENTER, "dh", ACC, EDGES, BLOCK, CELLS,
+            )
+            total_dx += tl.sum(tl.where(valid, dx, 0.0), axis=1)
+            total_dh += tl.sum(tl.where(valid, dh, 0.0), axis=1)
+    return total, total_dx, total_dh
+
+
+@triton.jit
+def _inverse(total):
+    """``1/S``, and 0 where ``S = 0`` (a sample that reaches no cell adds nothing and gets zero gradients)."""
+    return tl.where(total != 0, 1.0 / tl.where(total != 0, total, 1.0), 0.0)
+
+
 @triton.jit
 def _block_samples(
     x_ptr, w_ptr, block, total, n, cells, axis_float_ptr,
@@ -289,13 +453,16 @@ def _block_samples(
 
 @triton.jit
 def _cells(
-    x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
+    x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
     SKIP: tl.constexpr, D: tl.constexpr, UNIFORM: tl.constexpr, KERNELS: tl.constexpr, HARD: tl.constexpr,
-    EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr, ACC: tl.constexpr,
+    CENTER: tl.constexpr, NORMALIZE: tl.constexpr, EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
+    ACC: tl.constexpr,
 ):
-    """For each ``[sample, cell]`` of a tile: the product of the per-axis masses over every axis
-    but ``SKIP`` (-1: all of them), the cell's offset in its row's histogram, and whether it is
-    a real cell (inside the window and the range)."""
+    """For each ``[sample, cell]`` of a tile: the product of the per-axis memberships (masses,
+    or densities at bin centres on the ``CENTER`` axes; divided by their sum over the window
+    with ``NORMALIZE``: ``1/S`` from ``norm_ptr``, see ``_normalizers``) over every axis but
+    ``SKIP`` (-1: all of them), the cell's offset in its row's histogram, and whether it is a
+    real cell (inside the window and the range)."""
     mass = tl.full([BLOCK, CELLS], 1.0, ACC)
     target = tl.zeros([BLOCK, CELLS], dtype=tl.int64)
     keep = live[:, None] & (cell < window_cells)
@@ -305,7 +472,15 @@ def _cells(
         p = _window_bin(cell, axis_int_ptr, d)
         if d != SKIP:
             if (HARD >> d) & 1:
-                mass *= anchor[:, None]  # 1 in the sample's bin, 0 out of range
+                mass *= anchor[:, None]  # 1 in the sample's bin, 0 out of range (normalized already)
+            elif ((CENTER >> d) & 1) | NORMALIZE:
+                value = _factor(
+                    p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                    (CENTER >> d) & 1, "value", ACC, EDGES, BLOCK, CELLS,
+                )
+                if NORMALIZE:
+                    value *= tl.load(norm_ptr + sample * D + d, mask=live, other=0.0)[:, None]
+                mass *= value
             else:
                 lower, upper = _at_cells(
                     p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
@@ -319,9 +494,34 @@ def _cells(
 
 
 @triton.jit
+def _normalizers(
+    x_ptr, sample, live, finite, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
+    D: tl.constexpr, UNIFORM: tl.constexpr, KERNELS: tl.constexpr, HARD: tl.constexpr, CENTER: tl.constexpr,
+    EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr, ACC: tl.constexpr,
+):
+    """``1/S`` per sample and soft axis (``_axis_sums``; 0 where ``S = 0``) into ``norm_ptr``
+    (``(samples, D)``), once per block: a window of several tiles reads it in each tile instead
+    of summing the whole axis window again (a Cauchy window is the whole axis)."""
+    for d in tl.static_range(D):
+        if not ((HARD >> d) & 1):
+            x = _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d, D, ACC)
+            first, anchor = _axis_start(x, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, HARD, ACC)
+            total, _, _ = _axis_sums(
+                first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15, (CENTER >> d) & 1,
+                False, ACC, EDGES, BLOCK, CELLS,
+            )
+            tl.store(norm_ptr + sample * D + d, _inverse(total), mask=live)
+    tl.debug_barrier()  # the tiles read these values from other threads than wrote them
+
+
+@triton.jit
 def _accumulate(ptr, value, mask, fixed_scale, FIXED_POINT: tl.constexpr):
-    """Add into a partial buffer: floats, or 64-bit fixed point (exact, order-independent)."""
-    if FIXED_POINT:
+    """Add into a partial buffer: floats, or 64-bit fixed point (exact, order-independent); or,
+    with ``FIXED_POINT == 2``, keep the largest magnitude added there (exact, order-independent:
+    the bound that sizes the fixed point where no formula bounds the values)."""
+    if FIXED_POINT == 2:
+        tl.atomic_max(ptr, tl.abs(value), mask=mask)
+    elif FIXED_POINT:
         tl.atomic_add(ptr, tl.floor(value * fixed_scale + 0.5).to(tl.int64), mask=mask)
     else:
         tl.atomic_add(ptr, value, mask=mask)
@@ -335,9 +535,11 @@ def _forward_kernel(
     axis_int_ptr,  # (D, 6) int64 per-axis parameters (_INT_FIELDS)
     axis_float_ptr,  # (D, 5) float64 per-axis parameters (_FLOAT_FIELDS)
     out_ptr,  # (copies, rows * cells) partial histograms: accumulation dtype, or int64 fixed point
+    norm_ptr,  # (rows * n, D) scratch for 1/S of normalized samples (when NORMALIZE)
     total, n, cells, window_cells, blocks_per_program, copies, fixed_scale,
     D: tl.constexpr, UNIFORM: tl.constexpr, KERNELS: tl.constexpr, HARD: tl.constexpr, HAS_WEIGHT: tl.constexpr,
-    FIXED_POINT: tl.constexpr, EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
+    FIXED_POINT: tl.constexpr, CENTER: tl.constexpr, NORMALIZE: tl.constexpr, EDGES: tl.constexpr, BLOCK: tl.constexpr,
+    CELLS: tl.constexpr,
 ):
     ACC: tl.constexpr = edges_ptr.dtype.element_ty
     pid = tl.program_id(0).to(tl.int64)
@@ -346,15 +548,19 @@ def _forward_kernel(
         sample, live, finite, weight, row = _block_samples(
             x_ptr, w_ptr, pid * blocks_per_program + i, total, n, cells, axis_float_ptr, D, HAS_WEIGHT, BLOCK, ACC
         )
+        if NORMALIZE:
+            _normalizers(
+                x_ptr, sample, live, finite, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
+                D, UNIFORM, KERNELS, HARD, CENTER, EDGES, BLOCK, CELLS, ACC,
+            )
         for first_cell in range(0, window_cells, CELLS):  # wide windows take several tiles
             cell = first_cell + tl.arange(0, CELLS)[None, :]
             mass, target, keep = _cells(
-                x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
-                -1, D, UNIFORM, KERNELS, HARD, EDGES, BLOCK, CELLS, ACC,
+                x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
+                -1, D, UNIFORM, KERNELS, HARD, CENTER, NORMALIZE, EDGES, BLOCK, CELLS, ACC,
             )
             # A cell the kernel does not reach gets nothing, even from an infinite weight (0 * inf is NaN).
-            _accumulate(partial + row[:, None] + target, tl.where(mass != 0, mass * weight[:, None], 0.0), keep, fixed_scale,
-                        FIXED_POINT)
+            _accumulate(partial + row[:, None] + target, tl.where(mass != 0, mass * weight[:, None], 0.0), keep, fixed_scale, FIXED_POINT)
 
 
 @triton.jit
@@ -395,6 +601,13 @@ def _linear_binning_kernel(
 #   dz/dh_d = -z/h  =>  dL/dh_d = -sum_samples sum_cells O_d * (f(z_hi) z_hi - f(z_lo) z_lo) / h
 #   dz/de   =  1/h  =>  dL/de_hi += O_d f(z_hi) / h,  dL/de_lo -= O_d f(z_lo) / h
 #   dL/dw = sum_cells g * prod_d a_d.
+# Centre membership and normalized samples take each axis's a_p and derivatives da_p/dt from
+# _factor. Normalized, n_p = a_p / S with S = sum_q a_q over the axis's window (_axis_sums); the
+# quotient rule, for t = x or h: dn_p/dt = (da_p/dt - n_p sum_q da_q/dt) / S, cell by cell. An
+# edge e_q moves bin q - 1 (its upper edge), bin q (its lower edge) and S through both:
+#   dL/de_q = sum_cells O_d (da_p/de_q) / S - Abar (da_{q-1}/de_q + da_q/de_q) / S,
+# with Abar = sum_cells O_d n_p (the sample's share, w included): the first sum is scattered
+# cell by cell, the second once the tiles have summed Abar, over the window's bins.
 # x and w gradients are written once per sample; h gradients are summed per block and written
 # to that block's slot; edge gradients are scattered into partials like the forward histogram.
 @triton.jit
@@ -409,10 +622,11 @@ def _backward_kernel(
     grad_w_ptr,  # (rows * n,) out: dL/dw (written when NEED_W)
     grad_h_ptr,  # (blocks, D) out: each block's share of dL/dh (written when NEED_H)
     grad_e_ptr,  # (copies, edges) partial dL/dedges: accumulation dtype or int64 fixed point (when NEED_E)
+    norm_ptr,  # (rows * n, D) scratch for 1/S of normalized samples (when NORMALIZE)
     total, n, cells, window_cells, blocks_per_program, copies, edge_count, fixed_scale,
     D: tl.constexpr, UNIFORM: tl.constexpr, KERNELS: tl.constexpr, HARD: tl.constexpr, HAS_WEIGHT: tl.constexpr,
-    FIXED_POINT: tl.constexpr, NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_H: tl.constexpr,
-    NEED_E: tl.constexpr, EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
+    FIXED_POINT: tl.constexpr, CENTER: tl.constexpr, NORMALIZE: tl.constexpr, NEED_X: tl.constexpr, NEED_W: tl.constexpr,
+    NEED_H: tl.constexpr, NEED_E: tl.constexpr, EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
 ):
     ACC: tl.constexpr = edges_ptr.dtype.element_ty
     pid = tl.program_id(0).to(tl.int64)
@@ -422,13 +636,18 @@ def _backward_kernel(
         sample, live, finite, weight, row = _block_samples(
             x_ptr, w_ptr, block, total, n, cells, axis_float_ptr, D, HAS_WEIGHT, BLOCK, ACC
         )
+        if NORMALIZE and (NEED_W or D > 1):  # what _cells reads (the axis being differentiated sums its own)
+            _normalizers(
+                x_ptr, sample, live, finite, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
+                D, UNIFORM, KERNELS, HARD, CENTER, EDGES, BLOCK, CELLS, ACC,
+            )
         if NEED_W:
             grad_w = tl.zeros([BLOCK], dtype=ACC)
             for first_cell in range(0, window_cells, CELLS):
                 cell = first_cell + tl.arange(0, CELLS)[None, :]
                 mass, target, keep = _cells(
-                    x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
-                    -1, D, UNIFORM, KERNELS, HARD, EDGES, BLOCK, CELLS, ACC,
+                    x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
+                    -1, D, UNIFORM, KERNELS, HARD, CENTER, NORMALIZE, EDGES, BLOCK, CELLS, ACC,
                 )
                 g = tl.load(grad_ptr + row[:, None] + target, mask=keep, other=0.0)  # 0 on virtual bins
                 grad_w += tl.sum(g * mass, axis=1)
@@ -437,6 +656,93 @@ def _backward_kernel(
             if (HARD >> d) & 1:  # a hard axis passes no gradient to its coordinate, edges or bandwidth
                 if NEED_X:
                     tl.store(grad_x_ptr + sample * D + d, tl.zeros([BLOCK], dtype=ACC), mask=live)
+            elif (((CENTER >> d) & 1) | NORMALIZE) and (NEED_X or NEED_H or ((NEED_E >> d) & 1)):
+                x = _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d, D, ACC)
+                first, anchor = _axis_start(x, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, HARD, ACC)
+                inverse = tl.full([BLOCK], 1.0, ACC)
+                sum_dx = tl.zeros([BLOCK], dtype=ACC)
+                sum_dh = tl.zeros([BLOCK], dtype=ACC)
+                if NORMALIZE:
+                    sum_a, sum_dx, sum_dh = _axis_sums(
+                        first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                        (CENTER >> d) & 1, NEED_X or NEED_H,
+                        ACC, EDGES, BLOCK, CELLS,
+                    )
+                    inverse = _inverse(sum_a)
+                grad_x = tl.zeros([BLOCK], dtype=ACC)
+                grad_h = tl.zeros([BLOCK], dtype=ACC)
+                share = tl.zeros([BLOCK], dtype=ACC)  # Abar
+                for first_cell in range(0, window_cells, CELLS):
+                    cell = first_cell + tl.arange(0, CELLS)[None, :]
+                    others, target, keep = _cells(
+                        x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
+                        d, D, UNIFORM, KERNELS, HARD, CENTER, NORMALIZE, EDGES, BLOCK, CELLS, ACC,
+                    )
+                    g = tl.load(grad_ptr + row[:, None] + target, mask=keep, other=0.0)
+                    others = others * g * weight[:, None]
+                    p = _window_bin(cell, axis_int_ptr, d)
+                    scale = inverse[:, None]
+                    if NORMALIZE:
+                        normalized = _factor(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "value", ACC, EDGES, BLOCK, CELLS,
+                        ) * scale
+                        share += tl.sum(others * normalized, axis=1)
+                    else:
+                        normalized = tl.zeros([BLOCK, CELLS], dtype=ACC)
+                    if NEED_X:
+                        dx = _factor(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "dx", ACC, EDGES, BLOCK, CELLS,
+                        )
+                        grad_x += tl.sum(others * (dx - normalized * sum_dx[:, None]) * scale, axis=1)
+                    if NEED_H:
+                        dh = _factor(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "dh", ACC, EDGES, BLOCK, CELLS,
+                        )
+                        grad_h += tl.sum(others * (dh - normalized * sum_dh[:, None]) * scale, axis=1)
+                    if (NEED_E >> d) & 1:
+                        lo = _factor(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "lo", ACC, EDGES, BLOCK, CELLS,
+                        )
+                        hi = _factor(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "hi", ACC, EDGES, BLOCK, CELLS,
+                        )
+                        e_lo, e_hi = _at_cells(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            "index", ACC, EDGES, BLOCK, CELLS,
+                        )
+                        _accumulate(edge_partial + e_lo, others * lo * scale, keep, fixed_scale, FIXED_POINT)
+                        _accumulate(edge_partial + e_hi, others * hi * scale, keep, fixed_scale, FIXED_POINT)
+                if NORMALIZE and ((NEED_E >> d) & 1):  # -Abar (da_{q-1}/de_q + da_q/de_q) / S, bin by bin
+                    bins = tl.load(axis_int_ptr + d * 6)
+                    window = tl.load(axis_int_ptr + d * 6 + 1)
+                    spread = -(share * inverse)[:, None]
+                    for start in range(0, window, CELLS):
+                        p = start + tl.arange(0, CELLS)[None, :]
+                        valid = live[:, None] & (p < window) & (first[:, None] + p < bins)
+                        p = tl.minimum(p, window - 1)
+                        lo = _factor(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "lo", ACC, EDGES, BLOCK, CELLS,
+                        )
+                        hi = _factor(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            (CENTER >> d) & 1, "hi", ACC, EDGES, BLOCK, CELLS,
+                        )
+                        e_lo, e_hi = _at_cells(
+                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
+                            "index", ACC, EDGES, BLOCK, CELLS,
+                        )
+                        _accumulate(edge_partial + e_lo, spread * lo, valid, fixed_scale, FIXED_POINT)
+                        _accumulate(edge_partial + e_hi, spread * hi, valid, fixed_scale, FIXED_POINT)
+                if NEED_X:
+                    tl.store(grad_x_ptr + sample * D + d, grad_x, mask=live)
+                if NEED_H:
+                    tl.store(grad_h_ptr + block * D + d, tl.sum(grad_h, axis=0))
             elif NEED_X or NEED_H or ((NEED_E >> d) & 1):
                 x = _sample_column(x_ptr, sample, live, finite, axis_float_ptr, d, D, ACC)
                 first, anchor = _axis_start(x, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, HARD, ACC)
@@ -445,8 +751,8 @@ def _backward_kernel(
                 for first_cell in range(0, window_cells, CELLS):
                     cell = first_cell + tl.arange(0, CELLS)[None, :]
                     others, target, keep = _cells(
-                        x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr,
-                        d, D, UNIFORM, KERNELS, HARD, EDGES, BLOCK, CELLS, ACC,
+                        x_ptr, sample, live, finite, cell, window_cells, edges_ptr, axis_int_ptr, axis_float_ptr, norm_ptr,
+                        d, D, UNIFORM, KERNELS, HARD, CENTER, NORMALIZE, EDGES, BLOCK, CELLS, ACC,
                     )
                     g = tl.load(grad_ptr + row[:, None] + target, mask=keep, other=0.0)
                     others = others * g * weight[:, None]
@@ -542,7 +848,10 @@ class _Launch:
     @staticmethod
     def plan(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binning: Binning) -> "_Launch":
         rows, n, dims = x.shape
-        acc = accumulation_dtype(x.dtype)
+        # Normalized samples divide by their sum S, which is tiny for a sample whose support barely
+        # reaches the range: float32 masses there (F(z_hi) - F(z_lo) near 0 or 1) keep too few digits
+        # after the division, so these calls compute in float64 (results come back in the call's dtype).
+        acc = torch.float64 if binning.normalize_samples else accumulation_dtype(x.dtype)
         edges = [e.detach().to(acc) for e in edges]
         kernels = [None if hard else k for k, hard in zip(binning.kernels, binning.hard_axes)]
         windows = [window_edges(axis, k, e) - 1 for axis, k, e in zip(binning.axes, kernels, edges)]  # bins per window
@@ -571,7 +880,9 @@ class _Launch:
             meta=dict(
                 D=dims, UNIFORM=uniform, KERNELS=sum(_KERNEL_CODES[k.name] << (4 * d) for d, k in enumerate(binning.kernels)),
                 HARD=sum(1 << d for d, hard in enumerate(binning.hard_axes) if hard), HAS_WEIGHT=weight is not None,
-                FIXED_POINT=torch.are_deterministic_algorithms_enabled(), EDGES=edges_tile, BLOCK=block, CELLS=cells_padded,
+                FIXED_POINT=int(torch.are_deterministic_algorithms_enabled()),
+                CENTER=sum(1 << d for d, axis in enumerate(binning.axes) if axis.membership == "center"),
+                NORMALIZE=int(binning.normalize_samples), EDGES=edges_tile, BLOCK=block, CELLS=cells_padded,
                 enable_fp_fusion=True,  # fused multiply-adds, said explicitly (Triton's default is changing)
             ),
         )
@@ -584,12 +895,18 @@ class _Launch:
     def fixed_point(self) -> bool:
         return self.meta["FIXED_POINT"]
 
+    def scratch(self) -> Tensor:
+        """The kernels' ``(samples, D)`` scratch for normalized samples' ``1/S`` (else a placeholder)."""
+        if not self.meta["NORMALIZE"]:
+            return self.edges
+        return torch.empty(self.total * self.meta["D"], dtype=self.edges.dtype, device=self.x.device)
+
     def copies(self, slots: int) -> int:
         """Private partial buffers of ``slots`` entries: one per program, within a memory budget."""
         return max(1, min(self.programs, _PARTIAL_BYTES // (8 * max(slots, 1))))
 
-    def partials(self, copies: int, slots: int) -> Tensor:
-        dtype = torch.int64 if self.fixed_point else self.edges.dtype
+    def partials(self, copies: int, slots: int, fixed_point: Optional[bool] = None) -> Tensor:
+        dtype = torch.int64 if (self.fixed_point if fixed_point is None else fixed_point) else self.edges.dtype
         return torch.zeros(copies, slots, dtype=dtype, device=self.x.device)
 
     def merge(self, partials: Tensor, scale: float) -> Tensor:
@@ -614,6 +931,26 @@ def _weight_bound(weight: Optional[Tensor], samples: int) -> float:
     if weight is None:
         return float(samples)
     return float(weight.detach().abs().sum(dtype=torch.float64))
+
+
+def _membership_bound(launch: "_Launch", binning: Binning) -> float:
+    """A bound on a sample's cells' sum per unit of weight: 1 for masses and normalized samples.
+    A centre axis sums ``s_p f(c_p)`` with ``s_p = Delta_p / h``: on either side of the mode ``f``
+    is monotone, so ``s_p f(c_p) = 2 (hi_p - c_p) f(c_p) / h <= 2 int_{c_p}^{hi_p} f`` (or from
+    ``lo_p`` on the falling side), and the bin holding the mode adds at most ``s_max f(0)``:
+    ``sum_p s_p f(c_p) <= 2 + s_max f(0)``; the cells' sum is the product of the axes' sums."""
+    if binning.normalize_samples:
+        return 1.0
+    bound = 1.0
+    for d, (axis, kernel, hard) in enumerate(zip(binning.axes, binning.kernels, binning.hard_axes)):
+        if axis.membership == "center" and not hard:
+            if axis.uniform is not None:
+                widest = 1.0 / axis.scale
+            else:
+                start = launch.edge_offsets[d]
+                widest = float(launch.edges[start : start + axis.bins + 1].diff().max())
+            bound *= 2.0 + widest / axis.bandwidth * float(kernel.pdf(torch.zeros((), dtype=torch.float64)))
+    return bound
 
 
 @functools.lru_cache(maxsize=64)
@@ -656,11 +993,13 @@ def _forward(x: Tensor, weight: Optional[Tensor], edges: Sequence[Tensor], binni
     slots = launch.rows * launch.cells
     copies = launch.copies(slots)
     out = launch.partials(copies, slots)
-    scale = _fixed_point_scale(_weight_bound(launch.weight, launch.total)) if launch.fixed_point else 1.0
+    scale = 1.0
+    if launch.fixed_point:
+        scale = _fixed_point_scale(_weight_bound(launch.weight, launch.total) * _membership_bound(launch, binning))
     with _device_of(x):
         _forward_kernel[(launch.programs,)](
             launch.x, launch.x if launch.weight is None else launch.weight, launch.edges,
-            launch.axis_int, launch.axis_float, out,
+            launch.axis_int, launch.axis_float, out, launch.scratch(),
             launch.total, launch.n, launch.cells, launch.window_cells, launch.blocks_per_program, copies,
             scale, **launch.meta,
         )
@@ -682,7 +1021,21 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
     copies = launch.copies(edge_count)
     grad_e = launch.partials(copies, edge_count) if any(need_edges) else None
     scale = 1.0
-    if grad_e is not None and launch.fixed_point:
+    if grad_e is not None and launch.fixed_point and not binning.plain:
+        # No formula bounds these edge gradients (1/S of normalized samples has none): a first pass
+        # finds the largest contribution, and an edge takes at most 2 (window cells + 1) per sample.
+        largest = launch.partials(copies, edge_count, fixed_point=False)
+        with _device_of(x):
+            _backward_kernel[(launch.programs,)](
+                launch.x, launch.x if launch.weight is None else launch.weight, launch.edges,
+                launch.axis_int, launch.axis_float, grad, launch.edges, launch.edges, launch.edges, largest, launch.scratch(),
+                launch.total, launch.n, launch.cells, launch.window_cells, launch.blocks_per_program, copies,
+                edge_count, 1.0,
+                NEED_X=False, NEED_W=False, NEED_H=False,
+                NEED_E=sum(1 << d for d, need in enumerate(need_edges) if need), **dict(launch.meta, FIXED_POINT=2),
+            )
+        scale = _fixed_point_scale(float(largest.max()) * launch.total * 2.0 * (launch.window_cells + 1))
+    elif grad_e is not None and launch.fixed_point:
         # |dL/de| summed over a sample's cells is at most 2 * window * max f / h per unit of |g w|.
         per_weight = max(
             2.0 * window * float(kernel.pdf(torch.zeros((), dtype=torch.float64))) / axis.bandwidth
@@ -696,7 +1049,7 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
             launch.x, launch.x if launch.weight is None else launch.weight, launch.edges,
             launch.axis_int, launch.axis_float, grad,
             dummy if grad_x is None else grad_x, dummy if grad_w is None else grad_w,
-            dummy if grad_h is None else grad_h, dummy if grad_e is None else grad_e,
+            dummy if grad_h is None else grad_h, dummy if grad_e is None else grad_e, launch.scratch(),
             launch.total, launch.n, launch.cells, launch.window_cells, launch.blocks_per_program, copies,
             edge_count, scale,
             NEED_X=need_x, NEED_W=need_w, NEED_H=need_h,
@@ -714,5 +1067,5 @@ def _backward(grad: Tensor, x: Tensor, weight: Optional[Tensor], edges: Sequence
     return grad_x, grad_w, grad_h, grad_e_list
 
 
-TRITON_ENGINE = Engine(_forward, _backward, hard_histogram)
+TRITON_ENGINE = Engine(_forward, _backward, hard_histogram, supports=lambda binning: native_unsupported(binning, OPTIONS))
 
