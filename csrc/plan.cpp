@@ -54,8 +54,8 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
       a.pad = 2 * a.reach;
       a.extent = a.bins + 2 * a.pad + (a.cells - a.width);
       const int64_t size = a.q * 2 * a.cells;
-      a.mass = tab + table_used, a.du = a.mass + size, a.dhb = a.du + size;
-      table_used += 3 * size;
+      a.mass = tab + table_used, a.du = a.mass + size, a.dhb = a.du + size, a.sums = a.dhb + size;
+      table_used += 3 * size + 3 * 2 * a.q;
     } else if (a.kind == HARD) {
       a.cells = 1;
       a.extent = a.bins;
@@ -67,8 +67,8 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
     }
     STD_TORCH_CHECK(a.kernel >= 0 && a.kernel <= 7, "softhist: unknown kernel id ", a.kernel);
     STD_TORCH_CHECK((a.membership == MASS || a.membership == CENTER) && (a.normalize == 0 || a.normalize == 1) &&
-                        (a.kind != TABLE || a.normalize == 0),
-                    "softhist: bad membership or normalization (tables are not normalized)");
+                        (a.kind != TABLE || a.normalize == 0 || (p.dims == 1 && x.scalar_type() == ScalarType::Float)),
+                    "softhist: bad membership or normalization (normalized tables: one float32 axis)");
     STD_TORCH_CHECK(a.support > 0.0 && (std::isfinite(a.support) || a.kind == HARD || (a.kind != TABLE && a.width == a.bins + 1)),
                     "softhist: a kernel that is never cut takes windows of the whole axis");
     STD_TORCH_CHECK(!no_edges || a.kind == EXACT_UNIFORM || a.kind == TABLE, "softhist: this axis reads its edges; none were given");

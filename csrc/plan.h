@@ -57,6 +57,7 @@ struct Axis : AxisPlan {
   int64_t pad = 0, extent = 0;   // padding bins each side; stored extent (table windows write into the padding)
   const double* edges = nullptr;                               // bins + 1
   const float *mass = nullptr, *du = nullptr, *dhb = nullptr;  // table rows (Q, 2, cells): mass, d/du, d/dhb (bin units)
+  const float* sums = nullptr;   // (3, Q, 2): each row's sums of values and of steps, in the mass, du, dhb tables
 };
 
 struct Plan {

@@ -272,12 +272,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
   double* const g = g_store.get();
   if (!per_row)
     for (int64_t r = 0; r < p.rows; ++r) padded_row(r, g + r * p.stored);
+  const bool normalized = a0.kind == TABLE && a0.normalize;  // one float32 axis (make_plan)
+  const bool mass_dots = need.w || (normalized && a0.membership == CENTER);  // centre samples divided by their sums read them
   std::vector<double> gvs(gtable ? 3 * p.rows * gv_size : 0);
   if (gtable) {
     for (int64_t r = 0; r < p.rows; ++r) {
       double* gv = gvs.data() + 3 * r * gv_size;
       if (need.x) gradient_table(a0, a0.du, g + r * p.stored, gv);
-      if (need.w) gradient_table(a0, a0.mass, g + r * p.stored, gv + gv_size);
+      if (mass_dots) gradient_table(a0, a0.mass, g + r * p.stored, gv + gv_size);
       if (need.h) gradient_table(a0, a0.dhb, g + r * p.stored, gv + 2 * gv_size);
     }
   }
@@ -305,6 +307,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     std::vector<double> wt(buffers), coords(buffers), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(buffers * D), block_gw(buffers);
     std::unique_ptr<double[]> dots(new double[table_1d ? 8 * BLOCK : 0]);
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
+    std::unique_ptr<TableEnds> ends(table_1d && normalized ? new TableEnds(a0) : nullptr);
     std::unique_ptr<TableBlock2D> tb2(table_2d ? new TableBlock2D : nullptr);
     std::unique_ptr<double[]> scratch(new double[per_row ? p.stored : 0]);
     std::vector<double> moments(sums ? nodes->moments() : 0);
@@ -323,13 +326,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
             table_positions(a0, xp + a, wp ? wp + a : nullptr, m, *tb);
             float* gx_block = gx ? gx + a : nullptr;
             float* gw_block = gw ? gw + a : nullptr;
-            if (gtable) {
+            // Normalized samples: those whose window meets a range end are split off and take the
+            // exact windows; the others, by mass, are normalized already (their window holds the
+            // kernel's whole support: sum 1, derivatives summing to 0), by centre divided by their row sums.
+            if (ends) table_1d_split_ends(a0, *tb, m, xp + a, wp ? wp + a : nullptr, *ends);
+            if (ends && a0.membership == CENTER) {
+              const double* gv = gtable ? gvs.data() + 3 * row * gv_size : nullptr;
+              const double* const rows_gv[3] = {gv, gv ? gv + gv_size : nullptr, gv ? gv + 2 * gv_size : nullptr};
+              table_1d_backward_normalized(a0, *tb, grow, m, rows_gv, gx != nullptr, gw != nullptr, need.h, gx_block, gw_block, gh);
+            } else if (gtable) {
               const double* gv = gvs.data() + 3 * row * gv_size;
               gtable_1d_backward(a0, *tb, m, gx ? gv : nullptr, gw ? gv + gv_size : nullptr, need.h ? gv + 2 * gv_size : nullptr,
                                  gx_block, gw_block, gh);
             } else {
               table_1d_backward(a0, *tb, grow, m, gw != nullptr, need.h, dots.get(), gx_block, gw_block, gh);
             }
+            if (ends) table_1d_ends_backward(a0, *ends, grow, gx != nullptr, gw != nullptr, need.h, gx_block, gw_block, gh);
             continue;
           }
           if (table_2d) {

@@ -153,6 +153,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
     std::vector<uint8_t> valid(tables ? 0 : block);
     std::vector<double> wt(tables ? 0 : block), coords(tables ? 0 : block), vals(offsets.size() + 1);
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
+    std::unique_ptr<TableEnds> ends(table_1d && p.axes[0].normalize ? new TableEnds(p.axes[0]) : nullptr);
     std::unique_ptr<TableBlock2D> tb2(table_2d ? new TableBlock2D : nullptr);
     // A float64 output without padding is its own scratch: the same sums, no copy of the row.
     const bool in_output = std::is_same_v<scalar_t, double> && direct && lanes == 1 && p.stored == p.cells;
@@ -169,7 +170,11 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (table_1d) {
             table_positions(p.axes[0], xp + a, wp ? wp + a : nullptr, m, *tb);
-            table_1d_forward(p.axes[0], *tb, m, hist, lanes, p.stored);
+            // Normalized samples (TableEnds): those whose window meets a range end take the exact
+            // windows; the others, by mass, are normalized already (their window holds the
+            // kernel's whole support), by centre divided by their row sums.
+            table_1d_forward(p.axes[0], *tb, m, hist, lanes, p.stored, ends.get(), xp + a, wp ? wp + a : nullptr);
+            if (ends) table_1d_ends_forward(p.axes[0], *ends, hist, lanes, p.stored);
             continue;
           }
           if (table_2d) {

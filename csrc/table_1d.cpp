@@ -38,22 +38,61 @@ SOFTHIST_HOT void table_positions(const Axis& a, const float* xs, const float* w
   else wt ? positions<false, true>(grid, xs, wt, m, b) : positions<false, false>(grid, xs, wt, m, b);
 }
 
-// Forward: each sample adds w * (row + t * step) into its window.
-SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m, double* hist, int64_t lanes, int64_t lane_size) {
+// The sum of table `k`'s row q at t (0 mass, 1 du, 2 dhb), from the rows' sums of values and steps.
+SOFTHIST_INLINE double row_sum(const Axis& a, int k, int32_t q, float t) {
+  const float* s = a.sums + (int64_t(k) * a.q + q) * 2;
+  return double(s[0]) + double(t) * double(s[1]);
+}
+
+// Whether a sample in the table's reach has a window that meets a range end (TableEnds).
+SOFTHIST_INLINE bool at_an_end(const Axis& a, const TableBlock& b, int64_t i) {
+  return b.valid[i] && (b.bin[i] < 2 * a.reach || b.bin[i] > a.bins - 1);
+}
+
+// Moves sample i of the block into `e` (its weight from wt, 1 without).
+SOFTHIST_INLINE void add_end(TableEnds& e, int64_t i, const float* xs, const float* wt) {
+  e.index[e.count] = int32_t(i), e.x[e.count] = double(xs[i]), e.w[e.count] = wt ? double(wt[i]) : 1.0;
+  ++e.count;
+}
+
+// Each sample adds w * (row + t * step) into its window; NORMALIZED: the samples at an end move
+// into `ends`, and centre rows are divided by their sums (table_1d.h).
+template <bool NORMALIZED>
+SOFTHIST_INLINE void forward_rows(const Axis& a, const TableBlock& b, int64_t m, double* hist, int64_t lanes, int64_t lane_size,
+                                  TableEnds* ends, const float* xs, const float* wt) {
   const int64_t w8 = a.cells, row_size = 2 * w8;
+  const bool centre = a.membership == CENTER;
+  if (NORMALIZED) ends->count = 0;
   for (int64_t i = 0; i < m; ++i) {
+    double w = b.w[i];
+    if (NORMALIZED) {
+      if (at_an_end(a, b, i)) {
+        add_end(*ends, i, xs, wt);
+        continue;
+      }
+      if (centre) {
+        const double S = row_sum(a, 0, b.q[i], b.t[i]);
+        w = S != 0.0 ? w / S : 0.0;
+      }
+    }
     const float* row = a.mass + b.q[i] * row_size;
     double* h = hist + (i & (lanes - 1)) * lane_size + b.bin[i];
-    if (!std::isfinite(b.w[i])) {  // rare: the weight goes only where the row's mass is not 0
+    if (!std::isfinite(w)) {  // rare: the weight goes only where the row's mass is not 0
       for (int64_t j = 0; j < w8; j += 8) {
         double r[8];
         SOFTHIST_AT8(r) = SOFTHIST_LERP8(row, w8, j, b.t[i]);
-        for (int k = 0; k < 8; ++k) h[j + k] += weighted(b.w[i], r[k]);
+        for (int k = 0; k < 8; ++k) h[j + k] += weighted(w, r[k]);
       }
       continue;
     }
-    for (int64_t j = 0; j < w8; j += 8) SOFTHIST_AT8(h + j) += b.w[i] * SOFTHIST_LERP8F(row, w8, j, b.t[i]);
+    for (int64_t j = 0; j < w8; j += 8) SOFTHIST_AT8(h + j) += w * SOFTHIST_LERP8F(row, w8, j, b.t[i]);
   }
+}
+
+SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m, double* hist, int64_t lanes, int64_t lane_size,
+                                   TableEnds* ends, const float* xs, const float* wt) {
+  if (ends) forward_rows<true>(a, b, m, hist, lanes, lane_size, ends, xs, wt);
+  else forward_rows<false>(a, b, m, hist, lanes, lane_size, nullptr, xs, wt);
 }
 
 // Backward: per sample, the dot of the cells' gradients with an interpolated row, in float64.
@@ -111,6 +150,103 @@ SOFTHIST_HOT void gtable_1d_backward(const Axis& a, const TableBlock& b, int64_t
     if (gvx) gx[i] = ok ? float(w * (gvx[k] + t * (gvx[k + 1] - gvx[k]))) : 0.0f;
     if (gvw) gw[i] = ok ? float(gvw[k] + t * (gvw[k + 1] - gvw[k])) : 0.0f;
     if (gvh) sum_h += ok ? w * (gvh[k] + t * (gvh[k + 1] - gvh[k])) : 0.0;
+  }
+  *gh += sum_h;
+}
+
+// The table axis as exact windows: K = ceil(2 T hb) + 2 edges (capped at the axis), as the
+// Python plan gives EXACT_UNIFORM axes.
+static Axis exact_axis(const Axis& a) {
+  Axis e = a;
+  e.kind = EXACT_UNIFORM;
+  e.width = std::clamp<int64_t>(int64_t(std::ceil(2.0 * a.support * (a.h * a.scale))) + 2, 2, a.bins + 1);
+  e.q = e.reach = e.row1 = e.row2 = 0;
+  e.cut1 = e.cut2 = 1.0;
+  e.cells = e.width - 1;
+  e.pad = 0;
+  e.extent = a.bins;
+  e.mass = e.du = e.dhb = nullptr;
+  return e;
+}
+
+TableEnds::TableEnds(const Axis& a) : exact(exact_axis(a)), ws(exact, BLOCK) {}
+
+SOFTHIST_HOT void table_1d_split_ends(const Axis& a, TableBlock& b, int64_t m, const float* xs, const float* wt, TableEnds& e) {
+  e.count = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    if (!at_an_end(a, b, i)) continue;
+    add_end(e, i, xs, wt);
+    b.valid[i] = 0, b.w[i] = 0.0;
+  }
+}
+
+SOFTHIST_HOT void table_1d_ends_forward(const Axis& a, TableEnds& e, double* hist, int64_t lanes, int64_t lane_size) {
+  if (e.count == 0) return;
+  std::fill(e.valid, e.valid + e.count, uint8_t(1));
+  axis_windows(e.exact, e.x, e.count, e.ws, e.valid, {true, false, false, false});
+  const int64_t C = e.exact.cells;
+  for (int64_t k = 0; k < e.count; ++k) {
+    if (!e.valid[k]) continue;
+    double* h = hist + (e.index[k] & (lanes - 1)) * lane_size + a.pad + e.ws.first[k];
+    const double* v = e.ws.mass.data() + k * C;
+    const double w = e.w[k];
+    if (std::isfinite(w))
+      for (int64_t j = 0; j < C; ++j) h[j] += w * v[j];
+    else
+      for (int64_t j = 0; j < C; ++j) h[j] += weighted(w, v[j]);
+  }
+}
+
+// With n_p = a_p / S, S = sum_q a_q, and for a parameter t (u or hb) the quotient rule
+// dn_p/dt = (da_p/dt - n_p dS/dt) / S, dS/dt = sum_q da_q/dt: with G the cells' gradients and
+// Abar = sum_p n_p G_p = (mass row . G) / S,
+//   dL/dw = Abar,   dL/dt = w (dt row . G - Abar sum_q da_q/dt) / S,
+// the u and hb rows times scale for x and h (as table_1d_backward). The row dots come from the
+// gradient tables where given (interpolated as gtable_1d_backward does), else from the rows.
+SOFTHIST_HOT void table_1d_backward_normalized(const Axis& a, const TableBlock& b, const double* g, int64_t m, const double* const gv[3],
+                                               bool need_x, bool need_w, bool need_h, float* gx, float* gw, double* gh) {
+  const int64_t w8 = a.cells, row_size = 2 * w8, stride = a.q + 1;
+  auto dot_g = [&](const float* tab, const double* gvt, int64_t i) {
+    if (gvt) {
+      const int64_t k = int64_t(b.bin[i]) * stride + b.q[i];
+      return gvt[k] + double(b.t[i]) * (gvt[k + 1] - gvt[k]);
+    }
+    double acc[8];
+    row_dot8(acc, g + b.bin[i], tab + b.q[i] * row_size, w8, b.t[i]);
+    return sum8(SOFTHIST_LOAD8(acc));
+  };
+  double sum_h = 0.0;
+  for (int64_t i = 0; i < m; ++i) {
+    const double S = b.valid[i] ? row_sum(a, 0, b.q[i], b.t[i]) : 0.0;
+    if (S == 0.0) {  // out of reach, split off, or reaching no cell: no gradient here
+      if (need_x) gx[i] = 0.0f;
+      if (need_w) gw[i] = 0.0f;
+      continue;
+    }
+    const double inv = 1.0 / S, bar = dot_g(a.mass, gv[1], i) * inv, w = b.w[i] * a.scale;
+    if (need_w) gw[i] = float(bar);
+    if (need_x) gx[i] = float(w * (dot_g(a.du, gv[0], i) - bar * row_sum(a, 1, b.q[i], b.t[i])) * inv);
+    if (need_h) sum_h += w * (dot_g(a.dhb, gv[2], i) - bar * row_sum(a, 2, b.q[i], b.t[i])) * inv;
+  }
+  *gh += sum_h;
+}
+
+// The exact windows' derivatives are in data units and normalized already (normalize_windows):
+// dL/dx = w (dx . G), dL/dw = mass . G, dL/dh = w (dh . G), as backward_block's one exact axis.
+SOFTHIST_HOT void table_1d_ends_backward(const Axis& a, TableEnds& e, const double* g, bool need_x, bool need_w, bool need_h, float* gx,
+                                         float* gw, double* gh) {
+  if (e.count == 0) return;
+  std::fill(e.valid, e.valid + e.count, uint8_t(1));
+  axis_windows(e.exact, e.x, e.count, e.ws, e.valid, {need_w, need_x, need_h, false});
+  const int64_t C = e.exact.cells;
+  double sum_h = 0.0;
+  for (int64_t k = 0; k < e.count; ++k) {
+    const int64_t i = e.index[k];
+    const bool ok = e.valid[k];
+    const double* A = g + a.pad + e.ws.first[k];
+    if (need_x) gx[i] = ok ? float(e.w[k] * dot(A, e.ws.dx.data() + k * C, C)) : 0.0f;
+    if (need_w) gw[i] = ok ? float(dot(A, e.ws.mass.data() + k * C, C)) : 0.0f;
+    if (need_h && ok) sum_h += e.w[k] * dot(A, e.ws.dh.data() + k * C, C);
   }
   *gh += sum_h;
 }

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "plan.h"
+#include "windows.h"
 
 namespace softhist::native {
 
@@ -18,8 +19,11 @@ struct TableBlock {
 
 // Grid positions and weights of a block of m samples (weight 0 where a sample reaches no bin).
 void table_positions(const Axis& a, const float* xs, const float* wt, int64_t m, TableBlock& b);
-// Forward: each sample adds w * (row + t * step) into its window, in lane i % lanes.
-void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m, double* hist, int64_t lanes, int64_t lane_size);
+struct TableEnds;
+// Forward: each sample adds w * (row + t * step) into its window, in lane i % lanes. Normalized
+// samples (`ends` given, with the block's xs and weights): see TableEnds.
+void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m, double* hist, int64_t lanes, int64_t lane_size,
+                      TableEnds* ends = nullptr, const float* xs = nullptr, const float* wt = nullptr);
 // Backward through per-sample dots with the cells' gradients g (P: 8 * BLOCK scratch doubles).
 void table_1d_backward(const Axis& a, const TableBlock& b, const double* g, int64_t m, bool need_w, bool need_h, double* P,
                        float* gx, float* gw, double* gh);
@@ -27,5 +31,35 @@ void table_1d_backward(const Axis& a, const TableBlock& b, const double* g, int6
 void gradient_table(const Axis& a, const float* tab, const double* g, double* gv);
 void gtable_1d_backward(const Axis& a, const TableBlock& b, int64_t m, const double* gvx, const double* gvw, const double* gvh,
                         float* gx, float* gw, double* gh);
+
+// Normalized samples (normalize_samples) on a table axis: each sample's values divided by their
+// sum S over the bins of the range. A sample whose window lies inside the range (stored first bin
+// in [2J, B - 1], that is real bins n - J .. n + J all inside) reaches every column of its row:
+// by mass, its window holds the kernel's whole support, S = F(T) - F(-T) = 1 and dS = 0, so its
+// row is normalized already; by centre, S is the interpolated row's sum, and its derivatives the
+// derivative rows' sums (the table's row sums). A sample whose window meets a range end takes the
+// exact windows instead (windows.cpp): its S can be small, and the table's absolute error would
+// grow by 1/S. Its place in the block is kept in `index`.
+struct TableEnds {
+  Axis exact;  // the same axis, as exact windows (EXACT_UNIFORM)
+  AxisWindows ws;
+  int64_t count = 0;
+  int32_t index[BLOCK];
+  double x[BLOCK], w[BLOCK];
+  uint8_t valid[BLOCK];
+  explicit TableEnds(const Axis& a);
+};
+
+// Backward: moves the samples whose window meets a range end from the block (valid 0) into `e`.
+void table_1d_split_ends(const Axis& a, TableBlock& b, int64_t m, const float* xs, const float* wt, TableEnds& e);
+// Forward of the samples split off: their exact normalized windows, each in its own lane.
+void table_1d_ends_forward(const Axis& a, TableEnds& e, double* hist, int64_t lanes, int64_t lane_size);
+// Backward of the samples left in the block, normalized by their row sums; gv: the gradient tables
+// of the du, mass and dhb rows (null: per-sample dots with g).
+void table_1d_backward_normalized(const Axis& a, const TableBlock& b, const double* g, int64_t m, const double* const gv[3], bool need_x,
+                                  bool need_w, bool need_h, float* gx, float* gw, double* gh);
+// Backward of the samples split off (gx, gw: the block's).
+void table_1d_ends_backward(const Axis& a, TableEnds& e, const double* g, bool need_x, bool need_w, bool need_h, float* gx, float* gw,
+                            double* gh);
 
 }  // namespace softhist::native

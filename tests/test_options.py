@@ -442,6 +442,56 @@ def test_float32_centre_memberships_read_from_tables_equal_float64(kernel):
 
 @needs_cpp
 @pytest.mark.parametrize("membership", ["mass", "center"])
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic", "bspline", "triangular"])
+def test_float32_normalized_samples_read_from_tables_equal_float64(kernel, membership):
+    # One float32 axis by range with enough samples: normalized samples read the sub-bin table
+    # (those whose window meets a range end take the exact windows); samples beyond the range,
+    # some reaching no bin, weights, and gradients in x, the weights and the bandwidth against
+    # the torch engine's float64 formula.
+    torch.manual_seed(4)
+    x = (torch.rand(100_000) * 1.3 - 0.15).double()  # float32 values: both runs see the same samples
+    w = torch.rand(100_000).double()
+    bins, h = 32, torch.tensor(0.75 / 32, dtype=torch.float64)
+    options = dict(kernel=kernel, membership=membership, normalize_samples=True)
+    binning = _plan.Binning((KERNELS[kernel],), "soft", (_plan.Axis(bins, 0.75 / 32, (0.0, 1.0), membership),), "histc", (False,),
+                            normalize_samples=True)
+    if kernel != "triangular" or membership == "mass":  # (a centre triangle's kink: exact windows)
+        for _ in range(2):  # the second call finds the table built
+            ints, *_ = _cpp_backend._plan(x.float().view(1, -1, 1), [torch.linspace(0, 1, bins + 1)], binning)
+        fields = dict(zip(_cpp_backend.INT_FIELDS, ints))
+        assert fields["kind"] == _cpp_backend.TABLE and fields["normalize"] == 1
+
+    def run(backend, dtype):
+        leaves = [t.to(dtype).requires_grad_() for t in (x, w, h)]
+        out = softhist.histc(leaves[0], bins, 0, 1, weight=leaves[1], bandwidth=leaves[2], backend=backend, **options)
+        cot = torch.linspace(-1, 1, bins, dtype=torch.float64).to(dtype)
+        return [out, *torch.autograd.grad((out * cot).sum(), leaves)]
+
+    got, want = run("cpp", torch.float32), run("torch", torch.float64)
+    assert got[0].sum().item() == pytest.approx(want[0].sum().item(), rel=1e-6)  # each sample counts its weight once
+    for g, ref in zip(got[:3], want[:3]):
+        _close(g, ref, torch.float32)
+    # The bandwidth's gradient sums every sample's table row: within 2e-5 of float64.
+    assert abs(got[3].item() - want[3].item()) <= 2e-5 * abs(want[3].item())
+
+
+@needs_cpp
+@pytest.mark.parametrize("membership", ["mass", "center"])
+def test_float32_normalized_tables_are_bit_identical_across_thread_counts(membership):
+    torch.manual_seed(5)
+    x = torch.rand(300_000) * 1.2 - 0.1
+    w = torch.rand(300_000)
+
+    def run():
+        xx, ww = x.clone().requires_grad_(), w.clone().requires_grad_()
+        h = softhist.histc(xx, 64, 0, 1, weight=ww, bandwidth=0.01, membership=membership, normalize_samples=True, backend="cpp")
+        return [h, *torch.autograd.grad((h * torch.linspace(-1, 1, 64)).sum(), [xx, ww])]
+
+    same_at_thread_counts(run, (1, 3, 2))
+
+
+@needs_cpp
+@pytest.mark.parametrize("membership", ["mass", "center"])
 def test_native_options_are_bit_identical_across_thread_counts(membership):
     torch.manual_seed(2)
     x = torch.rand(200_000, dtype=torch.float64) * 1.2 - 0.1

@@ -230,11 +230,15 @@ _READY: dict = {}  # (binning, smooth, tables allowed, exact axes) -> a settled 
 
 
 def _table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout, membership: str = "mass") -> Tensor:
-    """The flattened table of :func:`_build_table`, built once and kept among the last 16 used."""
+    """The flattened table of :func:`_build_table`, then its rows' sums ``(3, rows, 2)`` (of the
+    values and of the steps: the sum of a row interpolated at t is ``s_0 + t s_1``, read by
+    normalized samples), built once and kept among the last 16 used."""
     key = (kernel, bandwidth_bins, layout, membership)
     table = _TABLES.get(key)
     if table is None:
-        table = _TABLES[key] = _build_table(kernel, bandwidth_bins, layout, membership).reshape(-1)
+        built = _build_table(kernel, bandwidth_bins, layout, membership)
+        sums = built.double().sum(-1).to(torch.float32)
+        table = _TABLES[key] = torch.cat([built.reshape(-1), sums.reshape(-1)])
         if len(_TABLES) > _TABLES_KEPT:
             _TABLES.popitem(last=False)
             _READY.clear()  # kept plans hold their tables: let the evicted one go
@@ -368,10 +372,11 @@ def _axis_plan(binning: Binning, smooth_gradients: bool, tables_allowed: bool, e
         elif axis.uniform is not None:
             kind = EXACT_UNIFORM
             bandwidth_bins = axis.bandwidth * scale
-            # Tables hold samples not normalized (a normalized sample's sum depends on where its
-            # window meets the range's ends, not on its place in its bin alone).
+            # Normalized samples: on one axis, the kernels divide by each row's sum (samples whose
+            # window meets a range end take the exact windows, table_1d.cpp); joint tables are
+            # not normalized.
             table = None
-            if not binning.normalize_samples:
+            if not binning.normalize_samples or len(binning.axes) == 1:
                 if axis.membership == "mass":
                     table = _table_size(kernel, bandwidth_bins)
                 else:
