@@ -20,7 +20,7 @@ struct TableBlock {
 void table_positions(const Axis& a, const float* xs, const float* wt, int64_t m, TableBlock& b);
 // Forward: each sample adds w * (row + t * step) into its window, in lane i % lanes.
 void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m, double* hist, int64_t lanes, int64_t lane_size);
-// Backward through per-sample dots with the cells' gradients g (P: 8 * BLOCK scratch doubles).
+// Backward through per-sample dots with the cells' gradients g (P: BLOCK scratch doubles).
 void table_1d_backward(const Axis& a, const TableBlock& b, const double* g, int64_t m, bool need_w, bool need_h, double* P,
                        float* gx, float* gw, double* gh);
 // Backward through gradient tables GV[n, q] (few bins, many samples).
