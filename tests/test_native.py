@@ -149,6 +149,7 @@ def test_table_backward_of_every_tail_length_matches_float64(bandwidth):
         for got, want in zip(native, exact):
             assert relative_error(got, want) < 2e-6
 
+
 @pytest.mark.parametrize(
     "bandwidths, kernel",
     [((0.5, 3.0), "gaussian"), ((3.0, 0.5), "gaussian"),  # in bins: 8- and 40-bin table windows on either axis
