@@ -305,7 +305,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     const int64_t block = tables ? BLOCK : p.block, buffers = tables ? 0 : p.block;
     std::vector<uint8_t> valid(buffers);
     std::vector<double> wt(buffers), coords(buffers), prefix(D + 1 + (D == 2 ? p.axes[1].cells : 0)), block_gx(buffers * D), block_gw(buffers);
-    std::unique_ptr<double[]> dots(new double[table_1d ? 8 * BLOCK : 0]);
+    std::unique_ptr<double[]> dots(new double[table_1d ? BLOCK : 0]);
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
     std::unique_ptr<TableEnds> ends(table_1d && normalized ? new TableEnds(a0) : nullptr);
     std::unique_ptr<TableBlock2D> tb2(table_2d ? new TableBlock2D : nullptr);

@@ -55,6 +55,14 @@ SOFTHIST_INLINE void add_end(TableEnds& e, int64_t i, const float* xs, const flo
   ++e.count;
 }
 
+// Whether every weight of a block is finite, in one vector loop (w - w is 0 exactly when w is finite).
+SOFTHIST_INLINE bool all_finite(const double* w, int64_t m) {
+  int32_t finite = 1;
+#pragma omp simd reduction(& : finite)
+  for (int64_t i = 0; i < m; ++i) finite &= int32_t(w[i] - w[i] == 0.0);
+  return finite;
+}
+
 // Each sample adds w * (row + t * step) into its window; NORMALIZED: the samples at an end move
 // into `ends`, and centre rows are divided by their sums (table_1d.h).
 template <bool NORMALIZED>
@@ -63,6 +71,21 @@ SOFTHIST_INLINE void forward_rows(const Axis& a, const TableBlock& b, int64_t m,
   const int64_t w8 = a.cells, row_size = 2 * w8;
   const bool centre = a.membership == CENTER;
   if (NORMALIZED) ends->count = 0;
+  // The common case first: finite weights and an 8-cell window, a loop with no branch but its
+  // own. It takes four samples a turn, one per lane (i % lanes of i % 4), with the lanes' and the
+  // table's pointers in locals (the stores, through an aliasing type, would make the compiler
+  // reload a.mass per sample).
+  if (!NORMALIZED && w8 == 8 && all_finite(b.w, m)) {
+    const float* const mass = a.mass;
+    double* const lane[4] = {hist, hist + (1 & (lanes - 1)) * lane_size, hist + (2 & (lanes - 1)) * lane_size,
+                             hist + (3 & (lanes - 1)) * lane_size};
+    int64_t i = 0;
+    for (; i + 4 <= m; i += 4)
+      for (int k = 0; k < 4; ++k)
+        SOFTHIST_AT8(lane[k] + b.bin[i + k]) += b.w[i + k] * SOFTHIST_LERP8F(mass + b.q[i + k] * 16, 8, 0, b.t[i + k]);
+    for (; i < m; ++i) SOFTHIST_AT8(lane[i & 3] + b.bin[i]) += b.w[i] * SOFTHIST_LERP8F(mass + b.q[i] * 16, 8, 0, b.t[i]);
+    return;
+  }
   for (int64_t i = 0; i < m; ++i) {
     double w = b.w[i];
     if (NORMALIZED) {
@@ -95,29 +118,75 @@ SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m
   else forward_rows<false>(a, b, m, hist, lanes, lane_size, nullptr, xs, wt);
 }
 
-// Backward: per sample, the dot of the cells' gradients with an interpolated row, in float64.
-// Two sweeps: eight partial sums per sample into P (short dependency chains let many samples be
-// in flight), then their sums times the sample's factor (0 where it reaches no bin).
-SOFTHIST_HOT void table_1d_dots(const Axis& a, const TableBlock& b, const float* tab, const double* g, int64_t m, double* P) {
-  const int64_t w8 = a.cells, row_size = 2 * w8;
-  for (int64_t i = 0; i < m; ++i) row_dot8(P + 8 * i, g + b.bin[i], tab + b.q[i] * row_size, w8, b.t[i]);
+// Backward: per sample, the dot of the cells' gradients with an interpolated row, in float64:
+// S[i] = sum_j G[bin + j] * row(q, t)[j]. Eight samples at a time: their eight products with
+// the row's first 8 cells (the rest added in) are eight vectors, summed by three rounds of
+// shuffles and adds into one vector of eight dots (about 6 operations for eight samples, where
+// reducing each vector alone takes 6 per sample). Each sample's sum follows the tree
+// ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)), which sum8_pairs repeats for the tail.
+SOFTHIST_INLINE double sum8_pairs(const v8d& v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+
+// Sample i's products with its row, folded into 8 lanes: acc[k] = sum_j G[bin + 8j + k] * row[8j + k].
+SOFTHIST_INLINE void row_products(v8d& acc, const double* g, const float* tab, const TableBlock& b, int64_t i, int64_t w8) {
+  const double* G = g + b.bin[i];
+  const float* row = tab + b.q[i] * 2 * w8;
+  acc = SOFTHIST_LOAD8(G) * SOFTHIST_LERP8F(row, w8, 0, b.t[i]);
+  for (int64_t j = 8; j < w8; j += 8) acc += SOFTHIST_LOAD8(G + j) * SOFTHIST_LERP8F(row, w8, j, b.t[i]);
 }
 
-// dL/dx = w scale (du row . G), dL/dw = (mass row . G), dL/dh += w scale (dhb row . G).
+SOFTHIST_HOT void table_1d_dots(const Axis& a, const TableBlock& b, const float* tab, const double* g, int64_t m, double* S) {
+  const int64_t w8 = a.cells;
+  int64_t i = 0;
+  for (; i + 8 <= m; i += 8) {
+    v8d p0, p1, p2, p3, p4, p5, p6, p7;
+    row_products(p0, g, tab, b, i, w8), row_products(p1, g, tab, b, i + 1, w8), row_products(p2, g, tab, b, i + 2, w8);
+    row_products(p3, g, tab, b, i + 3, w8), row_products(p4, g, tab, b, i + 4, w8), row_products(p5, g, tab, b, i + 5, w8);
+    row_products(p6, g, tab, b, i + 6, w8), row_products(p7, g, tab, b, i + 7, w8);
+    // Round 1: lane 2k + r of aK holds sample 2K + r's cells 2k and 2k + 1, added.
+    const v8d a0 = __builtin_shufflevector(p0, p1, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(p0, p1, 1, 9, 3, 11, 5, 13, 7, 15);
+    const v8d a1 = __builtin_shufflevector(p2, p3, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(p2, p3, 1, 9, 3, 11, 5, 13, 7, 15);
+    const v8d a2 = __builtin_shufflevector(p4, p5, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(p4, p5, 1, 9, 3, 11, 5, 13, 7, 15);
+    const v8d a3 = __builtin_shufflevector(p6, p7, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(p6, p7, 1, 9, 3, 11, 5, 13, 7, 15);
+    // Round 2: lanes 0-3 of bK hold samples 4K..4K+3's cells 0-3 summed, lanes 4-7 their cells 4-7.
+    const v8d b0 = __builtin_shufflevector(a0, a1, 0, 1, 8, 9, 4, 5, 12, 13) + __builtin_shufflevector(a0, a1, 2, 3, 10, 11, 6, 7, 14, 15);
+    const v8d b1 = __builtin_shufflevector(a2, a3, 0, 1, 8, 9, 4, 5, 12, 13) + __builtin_shufflevector(a2, a3, 2, 3, 10, 11, 6, 7, 14, 15);
+    // Round 3: lane k holds sample i + k's whole sum.
+    SOFTHIST_AT8(S + i) = __builtin_shufflevector(b0, b1, 0, 1, 2, 3, 8, 9, 10, 11) + __builtin_shufflevector(b0, b1, 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+  for (; i < m; ++i) {
+    v8d p0;
+    row_products(p0, g, tab, b, i, w8);
+    S[i] = sum8_pairs(p0);
+  }
+}
+
+// dL/dx = w scale (du row . G), dL/dw = (mass row . G), dL/dh += w scale (dhb row . G). The
+// loops over a block read the sums through restrict pointers: a float output could otherwise
+// alias the block's float t[], and the loops would not vectorize (one sample per iteration).
 SOFTHIST_HOT void table_1d_backward(const Axis& a, const TableBlock& b, const double* g, int64_t m, bool need_w, bool need_h, double* P,
                                     float* gx, float* gw, double* gh) {
+  const double* __restrict w = b.w;
+  const int32_t* __restrict valid = b.valid;
+  const double scale = a.scale;
   if (gx) {
     table_1d_dots(a, b, a.du, g, m, P);
-    for (int64_t i = 0; i < m; ++i) gx[i] = b.valid[i] ? float(sum8(SOFTHIST_LOAD8(P + 8 * i)) * (b.w[i] * a.scale)) : 0.0f;
+    const double* __restrict S = P;
+    float* __restrict out = gx;
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) out[i] = valid[i] ? float(S[i] * (w[i] * scale)) : 0.0f;
   }
   if (need_w) {
     table_1d_dots(a, b, a.mass, g, m, P);
-    for (int64_t i = 0; i < m; ++i) gw[i] = b.valid[i] ? float(sum8(SOFTHIST_LOAD8(P + 8 * i))) : 0.0f;
+    const double* __restrict S = P;
+    float* __restrict out = gw;
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) out[i] = valid[i] ? float(S[i]) : 0.0f;
   }
   if (need_h) {
     table_1d_dots(a, b, a.dhb, g, m, P);
+    const double* __restrict S = P;
     double s = 0.0;
-    for (int64_t i = 0; i < m; ++i) s += b.valid[i] ? sum8(SOFTHIST_LOAD8(P + 8 * i)) * (b.w[i] * a.scale) : 0.0;
+    for (int64_t i = 0; i < m; ++i) s += valid[i] ? S[i] * (w[i] * scale) : 0.0;
     *gh += s;
   }
 }
