@@ -14,9 +14,9 @@
 //
 // Files: kernels.{h,cpp} the kernels' F and f; simd.h vector helpers; plan.{h,cpp} the call's
 // plan and size checks; windows.{h,cpp} per-axis windows; table_1d.{h,cpp} and table_2d.{h,cpp}
-// the 1-D and 2-D table paths; edges_1d.{h,cpp} one axis of explicit edges (a walk over each
-// sample's own edges); soft_forward.cpp, soft_backward.cpp any number of axes; hard.cpp exact
-// counts; ops.cpp registration.
+// the 1-D and 2-D table paths; far_1d.{h,cpp} the far bins of a never-cut kernel on a table axis;
+// edges_1d.{h,cpp} one axis of explicit edges (a walk over each sample's own edges);
+// soft_forward.cpp, soft_backward.cpp any number of axes; hard.cpp exact counts; ops.cpp registration.
 //
 // Determinism: each row's samples are cut into a number of chunks that depends on the shapes
 // only, never on the thread count (plan.h, chunks_per_row); each chunk accumulates into its own

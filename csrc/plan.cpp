@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "kernels.h"
+
 namespace softhist::native {
 
 using torch::headeronly::ScalarType;
@@ -56,6 +58,15 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
       const int64_t size = a.q * 2 * a.cells;
       a.mass = tab + table_used, a.du = a.mass + size, a.dhb = a.du + size, a.sums = a.dhb + size;
       table_used += 3 * size + 3 * 2 * a.q;
+      if (a.far != 0) {  // a never-cut kernel's far grid (far_1d.h): one float32 axis, points 0..S of 3 or more intervals per bin
+        STD_TORCH_CHECK(a.kernel == CAUCHY && p.dims == 1 && x.scalar_type() == ScalarType::Float && a.far >= 3 && a.far <= 1024 &&
+                            a.far_pad > a.reach && a.far_pad < (int64_t(1) << 20),
+                        "softhist: bad far grid plan");
+        checked_mul(checked_mul(a.bins + 2 * a.far_pad, a.far + 1, "far grid points"), a.bins, "far grid x bins");
+        const int64_t far_size = (2 * a.bins + 2 * a.far_pad - 1) * (a.far + 1);
+        a.far_mass = tab + table_used, a.far_du = a.far_mass + far_size, a.far_dhb = a.far_du + far_size;
+        table_used += 3 * far_size;
+      }
     } else if (a.kind == HARD) {
       a.cells = 1;
       a.extent = a.bins;
@@ -69,7 +80,9 @@ Plan make_plan(const Tensor& x, const Tensor& edges, const Tensor& tables, const
     STD_TORCH_CHECK((a.membership == MASS || a.membership == CENTER) && (a.normalize == 0 || a.normalize == 1) &&
                         (a.kind != TABLE || a.normalize == 0 || (p.dims == 1 && x.scalar_type() == ScalarType::Float)),
                     "softhist: bad membership or normalization (normalized tables: one float32 axis)");
-    STD_TORCH_CHECK(a.support > 0.0 && (std::isfinite(a.support) || a.kind == HARD || (a.kind != TABLE && a.width == a.bins + 1)),
+    STD_TORCH_CHECK(a.far == 0 || (a.kind == TABLE && a.normalize == 0), "softhist: a far grid goes with a table of samples not normalized");
+    STD_TORCH_CHECK(a.support > 0.0 && (std::isfinite(a.support) || a.kind == HARD || (a.kind != TABLE && a.width == a.bins + 1) ||
+                                        (a.kind == TABLE && a.far != 0)),
                     "softhist: a kernel that is never cut takes windows of the whole axis");
     STD_TORCH_CHECK(!no_edges || a.kind == EXACT_UNIFORM || a.kind == TABLE, "softhist: this axis reads its edges; none were given");
     p.axes.push_back(a);

@@ -19,7 +19,8 @@ using torch::stable::Tensor;
 // * EXACT_UNIFORM: equal-width bins, edges placed arithmetically (e_j = lo + j / scale);
 // * EXACT_EDGES: any increasing edges, the window found by search;
 // * TABLE: equal-width bins, masses read from a (Q, W) sub-bin table and interpolated (kernels
-//   whose density or its derivative jumps: a table in up to three pieces of the bin, TableGrid);
+//   whose density or its derivative jumps: a table in up to three pieces of the bin, TableGrid;
+//   a kernel never cut: the table holds the near bins, a far grid the others, far_1d.h);
 // * HARD: an axis binned hard inside a soft histogram (numpy's rule): one bin, no gradients.
 enum Kind : int64_t { EXACT_UNIFORM = 0, EXACT_EDGES = 1, TABLE = 2, HARD = 3 };
 
@@ -32,7 +33,7 @@ enum Membership : int64_t { MASS = 0, CENTER = 1 };
 // The per-axis fields the Python side sends, as the op's int[] and float[] arguments, axis after
 // axis, in this order. src/softhist/_cpp_backend.py (NativeAxis) mirrors these two lists; a test
 // reads them from this file.
-#define SOFTHIST_AXIS_INTS(X) X(kind) X(kernel) X(bins) X(width) X(q) X(reach) X(membership) X(normalize) X(row1) X(row2)
+#define SOFTHIST_AXIS_INTS(X) X(kind) X(kernel) X(bins) X(width) X(q) X(reach) X(membership) X(normalize) X(row1) X(row2) X(far) X(far_pad)
 #define SOFTHIST_AXIS_FLOATS(X) X(lo) X(scale) X(h) X(support) X(cut1) X(cut2)
 
 struct AxisPlan {
@@ -40,7 +41,8 @@ struct AxisPlan {
 #define SOFTHIST_FLOAT_FIELD(name) double name = 0.0;
   SOFTHIST_AXIS_INTS(SOFTHIST_INT_FIELD)    // kind, kernel id, bins, window width: edges K (exact) or bins W = 2J + 1 (table),
                                             // table rows Q, reach J, membership, normalize (0 or 1),
-                                            // first rows of table pieces 1 and 2
+                                            // first rows of table pieces 1 and 2,
+                                            // never-cut kernels: far grid intervals per bin S (0: none) and margin E (far_1d.h)
   SOFTHIST_AXIS_FLOATS(SOFTHIST_FLOAT_FIELD)  // range start, bins per data unit (uniform axes), bandwidth, kernel support T
                                               // (inf: never cut), starts of table pieces 1 and 2 in the bin (1: no such piece)
 #undef SOFTHIST_INT_FIELD
@@ -58,6 +60,7 @@ struct Axis : AxisPlan {
   const double* edges = nullptr;                               // bins + 1
   const float *mass = nullptr, *du = nullptr, *dhb = nullptr;  // table rows (Q, 2, cells): mass, d/du, d/dhb (bin units)
   const float* sums = nullptr;   // (3, Q, 2): each row's sums of values and of steps, in the mass, du, dhb tables
+  const float *far_mass = nullptr, *far_du = nullptr, *far_dhb = nullptr;  // far blocks (2 bins + 2E - 1, S + 1) each (far_1d.h)
 };
 
 struct Plan {

@@ -23,6 +23,7 @@
 
 #include "plan.h"
 #include "edges_1d.h"
+#include "far_1d.h"
 #include "simd.h"
 #include "table_1d.h"
 #include "table_2d.h"
@@ -295,6 +296,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
   const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && a0.kind == TABLE;
   const bool table_2d = std::is_same_v<scalar_t, float> && D == 2 && a0.kind == TABLE && p.axes[1].kind == TABLE && !any_edges;
   const bool tables = table_1d || table_2d;
+  // A never-cut kernel's far grid (far_1d.h): the grid functions of the gradients, per row (in
+  // the unit itself where a row is one unit, else once per row up front: then rows <= 32).
+  const bool far = table_1d && a0.far != 0;
+  const int64_t far_size = far ? far_grid_size(a0) : 0;
+  auto far_grids = [&](const double* g_row, double* v) {
+    far_1d_gradients(a0, g_row + a0.pad, need.w ? v : nullptr, need.x ? v + far_size : nullptr, need.h ? v + 2 * far_size : nullptr);
+  };
+  std::vector<double> far_rows(far && chunks > 1 ? checked_mul(p.rows, 3 * far_size, "far grids") : 0);
+  if (far && chunks > 1)
+    for (int64_t r = 0; r < p.rows; ++r) far_grids(g + r * p.stored, far_rows.data() + r * 3 * far_size);
   auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
     std::unique_ptr<EdgeWalk> walk(edges_1d ? new EdgeWalk(a0) : nullptr);
@@ -311,11 +322,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     std::unique_ptr<TableBlock2D> tb2(table_2d ? new TableBlock2D : nullptr);
     std::unique_ptr<double[]> scratch(new double[per_row ? p.stored : 0]);
     std::vector<double> moments(sums ? nodes->moments() : 0);
+    std::vector<double> far_unit(far && chunks == 1 ? 3 * far_size : 0);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = chunks == 1 ? u : u / chunks, k = chunks == 1 ? 0 : u % chunks;  // no divisions per short row
       double* gh = partial.data() + u * per_unit;
       if (per_row) padded_row(row, scratch.get());
       const double* grow = per_row ? scratch.get() : g + row * p.stored;
+      const double* fv = !far ? nullptr : chunks == 1 ? far_unit.data() : far_rows.data() + row * 3 * far_size;
+      if (far && chunks == 1) far_grids(grow, far_unit.data());
       const int64_t begin = row * p.n + (chunks == 1 ? 0 : k * p.n / chunks);
       const int64_t end = chunks == 1 ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
       std::fill(moments.begin(), moments.end(), 0.0);
@@ -342,6 +356,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
               table_1d_backward(a0, *tb, grow, m, gw != nullptr, need.h, dots.get(), gx_block, gw_block, gh);
             }
             if (ends) table_1d_ends_backward(a0, *ends, grow, gx != nullptr, gw != nullptr, need.h, gx_block, gw_block, gh);
+            if (fv)
+              far_1d_backward(a0, *tb, xp + a, wp ? wp + a : nullptr, m, grow + a0.pad, need.w ? fv : nullptr, need.x ? fv + far_size : nullptr,
+                              need.h ? fv + 2 * far_size : nullptr, gx_block, gw_block, need.h ? gh : nullptr);
             continue;
           }
           if (table_2d) {

@@ -17,6 +17,7 @@
 
 #include "plan.h"
 #include "edges_1d.h"
+#include "far_1d.h"
 #include "simd.h"
 #include "table_1d.h"
 #include "table_2d.h"
@@ -144,6 +145,11 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   // Many samples per unit: through the node grid (the samples' moments, then per edge), built once per call.
   const bool edge_nodes = edges_1d && edges_nodes_pay(p.axes[0], p.n / chunks, p.rows * p.n);
   std::unique_ptr<EdgeNodes> nodes(edge_nodes ? new EdgeNodes(p.axes[0], false) : nullptr);
+  // A never-cut kernel's far grid (far_1d.h): one per unit, applied to its row once the row's
+  // samples are in (several chunks: their grids summed in chunk order first, below).
+  const bool far = table_1d && p.axes[0].far != 0;
+  const int64_t far_size = far ? far_grid_size(p.axes[0]) : 0;
+  std::unique_ptr<double[]> far_partial(new double[far && !direct ? checked_mul(units, far_size, "far grids") : 0]);
   auto run = [&](int64_t u0, int64_t u1) {
     std::vector<AxisWindows> ws;
     std::unique_ptr<EdgeWalk> walk(edges_1d ? new EdgeWalk(p.axes[0]) : nullptr);
@@ -158,12 +164,15 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
     // A float64 output without padding is its own scratch: the same sums, no copy of the row.
     const bool in_output = std::is_same_v<scalar_t, double> && direct && lanes == 1 && p.stored == p.cells;
     std::unique_ptr<double[]> scratch(new double[direct && !in_output ? size : 0]);
+    std::unique_ptr<double[]> far_scratch(new double[far && direct ? far_size : 0]);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t row = direct ? u : u / chunks, k = direct ? 0 : u % chunks;  // no divisions per short row
       double* hist = direct ? scratch.get() : partial.get() + u * size;
       if constexpr (std::is_same_v<scalar_t, double>) hist = in_output ? op + row * p.cells : hist;
       std::fill(hist, hist + size, 0.0);
       std::fill(moments.begin(), moments.end(), 0.0);
+      double* far_grid = !far ? nullptr : direct ? far_scratch.get() : far_partial.get() + u * far_size;
+      if (far_grid) std::fill(far_grid, far_grid + far_size, 0.0);
       const int64_t begin = row * p.n + (direct ? 0 : k * p.n / chunks), end = direct ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += block) {
         const int64_t m = std::min(block, end - a);
@@ -175,6 +184,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
             // kernel's whole support), by centre divided by their row sums.
             table_1d_forward(p.axes[0], *tb, m, hist, lanes, p.stored, ends.get(), xp + a, wp ? wp + a : nullptr);
             if (ends) table_1d_ends_forward(p.axes[0], *ends, hist, lanes, p.stored);
+            if (far_grid) far_1d_spread(p.axes[0], *tb, xp + a, wp ? wp + a : nullptr, m, far_grid, hist + p.axes[0].pad);
             continue;
           }
           if (table_2d) {
@@ -202,12 +212,24 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
         else scatter_nd(hist, p, ws, offsets, wt.data(), valid.data(), m, vals);
       }
       if (edge_nodes) edges_1d_nodes_forward(p.axes[0], *nodes, moments.data(), hist);
+      if (far_grid && direct) far_1d_apply(p.axes[0], far_grid, hist + p.axes[0].pad);
       if (direct && !in_output) crop_row(hist, lanes, row, 0, p.cells);
     }
   };
   // A single unit runs here: no pool hand-off for small calls.
   if (units == 1) run(0, 1);
   else torch::stable::parallel_for(0, units, 1, run);
+  if (far && !direct) {  // each row's far grids, in chunk order, applied to its first partial
+    torch::stable::parallel_for(0, p.rows, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t row = r0; row < r1; ++row) {
+        double* first = far_partial.get() + row * chunks * far_size;
+        for (int64_t k = 1; k < chunks; ++k)
+#pragma omp simd
+          for (int64_t j = 0; j < far_size; ++j) first[j] += first[k * far_size + j];
+        far_1d_apply(p.axes[0], first, partial.get() + row * chunks * size + p.axes[0].pad);
+      }
+    });
+  }
   if (!direct) {  // each row's partials, in chunk order
     torch::stable::parallel_for(0, p.rows * p.cells, 4096, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1;) {

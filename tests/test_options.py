@@ -642,3 +642,69 @@ def test_local_histogram_memory_is_input_plus_output(membership):
     growth, shape = out.split(maxsplit=1)
     assert shape.strip() == "(1, 3, 16, 252, 252)"
     assert 0 < int(growth) <= 100 * 1000 * 1000
+
+
+def _far_keys():
+    return [key for key in _cpp_backend._TABLES if len(key) == 5 and getattr(key[0], "name", None) == "cauchy"]
+
+
+@needs_cpp
+@pytest.mark.parametrize("membership", ["mass", "center"])
+@pytest.mark.parametrize("bandwidth", [0.5 / 48, 0.3 / 48, 2.0 / 48, 20.0 / 48], ids=["default", "narrow", "wide", "very_wide"])
+def test_float32_cauchy_near_table_and_far_grid_equal_float64(membership, bandwidth):
+    # Float32 Cauchy calls read their near bins from a sub-bin table and their far bins from the
+    # far grid (_cpp_backend._far_plan): samples in the range, just outside it (in the grid's
+    # margin), past the margin (exact memberships), and a pile-up at one point (the worst case of
+    # the interpolation, relative to the histogram's largest cell).
+    torch.manual_seed(4)
+    x = torch.cat([torch.rand(100_000) * 1.2 - 0.1, torch.randn(3000) * 2.0, torch.full((20_000,), 0.3137),
+                   torch.tensor([-1e6, 40.0, 1.9])])
+    w = torch.rand(x.shape[0]) + 0.5
+    cot = torch.randn(48, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def grads(dtype, backend):
+        leaves = [t.to(dtype).detach().requires_grad_() for t in (x, w, torch.tensor(bandwidth))]
+        h = softhist.histc(leaves[0], 48, 0, 1, weight=leaves[1], kernel="cauchy", bandwidth=leaves[2], membership=membership,
+                           backend=backend)
+        return [h.detach(), *torch.autograd.grad((h * cot.to(dtype)).sum(), leaves)]
+
+    grads(torch.float32, "cpp")  # the first call brings the samples that build the table
+    got = grads(torch.float32, "cpp")
+    assert any(key[-1] == membership and key[3][0] == 48 for key in _far_keys())
+    want = grads(torch.float64, "torch")
+    for g, v in zip(got, want):
+        _close(g, v, torch.float32)
+
+
+@needs_cpp
+@pytest.mark.parametrize("membership", ["mass", "center"])
+def test_cauchy_far_grid_is_bit_identical_across_thread_counts(membership):
+    # One row cut into chunks (their far grids summed in chunk order) and many short rows (one
+    # far grid each): the same bits at any thread count.
+    torch.manual_seed(5)
+    for shape in ((300_000,), (40, 3000)):
+        x = torch.rand(shape) * 1.4 - 0.2
+
+        def run():
+            xx = x.clone().requires_grad_()
+            h = softhist.histc(xx, 64, 0, 1, kernel="cauchy", membership=membership, backend="cpp")
+            (g,) = torch.autograd.grad((h * torch.linspace(-1, 1, 64)).sum(), xx)
+            return [h, g]
+
+        run()
+        same_at_thread_counts(run, (1, 2, 3))
+    assert any(key[-1] == membership for key in _far_keys())
+
+
+def test_cauchy_far_grid_sizes_meet_the_table_bounds():
+    # S (far grid intervals per bin) exists over bandwidths from half a bin to 40 bins,
+    # and the near window J grows with the bandwidth within the table's reach; narrower kernels
+    # (a near table past 8192 rows per bin) take the exact windows, as cut kernels do.
+    cauchy = KERNELS["cauchy"]
+    assert _cpp_backend._far_plan(cauchy, 0.1, "mass", True) == (None, 0)
+    for bandwidth_bins in (0.5, 1.0, 3.0, 10.0, 40.0):
+        for membership in ("mass", "center"):
+            layout, nodes = _cpp_backend._far_plan(cauchy, bandwidth_bins, membership, True)
+            assert nodes in _cpp_backend._FAR_NODES and layout is not None
+            assert layout.reach == _cpp_backend._far_reach(bandwidth_bins) <= _cpp_backend._TABLE_MAX_REACH
+    assert _cpp_backend._far_plan(LAPLACE, 0.5, "mass", True) == (None, 0)  # user kernels: the torch engine

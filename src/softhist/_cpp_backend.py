@@ -184,7 +184,7 @@ def _centre_rows(kernel: Kernel, bandwidth_bins: float, reach: int, f: Tensor) -
 
 
 @functools.lru_cache(maxsize=None)
-def _centre_table_size(kernel: Kernel, bandwidth_bins: float, gradients: bool) -> Optional[TableLayout]:
+def _centre_table_size(kernel: Kernel, bandwidth_bins: float, gradients: bool, reach: Optional[int] = None) -> Optional[TableLayout]:
     """The layout (one piece) of a centre-membership table, or None. A centre membership follows the density,
     not its integral, so :func:`._plan.table_points`' bound (from the CDF's smoothness) does not
     size it: ``Q`` is the smallest power of two from 16 whose linear interpolation errs, at every
@@ -194,10 +194,12 @@ def _centre_table_size(kernel: Kernel, bandwidth_bins: float, gradients: bool) -
     for the values when it is below ``2**-20`` of their peak (Gaussian ``8e-7``, logistic ``2e-7``),
     for derivatives never (a cut Gaussian's bandwidth row jumps by ``2e-5`` of its peak: its
     gradients take the exact windows). A density with a jump or a kink inside (box, triangular,
-    Epanechnikov) never gets there and takes the exact windows."""
-    if not math.isfinite(kernel.support):
-        return None
-    reach = math.ceil(kernel.support * bandwidth_bins)  # a centre within T hb of the sample: |o + 1/2 - f| < T hb
+    Epanechnikov) never gets there and takes the exact windows. ``reach``: the near window of a
+    kernel that is never cut (:func:`_far_plan`), whose far bins a far grid holds."""
+    if reach is None:
+        if not math.isfinite(kernel.support):
+            return None
+        reach = math.ceil(kernel.support * bandwidth_bins)  # a centre within T hb of the sample: |o + 1/2 - f| < T hb
     if reach > _TABLE_MAX_REACH:
         return None
     r = 1.0 / bandwidth_bins
@@ -224,21 +226,133 @@ def _centre_table_size(kernel: Kernel, bandwidth_bins: float, gradients: bool) -
     return None
 
 
+# --------------------------------------------------------------------------- never-cut kernels: near table, far grid
+#
+# A kernel that is never cut (Cauchy) reaches every bin: no window holds a sample's memberships,
+# and the exact path costs O(bins) per sample. Split them by the sample's base bin n (its table
+# bin, TableGrid::locate): the near bins n - J .. n + J come from an ordinary sub-bin table (as
+# for a cut kernel of reach J); the far bins, |k - n| > J, at least J bins from the sample, are
+# smooth in its place f in the bin, so a coarse grid of S + 1 points per bin (f = s/S) holds them.
+# Each sample spreads its weight over four points of its own bin by cubic Lagrange interpolation
+# (the stencil one-sided near the bin's ends), and bin k then takes sum_{n,s} grid[n, s] m(k - n, s/S),
+# with m(o, f) the membership of bin n + o of a sample at n + f: a function of the offset and f
+# alone, stored once per offset (_build_far), so the product costs bins x grid points per row.
+#
+# Cubic interpolation at spacing 1/S errs by at most |prod_i (tau - i)| / 4! S^-4 max|d^4 m / df^4|
+# (stencil points i = 0..3, tau in [0, 3]: the product is at most 1 where a sample reads it). For
+# the Cauchy kernel a far bin's mass has d^4 m / df^4 = r^4 (f3(z_{o+1}) - f3(z_o)), r = 1/hb and
+# f3 the density's third derivative: about r^5 f4(z) ~ r^5 120 / (pi z^6) at z >= J r, so with
+# J = 6 hb (at least 3 bins) a few points per bin suffice. S is the least of _FAR_NODES whose
+# interpolation errs, measured on a fine grid over the 40 nearest far bins each side (the error
+# falls with the distance), by at most 2**-24 of the sample's peak membership (2**-21 of the peak
+# for the derivative rows), the sub-bin tables' bounds. The grid spans the range and E = J + 8
+# bins each side; samples farther out add their exact memberships (O(bins) each: they are few).
+_FAR_NODES = (4, 8, 16, 32)
+_FAR_MARGIN = 8
+
+
+def _far_reach(bandwidth_bins: float) -> int:
+    """The near window J of a never-cut kernel: six bandwidths, at least 3 bins, within _TABLE_MAX_REACH."""
+    return min(_TABLE_MAX_REACH, max(3, math.ceil(6.0 * bandwidth_bins)))
+
+
+def _far_rows(kernel: Kernel, bandwidth_bins: float, membership: str, offsets: Tensor, f: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Memberships of bins ``n + o`` (``o`` in ``offsets``) of samples at ``n + f`` and their derivatives
+    in the position ``u`` and the bandwidth ``hb`` (bin units), float64 ``(len(f), len(offsets))``:
+    a mass ``F(z_1) - F(z_0)``, ``z_j = (o + j - f) r``, has ``-(f(z_1) - f(z_0)) r`` and
+    ``-(z_1 f(z_1) - z_0 f(z_0)) r``; a centre membership as :func:`_centre_rows`."""
+    r = 1.0 / bandwidth_bins
+    if membership == "center":
+        z = ((offsets.unsqueeze(0) + 0.5 - f.unsqueeze(1)) * r).requires_grad_()
+        with torch.enable_grad():
+            density = kernel.pdf(z)
+            (slope,) = torch.autograd.grad(density.sum(), z)
+        density, z = density.detach(), z.detach()
+        return density * r, -slope * r * r, -(density + z * slope) * r * r
+    z0 = (offsets.unsqueeze(0) - f.unsqueeze(1)) * r
+    z1 = (offsets.unsqueeze(0) + 1.0 - f.unsqueeze(1)) * r
+    f0, f1 = kernel.pdf(z0), kernel.pdf(z1)
+    return kernel.cdf(z1) - kernel.cdf(z0), -(f1 - f0) * r, -(z1 * f1 - z0 * f0) * r
+
+
+def _far_weights(tau: Tensor) -> List[Tensor]:
+    """Cubic Lagrange weights of stencil points 0..3 at ``tau`` (as csrc/far_1d.cpp computes them)."""
+    return [-(tau - 1) * (tau - 2) * (tau - 3) / 6, tau * (tau - 2) * (tau - 3) / 2, -tau * (tau - 1) * (tau - 3) / 2, tau * (tau - 1) * (tau - 2) / 6]
+
+
+@functools.lru_cache(maxsize=None)
+def _far_nodes(kernel: Kernel, bandwidth_bins: float, membership: str) -> Optional[int]:
+    """S, the far grid's intervals per bin, or None where none of :data:`_FAR_NODES` meets the bounds."""
+    reach = _far_reach(bandwidth_bins)
+    far = torch.arange(reach + 1, reach + 41, dtype=torch.float64)
+    offsets = torch.cat([-far.flip(0), far])
+    near = torch.arange(-reach, reach + 1, dtype=torch.float64)
+    for nodes in _FAR_NODES:
+        fine = torch.arange(32 * nodes, dtype=torch.float64) / (32 * nodes)
+        peaks = [float(v.abs().max()) for v in _far_rows(kernel, bandwidth_bins, membership, near, fine)]
+        grid = _far_rows(kernel, bandwidth_bins, membership, offsets, torch.arange(nodes + 1, dtype=torch.float64) / nodes)
+        exact = _far_rows(kernel, bandwidth_bins, membership, offsets, fine)
+        g = fine * nodes
+        first = (g.floor() - 1).clamp(0, nodes - 3)
+        weights = _far_weights(g - first)
+        fits = True
+        for row, (values, want, peak) in enumerate(zip(grid, exact, peaks)):
+            got = sum(w.unsqueeze(1) * values[(first + i).long()] for i, w in enumerate(weights))
+            fits = fits and float((got - want).abs().max()) <= (TABLE_TOLERANCE if row == 0 else GRADIENT_TOLERANCE) * peak
+        if fits:
+            return nodes
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _far_plan(kernel: Kernel, bandwidth_bins: float, membership: str, gradients: bool) -> Tuple[Optional[TableLayout], int]:
+    """A never-cut kernel's near table (reach J) and far grid intervals per bin S, or (None, 0): the exact windows."""
+    if not (is_builtin(kernel) and kernel.name == "cauchy"):
+        return None, 0
+    reach = _far_reach(bandwidth_bins)
+    nodes = _far_nodes(kernel, bandwidth_bins, membership)
+    if nodes is None:
+        return None, 0
+    if membership == "center":
+        layout = _centre_table_size(kernel, bandwidth_bins, gradients, reach)
+    else:
+        size = 1 << max(4, math.ceil(math.log2(max(table_points(kernel, bandwidth_bins), 1.0))))
+        layout = TableLayout(size, reach, size) if size <= _TABLE_MAX_Q else None
+    return (layout, nodes) if layout is not None else (None, 0)
+
+
+def _build_far(kernel: Kernel, bandwidth_bins: float, membership: str, bins: int, nodes: int) -> Tensor:
+    """``(3, 2 bins + 2E - 1, S + 1)`` float32: block ``e`` holds the memberships (then their
+    derivatives in ``u`` and ``hb``) of bin ``n + o``, ``o = E + bins - 1 - e``, of a sample at
+    ``n + s/S``, zero where ``|o| <= J`` (the near table's bins). Bin ``k`` reads the grid's bin
+    ``n' = n + E`` against block ``n' + bins - 1 - k``: one contiguous run per bin."""
+    reach = _far_reach(bandwidth_bins)
+    margin = reach + _FAR_MARGIN
+    offsets = margin + bins - 1 - torch.arange(2 * bins + 2 * margin - 1, dtype=torch.float64)
+    rows = _far_rows(kernel, bandwidth_bins, membership, offsets, torch.arange(nodes + 1, dtype=torch.float64) / nodes)
+    near = offsets.abs() <= reach
+    return torch.stack([torch.where(near, 0.0, v).t() for v in rows]).to(torch.float32).contiguous()
+
+
 _TABLES: "OrderedDict[tuple, Tensor]" = OrderedDict()  # the 16 tables used last, flattened
 _TABLES_KEPT = 16
 _READY: dict = {}  # (binning, smooth, tables allowed, exact axes) -> a settled plan of equal-width axes
 
 
-def _table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout, membership: str = "mass") -> Tensor:
+def _table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout, membership: str = "mass", far: Optional[Tuple[int, int]] = None) -> Tensor:
     """The flattened table of :func:`_build_table`, then its rows' sums ``(3, rows, 2)`` (of the
     values and of the steps: the sum of a row interpolated at t is ``s_0 + t s_1``, read by
-    normalized samples), built once and kept among the last 16 used."""
-    key = (kernel, bandwidth_bins, layout, membership)
+    normalized samples), then, with ``far = (bins, S)``, the far grid's blocks of
+    :func:`_build_far`; built once and kept among the last 16 used."""
+    key = (kernel, bandwidth_bins, layout, membership) if far is None else (kernel, bandwidth_bins, layout, far, membership)
     table = _TABLES.get(key)
     if table is None:
         built = _build_table(kernel, bandwidth_bins, layout, membership)
         sums = built.double().sum(-1).to(torch.float32)
-        table = _TABLES[key] = torch.cat([built.reshape(-1), sums.reshape(-1)])
+        parts = [built.reshape(-1), sums.reshape(-1)]
+        if far is not None:
+            parts.append(_build_far(kernel, bandwidth_bins, membership, *far).reshape(-1))
+        table = _TABLES[key] = torch.cat(parts)
         if len(_TABLES) > _TABLES_KEPT:
             _TABLES.popitem(last=False)
             _READY.clear()  # kept plans hold their tables: let the evicted one go
@@ -344,6 +458,8 @@ class NativeAxis:
     row2: int = 0
     cut1: float = 1.0  # tables in pieces: where pieces 1 and 2 start in the bin (1.0: no piece)
     cut2: float = 1.0
+    far: int = 0  # never-cut kernels: the far grid's intervals per bin S (0: no far grid)
+    far_pad: int = 0  # the far grid's margin E in bins each side of the range
 
 
 INT_FIELDS = tuple(f.name for f in fields(NativeAxis) if f.type in (int, "int"))
@@ -374,10 +490,14 @@ def _axis_plan(binning: Binning, smooth_gradients: bool, tables_allowed: bool, e
             bandwidth_bins = axis.bandwidth * scale
             # Normalized samples: on one axis, the kernels divide by each row's sum (samples whose
             # window meets a range end take the exact windows, table_1d.cpp); joint tables are
-            # not normalized.
-            table = None
+            # not normalized. Never-cut kernels: a near table and a far grid (one axis, samples
+            # not normalized).
+            table, far = None, 0
             if not binning.normalize_samples or len(binning.axes) == 1:
-                if axis.membership == "mass":
+                if not math.isfinite(kernel.support):
+                    if len(binning.axes) == 1 and not binning.normalize_samples:
+                        table, far = _far_plan(kernel, bandwidth_bins, axis.membership, smooth_gradients)
+                elif axis.membership == "mass":
                     table = _table_size(kernel, bandwidth_bins)
                 else:
                     table = _centre_table_size(kernel, bandwidth_bins, smooth_gradients)
@@ -388,7 +508,7 @@ def _axis_plan(binning: Binning, smooth_gradients: bool, tables_allowed: bool, e
             if grid_fits and smooth and tables_allowed and not exact:
                 kind, layout = TABLE, table
                 width = 2 * table.reach + 1
-                keys.append((kernel, bandwidth_bins, table, axis.membership))
+                keys.append((kernel, bandwidth_bins, table, (axis.bins, far), axis.membership) if far else (kernel, bandwidth_bins, table, axis.membership))
             elif math.isfinite(kernel.support):
                 width = math.ceil(2.0 * kernel.support * bandwidth_bins) + 2
             else:  # never cut: every edge
@@ -406,9 +526,16 @@ def _axis_plan(binning: Binning, smooth_gradients: bool, tables_allowed: bool, e
         if layout is not None:
             native = replace(native, q=layout.rows, reach=layout.reach, row1=layout.starts[0], row2=layout.starts[1],
                              cut1=layout.cuts[0], cut2=layout.cuts[1])
+            if far:
+                native = replace(native, far=far, far_pad=layout.reach + _FAR_MARGIN)
         axes.append(native)
     ints, floats = _pack(axes)
     return ints, floats, tuple(keys)
+
+
+def _table_of(key: tuple) -> Tensor:
+    """The table of a key of :data:`_TABLES` (far grids' keys hold ``(bins, S)`` before the membership)."""
+    return _table(*key) if len(key) == 4 else _table(key[0], key[1], key[2], key[4], key[3])
 
 
 def _tables(keys: Tuple[tuple, ...]) -> Tensor:
@@ -416,10 +543,10 @@ def _tables(keys: Tuple[tuple, ...]) -> Tensor:
     if not keys:
         return _NO_TABLES
     if len(keys) == 1:
-        return _table(*keys[0])
+        return _table_of(keys[0])
     joined = _TABLES.get(keys)
     if joined is None:
-        joined = torch.cat([_table(*key) for key in keys])
+        joined = torch.cat([_table_of(key) for key in keys])
         _TABLES[keys] = joined
         if len(_TABLES) > _TABLES_KEPT:
             _TABLES.popitem(last=False)
