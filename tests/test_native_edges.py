@@ -33,9 +33,9 @@ def outputs_and_grads(x, w, edges, h, kernel, dtype, backend):
     return [out.detach(), *torch.autograd.grad((out.double() * projection).sum(), leaves)]
 
 
-def assert_float32_matches_float64(x, w, edges, h, kernel):
+def assert_float32_matches_float64(x, w, edges, h, kernel, reference="torch"):
     got = outputs_and_grads(x, w, edges, h, kernel, torch.float32, "cpp")
-    want = outputs_and_grads(x, w, edges, h, kernel, torch.float64, "torch")
+    want = outputs_and_grads(x, w, edges, h, kernel, torch.float64, reference)
     for name, a, b in zip(("histogram", "x", "weight", "edges", "bandwidth"), got, want):
         assert relative_error(a, b) < 2e-6, name
 
@@ -127,7 +127,9 @@ def test_many_samples_through_the_node_grid(kernel, edges):
     x = float32_values(torch.rand(400_000, dtype=torch.float64) * 1.4 - 0.2)
     w = float32_values(torch.rand(x.numel(), dtype=torch.float64) + 0.5)
     h = float32_values(torch.tensor(0.5 / (e.numel() - 1), dtype=torch.float64))
-    assert_float32_matches_float64(x, w, e, h, kernel)
+    # Against the native engine's float64 walk (the exact windows, which the tests above hold to
+    # the torch engine): the same float64 numbers, in a fraction of the time at this size.
+    assert_float32_matches_float64(x, w, e, h, kernel, reference="cpp")
 
 
 def test_non_finite_weights_through_the_node_grid():
