@@ -127,8 +127,8 @@ def test_many_samples_through_the_node_grid(kernel, edges):
     x = float32_values(torch.rand(400_000, dtype=torch.float64) * 1.4 - 0.2)
     w = float32_values(torch.rand(x.numel(), dtype=torch.float64) + 0.5)
     h = float32_values(torch.tensor(0.5 / (e.numel() - 1), dtype=torch.float64))
-    # Against the native engine's float64 walk (the exact windows, which the tests above hold to
-    # the torch engine): the same float64 numbers, in a fraction of the time at this size.
+    # Against the native engine's float64 exact windows (tests/test_native.py holds them to the
+    # torch engine on these edges' kind): the same float64 numbers, in a fraction of the time.
     assert_float32_matches_float64(x, w, e, h, kernel, reference="cpp")
 
 
