@@ -384,20 +384,24 @@ def window_cells(flat: Tensor, weight: Optional[Tensor], row: Tensor, bandwidth:
     With ``normalize_samples`` each axis's factors are divided by their sum (0 where it is 0),
     so a sample's cells sum to its weight: the cell value is their product."""
     acc = accumulation_dtype(flat.dtype)
-    flat = flat.to(acc)
+    # A normalized sample is divided by its sum, tiny where its kernel barely reaches the range:
+    # float32 CDF differences there keep no correct digit, so normalized factors are computed in
+    # float64 (then rounded once to the accumulation dtype).
+    work = torch.float64 if binning.normalize_samples else acc
+    flat = flat.to(work)
     edges = edge_values(edges, binning)  # the windows below read every axis's edge values
     finite = torch.isfinite(flat).all(1)
     w = finite.to(acc) if weight is None else torch.where(finite, weight.reshape(-1).to(acc), 0.0)
     index = row.unsqueeze(1)
     axes = []
     for d, (axis, kernel, hard, e, h) in enumerate(zip(binning.axes, binning.kernels, binning.hard_axes, edges, _bandwidth_slices(bandwidth, binning))):
-        e = e.to(acc)
-        h = h.to(acc)
+        e = e.to(work)
+        h = h.to(work)
         column = torch.where(finite, flat[:, d], e.detach()[0])
         if hard:
-            pos, valid = hard_bins(column.detach(), e.detach(), axis, binning.hard_rule)
+            pos, valid = hard_bins(column.detach().to(acc), e.detach().to(acc), axis, binning.hard_rule)  # in the samples' arithmetic
             first, width = pos, 1
-            factor = valid.to(acc).unsqueeze(1)
+            factor = valid.to(work).unsqueeze(1)
             axes.append((factor, None, None, None))
         else:
             count = max(2, min(window_edges(axis, kernel, e.detach()), axis.bins + 1))
@@ -425,7 +429,7 @@ def window_cells(flat: Tensor, weight: Optional[Tensor], row: Tensor, bandwidth:
         for factor, *rest in axes:
             total = factor.sum(1, keepdim=True)
             reached = total != 0
-            normalized.append((torch.where(reached, factor / torch.where(reached, total, 1.0), 0.0), *rest))
+            normalized.append((torch.where(reached, factor / torch.where(reached, total, 1.0), 0.0).to(acc), *rest))
         axes = normalized
     return w, index, axes
 
