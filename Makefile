@@ -32,7 +32,7 @@ $(VENV)/.installed-%: pyproject.toml setup.py $(wildcard csrc/*) $(VENV)/.torch
 # -n auto --dist worksteal: one worker per core; an idle worker takes tests queued for a busy one.
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -n auto --dist worksteal
-	TRITON_INTERPRET=1 $(PY) -m pytest -n auto tests/test_backends.py
+	TRITON_INTERPRET=1 $(PY) -m pytest -n auto --dist worksteal tests/test_backends.py
 
 demo: $(VENV)/.installed-demo
 	$(VENV)/bin/softhist demo --out demo-output
