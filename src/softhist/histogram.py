@@ -491,7 +491,7 @@ class _PreparedHistc:
         return hist if hist.dtype == self.out_dtype else hist.to(self.out_dtype)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)  # as many as histc's edges kept (up to 65,537 each)
 def _prepared_histc(
     dtype: torch.dtype, device: torch.device, bins: int, min: float, max: float, kernel: str, bandwidth: Optional[float],
     mode: str, membership: str, normalize_samples: bool, backend: str,
@@ -510,6 +510,7 @@ def _prepared_histc(
     edges = _histc_edges(lo, hi, bins, x_dtype, device)
     binning = _uniform_binning(kernel, mode, membership, normalize_samples, bandwidth, (bins,), ((lo, hi),), "histc")
     return _PreparedHistc(edges, binning, backend, _output_dtype(dtype), bins)
+
 
 def histogram(
     input: Tensor,
