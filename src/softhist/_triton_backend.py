@@ -387,6 +387,20 @@ def _factor(
 
 
 @triton.jit
+def _edge_factors(
+    p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
+    d: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, CENTER: tl.constexpr, ACC: tl.constexpr,
+    EDGES: tl.constexpr, BLOCK: tl.constexpr, CELLS: tl.constexpr,
+):
+    """Window bin ``p``'s derivatives in its lower and upper edge (:func:`_factor`'s ``"lo"`` and
+    ``"hi"``) and those edges' indices, where the edge gradients add them."""
+    lo = _factor(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, CENTER, "lo", ACC, EDGES, BLOCK, CELLS)
+    hi = _factor(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, CENTER, "hi", ACC, EDGES, BLOCK, CELLS)
+    e_lo, e_hi = _at_cells(p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, KERNEL, "index", ACC, EDGES, BLOCK, CELLS)
+    return lo, hi, e_lo, e_hi
+
+
+@triton.jit
 def _axis_sums(
     first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr,
     d: tl.constexpr, UNIFORM: tl.constexpr, KERNEL: tl.constexpr, CENTER: tl.constexpr, DERIVATIVES: tl.constexpr,
@@ -703,17 +717,9 @@ def _backward_kernel(
                         )
                         grad_h += tl.sum(others * (dh - normalized * sum_dh[:, None]) * scale, axis=1)
                     if (NEED_E >> d) & 1:
-                        lo = _factor(
+                        lo, hi, e_lo, e_hi = _edge_factors(
                             p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
-                            (CENTER >> d) & 1, "lo", ACC, EDGES, BLOCK, CELLS,
-                        )
-                        hi = _factor(
-                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
-                            (CENTER >> d) & 1, "hi", ACC, EDGES, BLOCK, CELLS,
-                        )
-                        e_lo, e_hi = _at_cells(
-                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
-                            "index", ACC, EDGES, BLOCK, CELLS,
+                            (CENTER >> d) & 1, ACC, EDGES, BLOCK, CELLS,
                         )
                         _accumulate(edge_partial + e_lo, others * lo * scale, keep, fixed_scale, FIXED_POINT)
                         _accumulate(edge_partial + e_hi, others * hi * scale, keep, fixed_scale, FIXED_POINT)
@@ -725,17 +731,9 @@ def _backward_kernel(
                         p = start + tl.arange(0, CELLS)[None, :]
                         valid = live[:, None] & (p < window) & (first[:, None] + p < bins)
                         p = tl.minimum(p, window - 1)
-                        lo = _factor(
+                        lo, hi, e_lo, e_hi = _edge_factors(
                             p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
-                            (CENTER >> d) & 1, "lo", ACC, EDGES, BLOCK, CELLS,
-                        )
-                        hi = _factor(
-                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
-                            (CENTER >> d) & 1, "hi", ACC, EDGES, BLOCK, CELLS,
-                        )
-                        e_lo, e_hi = _at_cells(
-                            p, first, anchor, edges_ptr, axis_int_ptr, axis_float_ptr, d, UNIFORM, (KERNELS >> (4 * d)) & 15,
-                            "index", ACC, EDGES, BLOCK, CELLS,
+                            (CENTER >> d) & 1, ACC, EDGES, BLOCK, CELLS,
                         )
                         _accumulate(edge_partial + e_lo, spread * lo, valid, fixed_scale, FIXED_POINT)
                         _accumulate(edge_partial + e_hi, spread * hi, valid, fixed_scale, FIXED_POINT)
