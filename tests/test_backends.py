@@ -206,12 +206,15 @@ def test_gradcheck_through_the_fused_kernels():
     assert torch.autograd.gradcheck(f, (x, w, edges, h))
 
 
-def test_deterministic_mode_is_exact_to_fixed_point_and_repeatable():
-    xy = rand(2, 300, 2).requires_grad_()
+def _assert_deterministic_mode_repeats(xy, options, grad_tolerance):
+    """``histogramdd(xy, [5 equal bins, edges_y], **options)`` on Triton under deterministic
+    algorithms: bit-identical twice (histogram and the gradients of ``xy`` and ``edges_y``), and
+    within ``1e-12`` (histogram) and ``grad_tolerance`` (gradients) of the floating-point run."""
     edges_y = torch.tensor([0.0, 0.3, 0.35, 1.0], dtype=torch.float64, device=DEVICE, requires_grad=True)
 
     def run():
-        hist = softhist.histogramdd(xy, [torch.linspace(0, 1, 6, dtype=torch.float64, device=DEVICE), edges_y], bandwidth=0.06, backend="triton")[0]
+        bins = [torch.linspace(0, 1, 6, dtype=torch.float64, device=DEVICE), edges_y]
+        hist = softhist.histogramdd(xy, bins, backend="triton", **options)[0]
         grads = torch.autograd.grad((hist * torch.arange(hist.numel(), device=DEVICE).view(hist.shape)).sum(), (xy, edges_y))
         return hist, grads
 
@@ -222,10 +225,14 @@ def test_deterministic_mode_is_exact_to_fixed_point_and_repeatable():
     finally:
         torch.use_deterministic_algorithms(False)
     assert torch.equal(first[0], second[0]) and all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
-    # 64-bit fixed point keeps 60 bits below the bound on the sums: far below float64 noise here.
     torch.testing.assert_close(first[0], free[0], rtol=1e-12, atol=1e-12)
     for fixed, floating in zip(first[1], free[1]):
-        torch.testing.assert_close(fixed, floating, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(fixed, floating, rtol=grad_tolerance, atol=grad_tolerance)
+
+
+def test_deterministic_mode_is_exact_to_fixed_point_and_repeatable():
+    # 64-bit fixed point keeps 60 bits below the bound on the sums: far below float64 noise here.
+    _assert_deterministic_mode_repeats(rand(2, 300, 2).requires_grad_(), dict(bandwidth=0.06), 1e-10)
 
 
 def test_auto_picks_triton_only_on_cuda():
@@ -393,25 +400,8 @@ def test_normalized_samples_that_reach_no_cell_add_nothing():
 
 def test_options_deterministic_mode_is_repeatable():
     # Normalized samples' edge gradients have no formula bound: a first pass sizes the fixed point.
-    xy = rand(40, 2).requires_grad_()
-    edges_y = torch.tensor([0.0, 0.3, 0.35, 1.0], dtype=torch.float64, device=DEVICE, requires_grad=True)
-
-    def run():
-        bins = [torch.linspace(0, 1, 6, dtype=torch.float64, device=DEVICE), edges_y]
-        hist = softhist.histogramdd(xy, bins, bandwidth=0.06, membership="center", normalize_samples=True, kernel="cauchy", backend="triton")[0]
-        grads = torch.autograd.grad((hist * torch.arange(hist.numel(), device=DEVICE).view(hist.shape)).sum(), (xy, edges_y))
-        return hist, grads
-
-    free = run()
-    torch.use_deterministic_algorithms(True)
-    try:
-        first, second = run(), run()
-    finally:
-        torch.use_deterministic_algorithms(False)
-    assert torch.equal(first[0], second[0]) and all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
-    torch.testing.assert_close(first[0], free[0], rtol=1e-12, atol=1e-12)
-    for fixed, floating in zip(first[1], free[1]):
-        torch.testing.assert_close(fixed, floating, rtol=1e-9, atol=1e-9)
+    options = dict(bandwidth=0.06, membership="center", normalize_samples=True, kernel="cauchy")
+    _assert_deterministic_mode_repeats(rand(40, 2).requires_grad_(), options, 1e-9)
 
 
 def test_triton_serves_the_options():
