@@ -635,44 +635,31 @@ hard_backward.register_autograd(_hard_backward_grad, setup_context=_hard_backwar
 # --------------------------------------------------------------------------- the functions the public API calls
 
 
+def _as_samples(x: Tensor, weight: Optional[Tensor], samples: Sequence[int]) -> Tuple[Tensor, Optional[Tensor]]:
+    """Samples (and weights) in the engine's shape ``samples = (rows, n, D)`` (weights ``(rows, n)``)."""
+    return x.reshape(samples), None if weight is None else weight.reshape(samples[:2])
+
+
 class _EagerSoft(torch.autograd.Function):
     """The eager path of :func:`soft_histogram`: the engine called directly, one autograd node.
-    ``apply(x, weight, bandwidth, binning, backend, *edges)``."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bandwidth, binning, backend, *edges):
-        ctx.save_for_backward(x, weight, bandwidth, *edges)
-        ctx.binning, ctx.backend, ctx.eager = binning, backend, True
-        return run_soft(x, weight, bandwidth, edges, binning, backend)
-
-    @staticmethod
-    def backward(ctx, grad):
-        saved = ctx.saved_tensors
-        _, weight, bandwidth, *edges = saved
-        grad_x, grad_w, grad_h, grad_e = _soft_grads(ctx, grad, saved, _soft_needs(ctx, weight, bandwidth, ctx.needs_input_grad[5:]))
-        return grad_x, grad_w, grad_h, None, None, *grad_e
-
-
-class _EagerSoftReshaped(torch.autograd.Function):
-    """:class:`_EagerSoft` for samples (and weights) in the caller's shape, reshaped to the engine's
-    ``samples`` shape ``(rows, n, D)`` and the result to ``out`` inside the node: each view outside
-    it would be an autograd node of its own, and on small inputs they cost more than the engine.
-    ``apply(x, weight, bandwidth, binning, backend, (samples, out), *edges)``."""
+    Samples (and weights) come in the caller's shape and are reshaped to the engine's ``samples``
+    shape ``(rows, n, D)``, and the result to ``out`` (None: as the engine returns it), inside the
+    node: each view outside it would be an autograd node of its own, and on small inputs they
+    cost more than the engine. ``apply(x, weight, bandwidth, binning, backend, (samples, out), *edges)``."""
 
     @staticmethod
     def forward(ctx, x, weight, bandwidth, binning, backend, shapes, *edges):
         samples, out = shapes
         ctx.save_for_backward(x, weight, bandwidth, *edges)  # as given: a double backward differentiates through them
         ctx.binning, ctx.backend, ctx.eager, ctx.samples = binning, backend, True, samples
-        hist = run_soft(x.reshape(samples), None if weight is None else weight.reshape(samples[:2]), bandwidth, edges, binning, backend)
+        hist = run_soft(*_as_samples(x, weight, samples), bandwidth, edges, binning, backend)
         ctx.hist_shape = hist.shape
-        return hist.reshape(out)
+        return hist if out is None else hist.reshape(out)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, bandwidth, *edges = ctx.saved_tensors
-        samples = ctx.samples
-        saved = (x.reshape(samples), None if weight is None else weight.reshape(samples[:2]), bandwidth, *edges)
+        saved = (*_as_samples(x, weight, ctx.samples), bandwidth, *edges)
         needs = _soft_needs(ctx, weight, bandwidth, ctx.needs_input_grad[6:])
         grad_x, grad_w, grad_h, grad_e = _soft_grads(ctx, grad.reshape(ctx.hist_shape), saved, needs)
         return (
@@ -704,8 +691,11 @@ class SoftHistogram(torch.autograd.Function):
         ctx.binning, ctx.backend, ctx.eager = binning, backend, False
 
     @staticmethod
-    def backward(ctx, grad):  # as the eager path's: both save (x, weight, bandwidth, *edges)
-        return _EagerSoft.backward(ctx, grad)
+    def backward(ctx, grad):
+        saved = ctx.saved_tensors
+        _, weight, bandwidth, *edges = saved
+        grad_x, grad_w, grad_h, grad_e = _soft_grads(ctx, grad, saved, _soft_needs(ctx, weight, bandwidth, ctx.needs_input_grad[5:]))
+        return grad_x, grad_w, grad_h, None, None, *grad_e
 
     @staticmethod
     def jvp(ctx, x_t, weight_t, bandwidth_t, _binning, _backend, *edges_t):
@@ -782,16 +772,13 @@ def soft_histogram(
         select_backend(x.device, backend, binning)
     if shapes is not None and not (_eager(x) and torch.is_grad_enabled() and _any_requires_grad(x, weight, bandwidth, *edges)):
         samples, out = shapes
-        x, weight = x.reshape(samples), None if weight is None else weight.reshape(samples[:2])
-        return soft_histogram(x, weight, bandwidth, edges, binning, backend).reshape(out)
+        return soft_histogram(*_as_samples(x, weight, samples), bandwidth, edges, binning, backend).reshape(out)
     if torch.compiler.is_compiling():
         return soft(x, weight, bandwidth, list(edges), binning.spec, backend)
     if _eager(x):
-        if shapes is not None:  # a graph: the reshapes inside its one node
-            return _EagerSoftReshaped.apply(x, weight, bandwidth, binning, backend, shapes, *edges)
         if not (torch.is_grad_enabled() and _any_requires_grad(x, weight, bandwidth, *edges)):
             return run_soft(x, weight, bandwidth, edges, binning, backend)  # nothing to differentiate
-        return _EagerSoft.apply(x, weight, bandwidth, binning, backend, *edges)
+        return _EagerSoft.apply(x, weight, bandwidth, binning, backend, shapes or (x.shape, None), *edges)
     return SoftHistogram.apply(x, weight, bandwidth, binning, backend, *edges)
 
 
