@@ -289,6 +289,20 @@ def test_bench_prints_a_table_against_histc(tmp_path, capsys):
     assert_png(plot, 600, 300)
 
 
+def test_bench_scaling_times_one_thread_against_more(capsys):
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--tiny", "--scaling", "--threads", "2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    lines = capsys.readouterr().out.splitlines()
+    assert "| call | 1 thread | 2 threads | speed-up |" in lines
+    rows = [line for line in lines if line.startswith("| softhist") or line.startswith("| torch.histc")]
+    assert [row.split(" | ")[0] for row in rows] == ["| torch.histc", "| softhist hard", "| softhist soft forward", "| softhist soft forward+backward"]
+    assert all(row.endswith("× |") and row.count(" ms |") == 2 for row in rows)
+    assert any(line.startswith("Minimum of interleaved repeats at 1 and 2 threads; load average") for line in lines)
+
+
 def test_bench_script_keeps_its_flags():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_histogram.py"), "--help"],
                          capture_output=True, text=True, timeout=120)

@@ -16,11 +16,16 @@ Parzen window (``GlobalMutualInformationLoss``). All of them build ``N x bins``.
     softhist bench --quick                     # a smaller table, in under a minute on a 2-core CPU
     softhist bench --sweep --plot bench.png    # time and memory against N, log-log
     softhist bench --small                     # only the small inputs and many rows
+    softhist bench --scaling                   # 16M samples at one thread and at all threads
 
 Small inputs and many rows get their own table: a call on 1,000 samples against ``torch.histc`` and
 the dense formula users write for it, many short rows (``dim=``) against the same samples as one
 row, and ``import softhist`` against ``import torch``. Those calls take microseconds, so each time
 there is the minimum over interleaved repeats of a batch of calls.
+
+``--scaling`` times 16M samples at one thread and at ``--threads`` (default: torch's thread count),
+interleaved, and prints the speed-up with the load average before and after: on a shared machine
+the load says how many of the threads were free.
 """
 
 from __future__ import annotations
@@ -553,6 +558,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-dense", action="store_true", help="skip the dense baselines (forum formula, kornia, MONAI)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline (always skipped with --quick)")
     parser.add_argument("--small", action="store_true", help="only the small inputs and many rows (CPU)")
+    parser.add_argument(
+        "--scaling", action="store_true",
+        help="only 16M samples at one thread and at --threads (default: torch's thread count), as a speed-up (CPU)",
+    )
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # one small case of each kind, for the tests
     parser.add_argument(
         "--threads", type=_threads, metavar="N",
@@ -664,6 +673,46 @@ def small_inputs(options: Options) -> List[Row]:
     return rows
 
 
+def thread_scaling(options: Options, threads: int) -> List[Row]:
+    """Print the table of 16M samples at one thread and at ``threads``; returns its rows."""
+    device = torch.device(options.device)
+    n = 1 << (16 if options.tiny else 24)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n, generator=gen).to(device)
+    leaf = x.clone().requires_grad_()
+    calls = {
+        "torch.histc": lambda: torch.histc(x, 256, 0, 1),
+        "softhist hard": lambda: softhist.histc(x, 256, 0, 1, mode="hard"),
+        "softhist soft forward": lambda: softhist.histc(x, 256, 0, 1),
+        "softhist soft forward+backward": _backward(lambda t: softhist.histc(t, 256, 0, 1), leaf),
+    }
+
+    def at(count: int, fn: Fn) -> Fn:
+        def run() -> None:
+            torch.set_num_threads(count)
+            fn()
+
+        return run
+
+    before = os.getloadavg()[0]
+    timed = fastest(
+        {f"{label} @{count}": at(count, fn) for label, fn in calls.items() for count in (1, threads)},
+        device, 2 if options.tiny else 5, 0.002 if options.tiny else 0.2,
+    )
+    torch.set_num_threads(threads)
+    print(f"\n### Threads: {n:,} samples, 256 bins\n")
+    print(f"Minimum of interleaved repeats at 1 and {threads} threads; load average {before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after (this machine: {os.cpu_count()} CPUs).\n")
+    print(f"| call | 1 thread | {_plural(threads, 'thread')} | speed-up |")
+    print("|---|---|---|---|")
+    rows: List[Row] = []
+    for label in calls:
+        one, many = timed[f"{label} @1"], timed[f"{label} @{threads}"]
+        print(f"| {label} | {one:.1f} ms | {many:.1f} ms | {one / many:.2f}× |", flush=True)
+        rows.append(Row(f"threads, N={n:,}", label, n, 256, one, many, None, None))
+    return rows
+
+
 def run(args: argparse.Namespace) -> List[Row]:
     """Print the Markdown table; write ``--csv`` and ``--plot`` if asked. Returns the rows."""
     tiny = getattr(args, "tiny", False)
@@ -679,6 +728,8 @@ def run(args: argparse.Namespace) -> List[Row]:
     print(f"device: {name}; torch {torch.__version__}; softhist {softhist.__version__}; float32, uniform data on [0, 1]\n")
     if getattr(args, "small", False):
         return small_inputs(options)
+    if getattr(args, "scaling", False):
+        return thread_scaling(options, options.threads or torch.get_num_threads())
     missing = [f"{group} (pip install {OPTIONAL_MODULES[group]})" for group in OPTIONAL_MODULES if not installed(group)]
     if missing and options.dense:
         print(f"Not installed, so not compared: {', '.join(missing)}.")
