@@ -12,6 +12,7 @@ from sklearn.metrics import mutual_info_score, normalized_mutual_info_score
 from torch.autograd import gradcheck
 
 import softhist
+from conftest import sweep_gradcheck
 
 F64 = torch.float64
 
@@ -175,7 +176,7 @@ def test_gradcheck_divergences_through_soft_histograms(kernel):
             softhist.entropy(hx), softhist.kl_divergence(hx, ht), softhist.js_divergence(hx, ht), softhist.wasserstein(hx, ht, edges)
         ])
 
-    assert gradcheck(stats, (x, t, h), eps=1e-6, atol=1e-5)
+    assert gradcheck(stats, (x, t, h), eps=1e-6, atol=1e-5, **sweep_gradcheck(kernel))
 
 
 @pytest.mark.parametrize("normalized", [False, True])

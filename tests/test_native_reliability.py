@@ -15,20 +15,25 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize("mode", ["soft", "hard"])
-@pytest.mark.parametrize("dims, bins", [(4, 65536), (8, 256)])
-def test_overflowing_cell_counts_raise_instead_of_crashing(mode, dims, bins):
-    """65536**4 and 256**8 cells overflow int64: an error, in a subprocess so a crash fails the test."""
+def test_overflowing_cell_counts_raise_instead_of_crashing():
+    """65536**4 and 256**8 cells overflow int64: an error for each (soft and hard), in one
+    subprocess so that a crash fails the test."""
+    cases = [(dims, bins, mode) for dims, bins in ((4, 65536), (8, 256)) for mode in ("soft", "hard")]
     code = (
         "import torch, softhist\n"
-        "try:\n"
-        f"    softhist.histogramdd(torch.rand(10, {dims}), {bins}, range=[(0, 1)] * {dims}, mode='{mode}', backend='cpp')\n"
-        "except (RuntimeError, ValueError) as error:\n"
-        "    print('raised:', error)\n"
+        f"for dims, bins, mode in {cases!r}:\n"
+        "    try:\n"
+        "        softhist.histogramdd(torch.rand(10, dims), bins, range=[(0, 1)] * dims, mode=mode, backend='cpp')\n"
+        "        print('returned')\n"
+        "    except (RuntimeError, ValueError) as error:\n"
+        "        print('raised:', str(error).replace('\\n', ' '))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "raised:" in done.stdout and ("overflow" in done.stdout or "too many" in done.stdout.lower())
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(cases), done.stdout
+    for case, line in zip(cases, lines):
+        assert line.startswith("raised:") and ("overflow" in line or "too many" in line.lower()), (case, line)
 
 
 def test_engine_checks_sizes_itself():

@@ -12,7 +12,7 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import softhist
-from conftest import run_measuring_peak, same_at_thread_counts
+from conftest import run_measuring_peak, same_at_thread_counts, sweep_gradcheck
 from softhist import _cpp_backend, _ops, _plan, _torch_backend, reference
 from softhist.kernels import KERNELS
 
@@ -158,8 +158,8 @@ def test_gradcheck_and_gradgradcheck_for_every_option(kernel, membership, normal
                                   normalize_samples=normalize, dim=1)[0]
 
     inputs = _grad_inputs(per_bin)
-    assert gradcheck(f, inputs)
-    assert gradgradcheck(f, inputs)
+    assert gradcheck(f, inputs, **sweep_gradcheck(kernel))
+    assert gradgradcheck(f, inputs, **sweep_gradcheck(kernel))
 
 
 @pytest.mark.parametrize("kernel", ["cauchy", LAPLACE], ids=_id)
