@@ -2,13 +2,12 @@
 non-finite weights stay in the bins their kernel reaches, and many short rows cost one pass."""
 
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import softhist
+from conftest import run_in_fresh_process
 
 pytestmark = pytest.mark.skipif(
     softhist.backends()["cpp"] is not None, reason=f"native kernels unavailable: {softhist.backends()['cpp']}"
@@ -17,7 +16,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_overflowing_cell_counts_raise_instead_of_crashing():
     """65536**4 and 256**8 cells overflow int64: an error for each (soft and hard), in one
-    subprocess so that a crash fails the test."""
+    process of their own so that a crash fails the test."""
     cases = [(dims, bins, mode) for dims, bins in ((4, 65536), (8, 256)) for mode in ("soft", "hard")]
     code = (
         "import torch, softhist\n"
@@ -28,7 +27,7 @@ def test_overflowing_cell_counts_raise_instead_of_crashing():
         "    except (RuntimeError, ValueError) as error:\n"
         "        print('raised:', str(error).replace('\\n', ' '))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = run_in_fresh_process(code)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert len(lines) == len(cases), done.stdout
@@ -153,7 +152,7 @@ def test_window_buffers_stay_bounded_whatever_the_bandwidth():
         "assert torch.isfinite(x.grad).all() and torch.isfinite(h).all()\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    done = run_in_fresh_process(code)
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout.split()[-1]) < 100  # MiB above the start
 
