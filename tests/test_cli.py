@@ -279,8 +279,8 @@ def test_bench_prints_a_table_against_histc(tmp_path, capsys):
     soft = [row for row in rows if "softhist soft" in row]
     assert soft and all(row.count(" ms (") == 2 for row in soft)  # forward and forward+backward
     probed = [row for row in rows if row.rstrip(" |").split("|")[-1].strip().isdigit()]  # peak MiB from the probes
-    assert {row.split("|")[1] for row in probed} == {row.split("|")[1] for row in rows}  # --tiny: one probe per case
-    assert all("softhist" in row for row in probed)
+    assert len(probed) == 1 and probed[0].startswith(rows[0].split("|")[0] + "|" + rows[0].split("|")[1])  # --tiny: one probe
+    assert "softhist" in probed[0]
     with open(table, newline="") as handle:
         records = list(csv.DictReader(handle))
     assert len(records) == len(rows)
