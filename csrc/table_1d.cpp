@@ -270,34 +270,65 @@ SOFTHIST_HOT void table_1d_ends_forward(const Axis& a, TableEnds& e, double* his
 // dn_p/dt = (da_p/dt - n_p dS/dt) / S, dS/dt = sum_q da_q/dt: with G the cells' gradients and
 // Abar = sum_p n_p G_p = (mass row . G) / S,
 //   dL/dw = Abar,   dL/dt = w (dt row . G - Abar sum_q da_q/dt) / S,
-// the u and hb rows times scale for x and h (as table_1d_backward). The row dots come from the
-// gradient tables where given (interpolated as gtable_1d_backward does), else from the rows.
+// the u and hb rows times scale for x and h (as table_1d_backward). The block's row dots come
+// first, each row's in one pass: from the gradient tables where given (interpolated as
+// gtable_1d_backward does), else eight samples at a time (table_1d_dots); then the quotients.
 SOFTHIST_HOT void table_1d_backward_normalized(const Axis& a, const TableBlock& b, const double* g, int64_t m, const double* const gv[3],
                                                bool need_x, bool need_w, bool need_h, float* gx, float* gw, double* gh) {
-  const int64_t w8 = a.cells, row_size = 2 * w8, stride = a.q + 1;
-  auto dot_g = [&](const float* tab, const double* gvt, int64_t i) {
-    if (gvt) {
-      const int64_t k = int64_t(b.bin[i]) * stride + b.q[i];
-      return gvt[k] + double(b.t[i]) * (gvt[k + 1] - gvt[k]);
+  const int64_t stride = a.q + 1;
+  double dots[3][BLOCK];  // the du, mass and dhb rows' dots with G
+  auto row_dots = [&](int k, const float* tab) {
+    const double* __restrict v = gv[k];
+    if (!v) return table_1d_dots(a, b, tab, g, m, dots[k]);
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t at = int64_t(b.bin[i]) * stride + b.q[i];
+      dots[k][i] = v[at] + double(b.t[i]) * (v[at + 1] - v[at]);
     }
-    double acc[8];
-    row_dot8(acc, g + b.bin[i], tab + b.q[i] * row_size, w8, b.t[i]);
-    return sum8(SOFTHIST_LOAD8(acc));
   };
-  double sum_h = 0.0;
+  row_dots(1, a.mass);
+  if (need_x) row_dots(0, a.du);
+  if (need_h) row_dots(2, a.dhb);
+  // The quotients, branch-free so the loops vectorize (the row sums gathered by q): a sample with
+  // S = 0 (out of reach, split off, or reaching no cell) gets no gradient.
+  const float* __restrict s0 = a.sums;
+  const float* __restrict s1 = a.sums + 2 * a.q;
+  const float* __restrict s2 = a.sums + 4 * a.q;
+  const int32_t* __restrict valid = b.valid;
+  const int32_t* __restrict q = b.q;
+  const float* __restrict t = b.t;
+  const double* __restrict wb = b.w;
+  const double* __restrict du = dots[0];
+  const double scale = a.scale;
+  double inv[BLOCK], bar[BLOCK];
+#pragma omp simd
   for (int64_t i = 0; i < m; ++i) {
-    const double S = b.valid[i] ? row_sum(a, 0, b.q[i], b.t[i]) : 0.0;
-    if (S == 0.0) {  // out of reach, split off, or reaching no cell: no gradient here
-      if (need_x) gx[i] = 0.0f;
-      if (need_w) gw[i] = 0.0f;
-      continue;
-    }
-    const double inv = 1.0 / S, bar = dot_g(a.mass, gv[1], i) * inv, w = b.w[i] * a.scale;
-    if (need_w) gw[i] = float(bar);
-    if (need_x) gx[i] = float(w * (dot_g(a.du, gv[0], i) - bar * row_sum(a, 1, b.q[i], b.t[i])) * inv);
-    if (need_h) sum_h += w * (dot_g(a.dhb, gv[2], i) - bar * row_sum(a, 2, b.q[i], b.t[i])) * inv;
+    const double S = double(s0[2 * q[i]]) + double(t[i]) * double(s0[2 * q[i] + 1]);
+    const bool ok = valid[i] && S != 0.0;
+    inv[i] = (ok ? 1.0 : 0.0) / (ok ? S : 1.0);
+    bar[i] = ok ? dots[1][i] * inv[i] : 0.0;
   }
-  *gh += sum_h;
+  if (need_w) {
+    float* __restrict out = gw;
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) out[i] = float(bar[i]);
+  }
+  if (need_x) {
+    float* __restrict out = gx;
+#pragma omp simd
+    for (int64_t i = 0; i < m; ++i) {
+      const double dS = double(s1[2 * q[i]]) + double(t[i]) * double(s1[2 * q[i] + 1]);
+      out[i] = inv[i] != 0.0 ? float(wb[i] * scale * (du[i] - bar[i] * dS) * inv[i]) : 0.0f;
+    }
+  }
+  if (need_h) {
+    double sum_h = 0.0;
+    for (int64_t i = 0; i < m; ++i) {
+      if (inv[i] == 0.0) continue;
+      const double dS = double(s2[2 * q[i]]) + double(t[i]) * double(s2[2 * q[i] + 1]);
+      sum_h += wb[i] * scale * (dots[2][i] - bar[i] * dS) * inv[i];
+    }
+    *gh += sum_h;
+  }
 }
 
 // The exact windows' derivatives are in data units and normalized already (normalize_windows):

@@ -460,6 +460,70 @@ def test_float32_centre_memberships_read_from_tables_equal_float64(kernel):
 
 
 @needs_cpp
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("kernel", ["gaussian", "logistic", "box", "epanechnikov", "bspline", "bspline2"])
+def test_float32_centre_backward_reads_tables_split_at_the_cut_equal_float64(kernel, normalize):
+    # A bin's centre membership jumps (or its slope does) where the bin's centre crosses the
+    # kernel's cut |z| = T, at f = frac(1/2 -+ T hb) in the sample's bin: the gradients' table is
+    # split there, so no row interpolates across a jump. Samples spread over the range and right
+    # at the cuts (the float32 values nearest them and their neighbours), weights, and gradients
+    # in x, the weights and the bandwidth against the torch engine's float64 formula.
+    torch.manual_seed(6)
+    bins, hb = 32, 0.75
+    cuts = _cpp_backend._centre_cuts(KERNELS[kernel], hb)
+    assert cuts == sorted({c for c in ((0.5 - KERNELS[kernel].support * hb) % 1.0, (0.5 + KERNELS[kernel].support * hb) % 1.0)})
+    layout = _cpp_backend._centre_table_size(KERNELS[kernel], hb, True)
+    assert layout is not None and (layout.cuts[0] < 1.0 or kernel.startswith("bspline"))  # (B-splines: smooth at the cut)
+    at_cuts = torch.tensor([(n + c) / bins for n in range(-3, bins + 3) for c in cuts], dtype=torch.float32)
+    at_cuts = torch.cat([at_cuts, torch.nextafter(at_cuts, at_cuts - 1), torch.nextafter(at_cuts, at_cuts + 1)])
+    x = torch.cat([torch.rand(100_000) * 1.2 - 0.1, at_cuts]).double()  # float32 values: both runs see the same samples
+    w = torch.rand(x.numel()).double()
+    binning = _plan.Binning((KERNELS[kernel],), "soft", (_plan.Axis(bins, hb / bins, (0.0, 1.0), "center"),), "histc", (False,),
+                            normalize_samples=normalize)
+    for _ in range(2):  # the second call finds the table built
+        ints, *_ = _cpp_backend._plan(x.float().view(1, -1, 1), [torch.linspace(0, 1, bins + 1)], binning, smooth_gradients=True)
+    fields = dict(zip(_cpp_backend.INT_FIELDS, ints))
+    assert fields["kind"] == _cpp_backend.TABLE and fields["q"] == layout.rows
+
+    def run(backend, dtype, normalize=normalize):
+        leaves = [t.to(dtype).requires_grad_() for t in (x, w, torch.tensor(hb / bins, dtype=torch.float64))]
+        out = softhist.histc(leaves[0], bins, 0, 1, weight=leaves[1], bandwidth=leaves[2], kernel=kernel, membership="center",
+                             normalize_samples=normalize, backend=backend)
+        cot = torch.linspace(-1, 1, bins, dtype=torch.float64).to(dtype)
+        return [out, *torch.autograd.grad((out * cot).sum(), leaves)]
+
+    got, want = run("cpp", torch.float32), run("torch", torch.float64)
+    for g, ref in zip(got[:3], want[:3]):
+        _close(g, ref, torch.float32)
+    # The bandwidth's gradient sums every sample's table row: within 2e-5 of float64, or of the
+    # terms it sums where normalizing cancels them (a box's normalized memberships do not depend on h).
+    scale = max(abs(want[3].item()), abs(run("torch", torch.float64, False)[3].item()) if normalize else 0.0)
+    assert abs(got[3].item() - want[3].item()) <= 2e-5 * scale
+
+
+@needs_cpp
+def test_centre_tables_of_kernels_with_a_kink_inside_take_the_exact_windows():
+    # The triangle's density kinks at 0 as well as at its cut: a third cut in the bin, which the
+    # tables (up to three pieces) do not take.
+    assert _cpp_backend._centre_cuts(KERNELS["triangular"], 0.75) is None
+    assert _cpp_backend._centre_table_size(KERNELS["triangular"], 0.75, True) is None
+
+
+@needs_cpp
+def test_float32_centre_backward_tables_are_bit_identical_across_thread_counts():
+    torch.manual_seed(7)
+    x = torch.rand(300_000) * 1.2 - 0.1
+    w = torch.rand(300_000)
+
+    def run():
+        xx, ww, hh = x.clone().requires_grad_(), w.clone().requires_grad_(), torch.tensor(0.01, dtype=torch.float64, requires_grad=True)
+        h = softhist.histc(xx, 64, 0, 1, weight=ww, bandwidth=hh, membership="center", backend="cpp")
+        return [h, *torch.autograd.grad((h * torch.linspace(-1, 1, 64)).sum(), [xx, ww, hh])]
+
+    same_at_thread_counts(run, (1, 3, 2))
+
+
+@needs_cpp
 @pytest.mark.parametrize("membership", ["mass", "center"])
 @pytest.mark.parametrize("kernel", ["gaussian", "logistic", "bspline", "triangular"])
 def test_float32_normalized_samples_read_from_tables_equal_float64(kernel, membership):

@@ -168,60 +168,119 @@ def _table_size(kernel: Kernel, bandwidth_bins: float) -> Optional[TableLayout]:
     return TableLayout(size, reach, size)
 
 
-def _centre_rows(kernel: Kernel, bandwidth_bins: float, reach: int, f: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def _centre_rows(
+    kernel: Kernel, bandwidth_bins: float, reach: int, f: Tensor, piece: Optional[Tuple[float, float]] = None
+) -> Tuple[Tensor, Tensor, Tensor]:
     """Centre memberships of bins ``n - J .. n + J`` of samples at ``n + f`` (float64, ``(len(f), 2J + 1)``)
     and their derivatives in the position ``u`` and the bandwidth ``hb`` (bin units): with
     ``r = 1/hb`` and ``z = (o + 1/2 - f) r``, ``a = r K(z)``, ``da/du = -r^2 K'(z)``,
-    ``da/dhb = -r^2 (K(z) + z K'(z))`` (``K'`` by autograd of the kernel's density)."""
+    ``da/dhb = -r^2 (K(z) + z K'(z))`` (``K'`` by autograd of the kernel's density).
+
+    ``piece = (lo, hi)``: samples in a piece of the bin between two cuts (:func:`_centre_cuts`),
+    where no bin's centre crosses the kernel's cut ``|z| = T``: each bin is inside or outside
+    the cut as it is at the piece's middle, over the whole piece, its density continued onto the
+    piece's ends (the one-sided limit there: ``z`` pulled inside ``(-T, T)``, by the few ulps it
+    lies past ``T`` at a cut, changes the values by that times their slope, ~1e-15)."""
     r = 1.0 / bandwidth_bins
     offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
-    z = ((offsets.unsqueeze(0) + 0.5 - f.unsqueeze(1)) * r).requires_grad_()
+    z = (offsets.unsqueeze(0) + 0.5 - f.unsqueeze(1)) * r
+    inside = None
+    if piece is not None:
+        inside = ((offsets + 0.5 - 0.5 * (piece[0] + piece[1])) * r).abs() < kernel.support
+        bound = math.nextafter(kernel.support, 0.0)
+        z = z.clamp(-bound, bound)
+    z = z.requires_grad_()
     with torch.enable_grad():
         density = kernel.pdf(z)
         (slope,) = torch.autograd.grad(density.sum(), z) if density.requires_grad else (torch.zeros_like(z),)  # a box: flat
     density, z = density.detach(), z.detach()
+    if inside is not None:
+        density, slope = density * inside, slope * inside
     return density * r, -slope * r * r, -(density + z * slope) * r * r
+
+
+def _centre_cuts(kernel: Kernel, bandwidth_bins: float) -> Optional[List[float]]:
+    """Where in the bin (``0 < f < 1``) a centre table is cut, or None where more than two cuts
+    (three pieces, csrc/windows.h TableGrid) would be needed. Bin ``n + o``'s centre membership of
+    a sample at ``n + f`` is ``r K((o + 1/2 - f) r)``: its value (a cut Gaussian, logistic or box)
+    or its slope (Epanechnikov) jumps where the centre crosses the cut, ``o + 1/2 - f = ±T hb``,
+    that is at ``f = frac(1/2 ∓ T hb)``, the same two places for every bin. Between them each
+    bin's row is as smooth as the density inside the cut, and linear interpolation within a
+    piece never crosses a jump. The triangular density also kinks at 0 (``f = 1/2``): a third
+    cut, so it takes the exact windows."""
+    if is_builtin(kernel) and kernel.name == "triangular":
+        return None
+    t_hb = kernel.support * bandwidth_bins
+    return sorted({c for c in ((0.5 - t_hb) % 1.0, (0.5 + t_hb) % 1.0) if 0.0 < c < 1.0}) or [0.5]  # (none inside: still pieces)
 
 
 @functools.lru_cache(maxsize=None)
 def _centre_table_size(kernel: Kernel, bandwidth_bins: float, gradients: bool, reach: Optional[int] = None) -> Optional[TableLayout]:
-    """The layout (one piece) of a centre-membership table, or None. A centre membership follows the density,
+    """The layout of a centre-membership table, or None. A centre membership follows the density,
     not its integral, so :func:`._plan.table_points`' bound (from the CDF's smoothness) does not
-    size it: ``Q`` is the smallest power of two from 16 whose linear interpolation errs, at every
-    point half-way between grid rows, by at most ``2**-24`` (values) and, with ``gradients``,
-    ``2**-21`` of the largest derivative (derivative rows). Where a bin's centre crosses the cut
-    ``|z| = T`` between two rows, the interpolation errs by up to the density's jump there: allowed
-    for the values when it is below ``2**-20`` of their peak (Gaussian ``8e-7``, logistic ``2e-7``),
-    for derivatives never (a cut Gaussian's bandwidth row jumps by ``2e-5`` of its peak: its
-    gradients take the exact windows). A density with a jump or a kink inside (box, triangular,
-    Epanechnikov) never gets there and takes the exact windows. ``reach``: the near window of a
-    kernel that is never cut (:func:`_far_plan`), whose far bins a far grid holds."""
+    size it: ``q`` rows per bin, the smallest power of two from 16 whose linear interpolation
+    errs, at every point half-way between grid rows, by at most ``2**-24`` (values) and, with
+    ``gradients``, ``2**-21`` of the largest derivative (derivative rows).
+
+    One piece of ``Q = q`` rows where it fits (the cheaper grid to locate on): where a bin's
+    centre crosses the cut ``|z| = T`` between two rows, the interpolation errs by up to the
+    density's jump there, allowed for the values when it is below ``2**-20`` of their peak
+    (Gaussian ``8e-7``, logistic ``2e-7``), for derivatives when below their tolerance (a
+    cut Gaussian's derivative rows jump by up to ``2e-5`` of their peak: they do not fit). Else a
+    table split at :func:`_centre_cuts` (pieces of ``ceil(len q)`` rows, then one more, as
+    :func:`_table_size`'s), where no row interpolates across the cut. ``reach``: the near window
+    of a kernel that is never cut (:func:`_far_plan`), whose far bins a far grid holds."""
     if reach is None:
         if not math.isfinite(kernel.support):
             return None
         reach = math.ceil(kernel.support * bandwidth_bins)  # a centre within T hb of the sample: |o + 1/2 - f| < T hb
     if reach > _TABLE_MAX_REACH:
         return None
+    one = _centre_table_fit(kernel, bandwidth_bins, gradients, reach, None)
+    if one is not None or not math.isfinite(kernel.support):
+        return one
+    cuts = _centre_cuts(kernel, bandwidth_bins)
+    return None if cuts is None else _centre_table_fit(kernel, bandwidth_bins, gradients, reach, tuple(cuts))
+
+
+def _centre_table_fit(
+    kernel: Kernel, bandwidth_bins: float, gradients: bool, reach: int, cuts: Optional[Tuple[float, ...]]
+) -> Optional[TableLayout]:
+    """:func:`_centre_table_size`'s search, over one piece (``cuts`` None) or the pieces between ``cuts``."""
     r = 1.0 / bandwidth_bins
     offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
+    bounds = [0.0, *cuts, 1.0] if cuts is not None else [0.0, 1.0]
     size = 16
     while size <= _TABLE_MAX_Q:
-        f = torch.arange(size + 1, dtype=torch.float64) / size
-        grid = _centre_rows(kernel, bandwidth_bins, reach, f)
-        half = _centre_rows(kernel, bandwidth_bins, reach, f[:-1] + 0.5 / size)
-        inside = ((offsets.unsqueeze(0) + 0.5 - f.unsqueeze(1)) * r).abs() < kernel.support
-        crossing = inside[:-1] != inside[1:]  # a centre crosses the cut between these rows
+        counts = [math.ceil((hi - lo) * size) for lo, hi in zip(bounds[:-1], bounds[1:])] if cuts is not None else [size]
+        if sum(counts) > _TABLE_MAX_Q:
+            return None
+        grids, halves, crossings = [], [], []
+        for lo, hi, n in zip(bounds[:-1], bounds[1:], counts):
+            f = lo + torch.arange(n + 1, dtype=torch.float64) * ((hi - lo) / n)
+            piece = (lo, hi) if cuts is not None else None
+            grids.append(_centre_rows(kernel, bandwidth_bins, reach, f, piece))
+            halves.append(_centre_rows(kernel, bandwidth_bins, reach, 0.5 * (f[:-1] + f[1:]), piece))
+            inside = ((offsets.unsqueeze(0) + 0.5 - f.unsqueeze(1)) * r).abs() < kernel.support
+            crossing = inside[:-1] != inside[1:]  # a centre crosses the cut between these rows (one piece only)
+            crossings.append(crossing if cuts is None else torch.zeros_like(crossing))
         fits = True
-        for row, (g, m) in enumerate(zip(grid, half) if gradients else [(grid[0], half[0])]):
-            peak = float(g.abs().max())
-            error = (0.5 * (g[:-1] + g[1:]) - m).abs()
-            jump = (g[1:] - g[:-1]).abs()
-            allowed = (TABLE_TOLERANCE if row == 0 else GRADIENT_TOLERANCE * peak)
+        for row in range(3 if gradients else 1):
+            peak = max(float(g[row].abs().max()) for g in grids)
+            allowed = TABLE_TOLERANCE if row == 0 else GRADIENT_TOLERANCE * peak
             across = 2.0**-20 * peak if row == 0 else allowed
-            fits = fits and float(torch.where(crossing, 0.0, error).max()) <= allowed
-            fits = fits and float(torch.where(crossing, jump, 0.0).max()) <= across
+            for g, m, crossing in zip(grids, halves, crossings):
+                error = (0.5 * (g[row][:-1] + g[row][1:]) - m[row]).abs()
+                jump = (g[row][1:] - g[row][:-1]).abs()
+                fits = fits and float(torch.where(crossing, 0.0, error).max()) <= allowed
+                fits = fits and float(torch.where(crossing, jump, 0.0).max()) <= across
         if fits:
-            return TableLayout(size, reach, size)
+            if cuts is None:
+                return TableLayout(size, reach, size)
+            starts = [sum(n + 1 for n in counts[:s]) for s in range(1, len(counts))]
+            rows = sum(n + 1 for n in counts)
+            pad = 2 - len(cuts)
+            return TableLayout(size, reach, rows, tuple(cuts) + (1.0,) * pad, tuple(starts + [rows] * pad))
         size *= 2
     return None
 
@@ -378,7 +437,7 @@ def _piece_cdf_pdf(kernel: Kernel, z: Tensor, region: Tensor) -> Tuple[Tensor, T
 
 
 def _build_table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout, membership: str = "mass") -> Tensor:
-    """``(3, rows, 2, W8)`` float32: the masses (or centre memberships, a table of one piece) of
+    """``(3, rows, 2, W8)`` float32: the masses (or centre memberships, :func:`_centre_rows`) of
     bins ``n - J .. n + J`` of a sample at ``n + f``, their derivatives in the position ``u`` and
     in the bandwidth ``hb`` (both in bin units), each row as (value, step to the next row) for
     interpolation; columns past ``2J + 1`` are zero.
@@ -391,10 +450,20 @@ def _build_table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout, mem
     ``/ 8``, one-signed) and sums over many samples carry no interpolation bias."""
     r, reach = 1.0 / bandwidth_bins, layout.reach
     offsets = torch.arange(-reach, reach + 2, dtype=torch.float64)
-    if membership == "center":
+    if membership == "center" and layout.cuts[0] >= 1.0:
         f = torch.arange(layout.q + 1, dtype=torch.float64) / layout.q
         per_bins = _centre_rows(kernel, bandwidth_bins, reach, f)
         pieces = [(0, layout.q + 1)]
+    elif membership == "center":  # pieces (_centre_table_size): each piece's rows, then one more that continues it
+        bounds = [0.0, *(c for c in layout.cuts if c < 1.0), 1.0]
+        starts = [0, *(s for s in layout.starts if s < layout.rows), layout.rows]
+        parts, pieces = [], []
+        for lo, hi, first, after in zip(bounds[:-1], bounds[1:], starts[:-1], starts[1:]):
+            n = after - first - 1
+            f = lo + torch.arange(n + 2, dtype=torch.float64) * ((hi - lo) / n)  # points 0 .. n + 1
+            parts.append(_centre_rows(kernel, bandwidth_bins, reach, f, (lo, hi)))
+            pieces.append((first + len(pieces), n + 2))
+        per_bins = tuple(torch.cat([part[k] for part in parts]) for k in range(3))
     elif layout.cuts[0] >= 1.0:
         f = torch.arange(layout.q + 1, dtype=torch.float64) / layout.q
         z = (offsets.unsqueeze(0) - f.unsqueeze(1)) * r  # (Q+1, W+1): z at bin edges n+o, o = -J..J+1
@@ -427,7 +496,7 @@ def _build_table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout, mem
         rows = []
         for first, count in pieces:
             points = per_bin[first : first + count]
-            if layout.cuts[0] < 1.0:
+            if layout.cuts[0] < 1.0 and membership != "center":
                 points = points - (per_bin[first + 1 : first + count + 1] - 2.0 * points + per_bin[first - 1 : first + count - 1]) / 12.0
             rows.append(torch.stack([points[:-1], points[1:] - points[:-1]], 1))
         out.append(torch.cat(rows))
