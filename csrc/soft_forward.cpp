@@ -93,10 +93,42 @@ void scatter_nd(double* hist, const Plan& p, const std::vector<AxisWindows>& ws,
   }
 }
 
+// Short rows on one plain table axis (table_1d_rows_forward): rows of at most SHORT_ROW samples
+// are taken a block's worth at a time, each in its own copy of at most SHORT_COPIES doubles
+// together (L1), so a row costs its samples and cells, not a pass and copies of its own.
+constexpr int64_t SHORT_ROW = 64;
+constexpr int64_t SHORT_COPIES = 4096;
+
+// Short rows' copies (table_1d_rows_forward, `size` doubles apart) cropped into the float32
+// output, each copy zeroed again for the next group: whole where its windows would cover it,
+// else window by window.
+SOFTHIST_HOT void crop_short_rows(const Axis& a, const TableBlock& b, int64_t rows, int64_t n, double* copies, int64_t size, float* out) {
+  const int64_t bins = a.bins, w8 = a.cells;
+  for (int64_t r = 0; r < rows; ++r) {
+    double* copy = copies + r * size;
+    const double* at = copy + a.pad;
+    float* to = out + r * bins;
+#pragma omp simd
+    for (int64_t c = 0; c < bins; ++c) to[c] = float(at[c]);
+    if (n * w8 >= size) {
+#pragma omp simd
+      for (int64_t c = 0; c < size; ++c) copy[c] = 0.0;
+      continue;
+    }
+    for (int64_t i = r * n; i < (r + 1) * n; ++i)
+      for (int64_t c = 0; c < w8; c += 8) SOFTHIST_AT8(copy + b.bin[i] + c) = v8d{};
+  }
+}
+
 template <typename scalar_t>
 Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const Plan& p) {
-  const int64_t D = p.dims, lanes = D == 1 ? lanes_for(p.stored, p.n) : 1, size = lanes * p.stored;  // 2-D: no gain measured
-  const int64_t chunks = chunks_per_row(p.rows, p.n, size), units = p.rows * chunks;
+  const bool plain_table = std::is_same_v<scalar_t, float> && p.dims == 1 && p.axes[0].kind == TABLE && !p.axes[0].normalize &&
+                           p.axes[0].far == 0;
+  // Rows per group (at least two, so that a row's consecutive windows are apart), or 1: no groups.
+  int64_t group = plain_table && p.n >= 1 && p.n <= SHORT_ROW ? std::min(BLOCK / p.n, SHORT_COPIES / p.stored) : 1;
+  group = group >= 2 ? group : 1;
+  const int64_t D = p.dims, lanes = D == 1 && group == 1 ? lanes_for(p.stored, p.n) : 1, size = lanes * p.stored;  // 2-D: no gain measured
+  const int64_t chunks = chunks_per_row(p.rows, p.n, size), units = group > 1 ? (p.rows + group - 1) / group : p.rows * chunks;
   // One chunk per row (many rows, or short ones): each row accumulates in its thread's scratch
   // and is cropped into the output at once, so memory and work stay O(threads x size + rows x
   // cells), not O(rows x size). Several chunks: one partial each, summed in chunk order below.
@@ -163,9 +195,19 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
     std::unique_ptr<TableBlock2D> tb2(table_2d ? new TableBlock2D : nullptr);
     // A float64 output without padding is its own scratch: the same sums, no copy of the row.
     const bool in_output = std::is_same_v<scalar_t, double> && direct && lanes == 1 && p.stored == p.cells;
-    std::unique_ptr<double[]> scratch(new double[direct && !in_output ? size : 0]);
+    std::unique_ptr<double[]> scratch(new double[direct && !in_output ? group * size : 0]);
     std::unique_ptr<double[]> far_scratch(new double[far && direct ? far_size : 0]);
+    if (group > 1) std::fill(scratch.get(), scratch.get() + group * size, 0.0);  // kept zero between groups, below
     for (int64_t u = u0; u < u1; ++u) {
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (group > 1) {  // rows r0..r1, one block, a copy each: added, cropped, and their windows zeroed again
+          const int64_t r0 = u * group, rows = std::min(p.rows - r0, group), m = rows * p.n;
+          table_positions(p.axes[0], xp + r0 * p.n, wp ? wp + r0 * p.n : nullptr, m, *tb);
+          table_1d_rows_forward(p.axes[0], *tb, rows, p.n, scratch.get(), size);
+          crop_short_rows(p.axes[0], *tb, rows, p.n, scratch.get(), size, op + r0 * p.cells);
+          continue;
+        }
+      }
       const int64_t row = direct ? u : u / chunks, k = direct ? 0 : u % chunks;  // no divisions per short row
       double* hist = direct ? scratch.get() : partial.get() + u * size;
       if constexpr (std::is_same_v<scalar_t, double>) hist = in_output ? op + row * p.cells : hist;

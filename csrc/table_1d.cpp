@@ -118,6 +118,38 @@ SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m
   else forward_rows<false>(a, b, m, hist, lanes, lane_size, nullptr, xs, wt);
 }
 
+// Short rows, each with its own copy: the samples go round the rows (sample j of every row, then
+// sample j + 1), so consecutive windows land in different copies and a row's next window reads
+// its copy `rows` stores later, when the last one has left the store buffer (one copy per row
+// with the samples in row order waits on each split 64-byte store). Each row still adds its
+// samples in order, into one copy: the same sums whatever the grouping of rows.
+SOFTHIST_HOT void table_1d_rows_forward(const Axis& a, const TableBlock& b, int64_t rows, int64_t n, double* hist, int64_t stride) {
+  const int64_t w8 = a.cells, row_size = 2 * w8;
+  const float* const mass = a.mass;
+  if (w8 == 8 && all_finite(b.w, rows * n)) {  // the common case: one vector per sample, no branch
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t r = 0, i = j; r < rows; ++r, i += n)
+        SOFTHIST_AT8(hist + r * stride + b.bin[i]) += b.w[i] * SOFTHIST_LERP8F(mass + b.q[i] * 16, 8, 0, b.t[i]);
+    return;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t r = 0, i = j; r < rows; ++r, i += n) {
+      const double w = b.w[i];
+      const float* row = mass + b.q[i] * row_size;
+      double* h = hist + r * stride + b.bin[i];
+      if (!std::isfinite(w)) {  // as forward_rows: the weight goes only where the row's mass is not 0
+        for (int64_t c = 0; c < w8; c += 8) {
+          double v[8];
+          SOFTHIST_AT8(v) = SOFTHIST_LERP8(row, w8, c, b.t[i]);
+          for (int k = 0; k < 8; ++k) h[c + k] += weighted(w, v[k]);
+        }
+        continue;
+      }
+      for (int64_t c = 0; c < w8; c += 8) SOFTHIST_AT8(h + c) += w * SOFTHIST_LERP8F(row, w8, c, b.t[i]);
+    }
+  }
+}
+
 // Backward: per sample, the dot of the cells' gradients with an interpolated row, in float64:
 // S[i] = sum_j G[bin + j] * row(q, t)[j]. Eight samples at a time: their eight products with
 // the row's first 8 cells (the rest added in) are eight vectors, summed by three rounds of

@@ -24,6 +24,9 @@ struct TableEnds;
 // samples (`ends` given, with the block's xs and weights): see TableEnds.
 void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m, double* hist, int64_t lanes, int64_t lane_size,
                       TableEnds* ends = nullptr, const float* xs = nullptr, const float* wt = nullptr);
+// Forward of `rows` short rows of n samples in one block (sample r * n + j is row r's j-th), row r
+// adding into its own copy at hist + r * stride, in sample order; plain (not normalized) samples.
+void table_1d_rows_forward(const Axis& a, const TableBlock& b, int64_t rows, int64_t n, double* hist, int64_t stride);
 // Backward through per-sample dots with the cells' gradients g (P: BLOCK scratch doubles).
 void table_1d_backward(const Axis& a, const TableBlock& b, const double* g, int64_t m, bool need_w, bool need_h, double* P,
                        float* gx, float* gw, double* gh);

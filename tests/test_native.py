@@ -131,6 +131,35 @@ def test_table_and_wide_windows_in_float32_match_float64():
 
 
 
+@pytest.mark.parametrize("length", [1, 2, 15, 16, 17, 64, 65])
+@pytest.mark.parametrize("bandwidth", [None, 0.02])  # 8- and 16-cell table windows
+def test_table_short_rows_match_float64_at_every_thread_count(length, bandwidth):
+    """Short rows on a table axis are taken many at a time, each in a copy of its own
+    (soft_forward.cpp; 65 samples: one row at a time): output and gradients within 2e-6 of the
+    torch engine in float64, with weights, NaN and out-of-range samples; an infinite weight
+    fills only its row's bins its kernel reaches; bit-identical across thread counts."""
+    rows = -(-70_000 // length)  # past _TABLE_BUILD_SAMPLES: the first call builds the table
+    x64, w64 = rand(rows, length, dtype=torch.float32).double(), rand(rows, length, lo=-0.5, hi=2.0, dtype=torch.float32).double()
+    x64.view(-1)[::97] = math.nan
+    x64.view(-1)[1::89] = 7.0  # too far to count
+
+    def fn(x, w, backend):
+        return softhist.histc(x, 40, 0, 1, weight=w, bandwidth=bandwidth, dim=1, backend=backend)
+
+    x32, w32 = x64.float().requires_grad_(), w64.float().requires_grad_()
+    native = same_at_thread_counts(lambda: outputs_and_grads(fn, [x32, w32], "cpp"), (1, 2))
+    exact = outputs_and_grads(fn, [x64.clone().requires_grad_(), w64.clone().requires_grad_()], "torch")
+    for got, want in zip(native, exact):
+        assert relative_error(got, want) < 2e-6
+    w_inf = w64.float()
+    x64[rows // 2, length // 2], w_inf[rows // 2, length // 2] = 0.5, math.inf  # its row only: the bins its kernel reaches
+    got = same_at_thread_counts(lambda: [fn(x64.float(), w_inf, "cpp")], (1, 2))[0]
+    want = fn(x64, w_inf.double(), "torch")
+    finite = torch.isfinite(want)
+    assert 0 < int((~finite).sum()) < 20 and torch.equal(torch.isfinite(got), finite)
+    assert ((got[finite].double() - want[finite]).abs().max() / want[finite].abs().max()).item() < 2e-6
+
+
 @pytest.mark.parametrize("bandwidth", [0.01, 0.02])  # 8- and 16-cell table windows
 def test_table_backward_of_every_tail_length_matches_float64(bandwidth):
     """The 1-D table's backward sums its per-sample dots eight samples at a time and the tail
