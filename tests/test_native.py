@@ -153,7 +153,8 @@ def test_table_backward_of_every_tail_length_matches_float64(bandwidth):
 @pytest.mark.parametrize(
     "bandwidths, kernel",
     [((0.5, 3.0), "gaussian"), ((3.0, 0.5), "gaussian"),  # in bins: 8- and 40-bin table windows on either axis
-     ((0.5, 1.3), "box"), ((1.3, 0.5), "triangular"), ((0.5, 0.5), "epanechnikov")],  # tables in pieces
+     ((0.5, 1.3), "box"), ((1.3, 0.5), "triangular"), ((0.5, 0.5), "epanechnikov"),  # tables in pieces
+     ((0.5, 0.5), "gaussian")],  # 7-bin windows on both axes: the phase copies' unrolled loops
 )
 def test_2d_table_path_in_float32_matches_float64(bandwidths, kernel):
     """Two equal-width axes in float32 take the 2-D table path (both axes' rows from their
@@ -268,10 +269,11 @@ def test_bit_identical_across_runs_and_thread_counts():
 
 
 
-def test_2d_table_path_bit_identical_across_thread_counts():
+@pytest.mark.parametrize("bandwidth", [0.02, 0.5 / 32])  # 16-cell windows; 8-cell ones (phase copies)
+def test_2d_table_path_bit_identical_across_thread_counts(bandwidth):
     xy = rand(3, 150_000, 2, dtype=torch.float32).requires_grad_()  # several chunks per row
     w = rand(3, 150_000, lo=0, hi=1, dtype=torch.float32).requires_grad_()
-    h = torch.tensor(0.02, requires_grad=True)
+    h = torch.tensor(bandwidth, requires_grad=True)
 
     def run():
         out = softhist.histogramdd(xy, 32, range=[(0, 1), (0, 1)], weight=w, bandwidth=h, backend="cpp")[0]
