@@ -141,8 +141,6 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
   const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && p.axes[0].kind == TABLE;
   const bool table_2d = std::is_same_v<scalar_t, float> && D == 2 && p.axes[0].kind == TABLE && p.axes[1].kind == TABLE;
   const bool tables = table_1d || table_2d;
-  // Two table axes of eight-cell windows, histograms small enough: phase copies (table_2d.h).
-  const bool copies_2d = table_2d && Table2DCopies::fits(p.axes[0], p.axes[1], p.n / chunks);
   const bool edges_1d = edges_1d_serves(p, std::is_same_v<scalar_t, float>);  // one float32 axis of explicit edges: edges_1d.cpp
   // Many samples per unit: through the node grid (the samples' moments, then per edge), built once per call.
   const bool edge_nodes = edges_1d && edges_nodes_pay(p.axes[0], p.n / chunks, p.rows * p.n);
@@ -163,7 +161,6 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
     std::unique_ptr<TableBlock> tb(table_1d ? new TableBlock : nullptr);
     std::unique_ptr<TableEnds> ends(table_1d && p.axes[0].normalize ? new TableEnds(p.axes[0]) : nullptr);
     std::unique_ptr<TableBlock2D> tb2(table_2d ? new TableBlock2D : nullptr);
-    std::unique_ptr<Table2DCopies> copies(copies_2d ? new Table2DCopies(p.axes[0], p.axes[1]) : nullptr);
     // A float64 output without padding is its own scratch: the same sums, no copy of the row.
     const bool in_output = std::is_same_v<scalar_t, double> && direct && lanes == 1 && p.stored == p.cells;
     std::unique_ptr<double[]> scratch(new double[direct && !in_output ? size : 0]);
@@ -176,7 +173,6 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
       std::fill(moments.begin(), moments.end(), 0.0);
       double* far_grid = !far ? nullptr : direct ? far_scratch.get() : far_partial.get() + u * far_size;
       if (far_grid) std::fill(far_grid, far_grid + far_size, 0.0);
-      if (copies) copies->clear();
       const int64_t begin = row * p.n + (direct ? 0 : k * p.n / chunks), end = direct ? begin + p.n : row * p.n + (k + 1) * p.n / chunks;
       for (int64_t a = begin; a < end; a += block) {
         const int64_t m = std::min(block, end - a);
@@ -193,7 +189,7 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
           }
           if (table_2d) {
             table_2d_positions(p.axes[0], p.axes[1], xp + a * 2, wp ? wp + a : nullptr, m, *tb2);
-            table_2d_forward(p.axes[0], p.axes[1], *tb2, m, hist, p.strides[0], copies.get());
+            table_2d_forward(p.axes[0], p.axes[1], *tb2, m, hist, p.strides[0]);
             continue;
           }
           if (edge_nodes) {
@@ -215,7 +211,6 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
         else if (D == 2) scatter_2d(hist, p.strides[0], ws[0], p.axes[0].cells, ws[1], p.axes[1].cells, wt.data(), valid.data(), m);
         else scatter_nd(hist, p, ws, offsets, wt.data(), valid.data(), m, vals);
       }
-      if (copies) copies->fold(hist, p.strides[0]);
       if (edge_nodes) edges_1d_nodes_forward(p.axes[0], *nodes, moments.data(), hist);
       if (far_grid && direct) far_1d_apply(p.axes[0], far_grid, hist + p.axes[0].pad);
       if (direct && !in_output) crop_row(hist, lanes, row, 0, p.cells);

@@ -65,63 +65,23 @@ SOFTHIST_INLINE void lerp_row(double* out, const float* tab, int64_t c, int32_t 
   for (int64_t j = 0; j < c; j += 8) SOFTHIST_AT8(out + j) = SOFTHIST_LERP8F(row, c, j, t);
 }
 
-// Phase copies: a window's row of eight cells starts at any cell, so its 64-byte store usually
-// spans two cache lines, which costs a store about twice an aligned one. With the row stride
-// padded to a multiple of 8, a window starting at stored cell s (s mod 8 = its phase p) goes to
-// copy p, shifted by p cells: there every row's eight cells are one aligned line. The copies
-// are summed in phase order into the histogram once the unit's samples are in (fold).
-// Copy p's cell c is at base + GAP + p (size - 1) + c: cells [0, p) of a copy are never written
-// (its windows start at cells = p mod 8), and read back there fall into the zeroed gap of
-// GAP - p >= 1 cells after the copy before.
-constexpr int64_t PHASES = 8, GAP = 8;
-
-bool Table2DCopies::fits(const Axis& a0, const Axis& a1, int64_t samples) {
-  const int64_t cells = a0.extent * ((a1.extent + 7) / 8 * 8);
-  return a1.cells == 8 && PHASES * cells * 8 <= COPIES_BYTES && samples >= cells;
-}
-
-Table2DCopies::Table2DCopies(const Axis& a0, const Axis& a1)
-    : stride((a1.extent + 7) / 8 * 8), size(a0.extent * stride + GAP), rows(a0.extent), cols(a1.extent),
-      mem(new double[PHASES * size + GAP + 8]) {
-  base = mem.get() + (8 - (reinterpret_cast<uintptr_t>(mem.get()) / 8) % 8) % 8;  // 64-byte aligned
-}
-
-void Table2DCopies::clear() { std::fill(base, base + PHASES * size + GAP, 0.0); }
-
-void Table2DCopies::fold(double* hist, int64_t stride0) const {
-  for (int64_t p = 0; p < PHASES; ++p) {
-    const double* copy = base + GAP + p * (size - 1);
-    for (int64_t r = 0; r < rows; ++r)
-#pragma omp simd
-      for (int64_t c = 0; c < cols; ++c) hist[r * stride0 + c] += copy[r * stride + c];
-  }
-}
-
 // EIGHT: both axes' stored windows are 8 cells (the common case): each sample's two rows stay in
 // vector registers (no buffer in memory, whose stores would compete with the scatter's), then
 // one multiply-add of eight doubles per window row; W7: axis 0's window is 7 bins (the default
-// bandwidth's), that loop unrolled at compile time. COPIES: into phase copies (aligned stores)
-// rather than the histogram itself.
-template <bool EIGHT, bool W7, bool COPIES>
-SOFTHIST_INLINE void forward_loop(const Axis& a0, const Axis& a1, const TableBlock2D& b, int64_t m, double* hist, int64_t stride0,
-                                  Table2DCopies* copies) {
+// bandwidth's), that loop unrolled at compile time.
+template <bool EIGHT, bool W7>
+SOFTHIST_INLINE void forward_loop(const Axis& a0, const Axis& a1, const TableBlock2D& b, int64_t m, double* hist, int64_t stride0) {
   const int64_t c0 = EIGHT ? 8 : a0.cells, c1 = EIGHT ? 8 : a1.cells, W0 = W7 ? 7 : a0.width;
-  if (COPIES) hist = copies->base + GAP, stride0 = copies->stride;
-  const int64_t shift = COPIES ? copies->size - 1 : 0;
   double A[MAX_CELLS], B1[MAX_CELLS];
   for (int64_t i = 0; i < m; ++i) {
     if (!b.valid[i]) continue;
-    const int64_t o = int64_t(b.bin0[i]) * stride0 + b.bin1[i];
-    double* h = hist + (o & 7) * shift + o;
+    double* h = hist + int64_t(b.bin0[i]) * stride0 + b.bin1[i];
     const double w = b.w[i];
     if (EIGHT && std::isfinite(w)) {
       // Axis 0's row times the weight, w a0_j (the cells past W0 are the table's zeros), axis 1's row.
       const v8d a = w * SOFTHIST_LERP8F(a0.mass + int64_t(b.q0[i]) * 16, 8, 0, b.t0[i]);
       const v8d b1 = SOFTHIST_LERP8F(a1.mass + int64_t(b.q1[i]) * 16, 8, 0, b.t1[i]);
-      for (int64_t j = 0; j < W0; ++j) {
-        if (COPIES) *reinterpret_cast<v8d*>(h + j * stride0) += a[j] * b1;  // aligned
-        else SOFTHIST_AT8(h + j * stride0) += a[j] * b1;
-      }
+      for (int64_t j = 0; j < W0; ++j) SOFTHIST_AT8(h + j * stride0) += a[j] * b1;
       continue;
     }
     lerp_row(A, a0.mass, c0, b.q0[i], b.t0[i]);
@@ -133,22 +93,16 @@ SOFTHIST_INLINE void forward_loop(const Axis& a0, const Axis& a1, const TableBlo
     }
     for (int64_t j = 0; j < W0; ++j) {
       const double c = w * A[j];
-      for (int64_t k = 0; k < c1; k += 8) {
-        if (COPIES) *reinterpret_cast<v8d*>(h + j * stride0 + k) += c * SOFTHIST_LOAD8(B1 + k);
-        else SOFTHIST_AT8(h + j * stride0 + k) += c * SOFTHIST_LOAD8(B1 + k);
-      }
+      for (int64_t k = 0; k < c1; k += 8) SOFTHIST_AT8(h + j * stride0 + k) += c * SOFTHIST_LOAD8(B1 + k);
     }
   }
 }
 
-SOFTHIST_HOT void table_2d_forward(const Axis& a0, const Axis& a1, const TableBlock2D& b, int64_t m, double* hist, int64_t stride0,
-                                   Table2DCopies* copies) {
-  const bool eight = a0.cells == 8 && a1.cells == 8, w7 = eight && a0.width == 7;
-  if (copies && w7) forward_loop<true, true, true>(a0, a1, b, m, hist, stride0, copies);
-  else if (copies) forward_loop<false, false, true>(a0, a1, b, m, hist, stride0, copies);
-  else if (w7) forward_loop<true, true, false>(a0, a1, b, m, hist, stride0, copies);
-  else if (eight) forward_loop<true, false, false>(a0, a1, b, m, hist, stride0, copies);
-  else forward_loop<false, false, false>(a0, a1, b, m, hist, stride0, copies);
+SOFTHIST_HOT void table_2d_forward(const Axis& a0, const Axis& a1, const TableBlock2D& b, int64_t m, double* hist, int64_t stride0) {
+  const bool eight = a0.cells == 8 && a1.cells == 8;
+  if (eight && a0.width == 7) forward_loop<true, true>(a0, a1, b, m, hist, stride0);
+  else if (eight) forward_loop<true, false>(a0, a1, b, m, hist, stride0);
+  else forward_loop<false, false>(a0, a1, b, m, hist, stride0);
 }
 
 template <int64_t FIXED1>

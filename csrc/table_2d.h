@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
 
 #include "plan.h"
 
@@ -19,25 +18,8 @@ struct TableBlock2D {
 
 // Grid positions and weights of m samples xs (pairs: x0, x1), weights wt (or none).
 void table_2d_positions(const Axis& a0, const Axis& a1, const float* xs, const float* wt, int64_t m, TableBlock2D& b);
-// Eight copies of a histogram with eight-cell windows on axis 1, one per window phase, so every
-// window row is one aligned store (table_2d.cpp); their sum is the histogram.
-constexpr int64_t COPIES_BYTES = 512 << 10;  // at most: they stay in L2
-struct Table2DCopies {
-  int64_t stride, size, rows, cols;  // padded row stride, doubles per copy; the histogram's stored rows, columns
-  std::unique_ptr<double[]> mem;
-  double* base;  // 64-byte aligned
-  // Whether the copies fit in COPIES_BYTES and `samples` per unit pay for clearing and summing them.
-  static bool fits(const Axis& a0, const Axis& a1, int64_t samples);
-  Table2DCopies(const Axis& a0, const Axis& a1);
-  void clear();
-  // hist (row stride stride0) += the copies' sum, in phase order.
-  void fold(double* hist, int64_t stride0) const;
-};
-
-// Forward: each sample adds w * (row0 outer row1) into its window of `hist` (row stride stride0),
-// or of `copies` where not null.
-void table_2d_forward(const Axis& a0, const Axis& a1, const TableBlock2D& b, int64_t m, double* hist, int64_t stride0,
-                      Table2DCopies* copies);
+// Forward: each sample adds w * (row0 outer row1) into its window of `hist` (row stride stride0).
+void table_2d_forward(const Axis& a0, const Axis& a1, const TableBlock2D& b, int64_t m, double* hist, int64_t stride0);
 // Backward from the cells' gradients g (row stride stride0): dL/dx (pairs) into gx, dL/dw into
 // gw (each where not null), dL/dh per axis added into gh[0..2) where need_h.
 void table_2d_backward(const Axis& a0, const Axis& a1, const TableBlock2D& b, int64_t m, const double* g, int64_t stride0,

@@ -154,7 +154,7 @@ def test_table_backward_of_every_tail_length_matches_float64(bandwidth):
     "bandwidths, kernel",
     [((0.5, 3.0), "gaussian"), ((3.0, 0.5), "gaussian"),  # in bins: 8- and 40-bin table windows on either axis
      ((0.5, 1.3), "box"), ((1.3, 0.5), "triangular"), ((0.5, 0.5), "epanechnikov"),  # tables in pieces
-     ((0.5, 0.5), "gaussian")],  # 7-bin windows on both axes: the phase copies' unrolled loops
+     ((0.5, 0.5), "gaussian")],  # 7-bin windows on both axes: the unrolled loops
 )
 def test_2d_table_path_in_float32_matches_float64(bandwidths, kernel):
     """Two equal-width axes in float32 take the 2-D table path (both axes' rows from their
@@ -288,7 +288,7 @@ def test_bit_identical_across_runs_and_thread_counts():
 
 
 
-@pytest.mark.parametrize("bandwidth", [0.02, 0.5 / 32])  # 16-cell windows; 8-cell ones (phase copies)
+@pytest.mark.parametrize("bandwidth", [0.02, 0.5 / 32])  # 16-cell windows; 8-cell ones (rows in registers)
 def test_2d_table_path_bit_identical_across_thread_counts(bandwidth):
     xy = rand(3, 150_000, 2, dtype=torch.float32).requires_grad_()  # several chunks per row
     w = rand(3, 150_000, lo=0, hi=1, dtype=torch.float32).requires_grad_()
