@@ -45,6 +45,12 @@ struct __attribute__((packed, may_alias)) v8d_unaligned {
 #define SOFTHIST_WIDEN8(p) __builtin_convertvector(*reinterpret_cast<const v8f_mem*>(p), v8d)
 
 typedef float v8f __attribute__((vector_size(32)));
+// Eight floats at p (any alignment) as a v8f lvalue, as SOFTHIST_AT8 for doubles.
+struct __attribute__((packed, may_alias)) v8f_unaligned {
+  v8f v;
+};
+#define SOFTHIST_AT8F(p) (reinterpret_cast<::softhist::native::v8f_unaligned*>(p)->v)
+#define SOFTHIST_LOAD8F(p) (v8f(reinterpret_cast<const ::softhist::native::v8f_unaligned*>(p)->v))
 // A table row interpolated in float32 and widened once: row[j..] + t * row[w8 + j..] rounded to
 // float32 (one more rounding of values already stored in float32: relative error 2^-24 per
 // cell, well inside the 2e-6 bound), then one conversion to doubles instead of two.

@@ -299,6 +299,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
   const bool table_1d = std::is_same_v<scalar_t, float> && D == 1 && a0.kind == TABLE;
   const bool table_2d = std::is_same_v<scalar_t, float> && D == 2 && a0.kind == TABLE && p.axes[1].kind == TABLE && !any_edges;
   const bool tables = table_1d || table_2d;
+  const bool dots_1d = table_1d && !gtable && !(normalized && a0.membership == CENTER);  // table_1d_backward: G in float32 too
   // A never-cut kernel's far grid (far_1d.h): the grid functions of the gradients, per row (in
   // the unit itself where a row is one unit, else once per row up front: then rows <= 32).
   const bool far = table_1d && a0.far != 0;
@@ -324,6 +325,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
     std::unique_ptr<TableEnds> ends(table_1d && normalized ? new TableEnds(a0) : nullptr);
     std::unique_ptr<TableBlock2D> tb2(table_2d ? new TableBlock2D : nullptr);
     std::unique_ptr<double[]> scratch(new double[per_row ? p.stored : 0]);
+    std::unique_ptr<float[]> growf(new float[dots_1d ? p.stored : 0]);
     std::vector<double> moments(sums ? nodes->moments() : 0);
     std::vector<double> far_unit(far && chunks == 1 ? 3 * far_size : 0);
     for (int64_t u = u0; u < u1; ++u) {
@@ -331,6 +333,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
       double* gh = partial.data() + u * per_unit;
       if (per_row) padded_row(row, scratch.get());
       const double* grow = per_row ? scratch.get() : g + row * p.stored;
+      for (int64_t c = 0; dots_1d && c < p.stored; ++c) growf[c] = float(grow[c]);  // exact: the gradients came in float32
       const double* fv = !far ? nullptr : chunks == 1 ? far_unit.data() : far_rows.data() + row * 3 * far_size;
       if (far && chunks == 1) far_grids(grow, far_unit.data());
       const int64_t begin = row * p.n + (chunks == 1 ? 0 : k * p.n / chunks);
@@ -356,7 +359,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(const Tensor& grad, con
               gtable_1d_backward(a0, *tb, m, gx ? gv : nullptr, gw ? gv + gv_size : nullptr, need.h ? gv + 2 * gv_size : nullptr,
                                  gx_block, gw_block, gh);
             } else {
-              table_1d_backward(a0, *tb, grow, m, gw != nullptr, need.h, dots.get(), gx_block, gw_block, gh);
+              table_1d_backward(a0, *tb, grow, growf.get(), m, gw != nullptr, need.h, dots.get(), gx_block, gw_block, gh);
             }
             if (ends) table_1d_ends_backward(a0, *ends, grow, gx != nullptr, gw != nullptr, need.h, gx_block, gw_block, gh);
             if (fv)

@@ -150,69 +150,105 @@ SOFTHIST_HOT void table_1d_rows_forward(const Axis& a, const TableBlock& b, int6
   }
 }
 
-// Backward: per sample, the dot of the cells' gradients with an interpolated row, in float64:
+// Backward: per sample, the dot of the cells' gradients with an interpolated row:
 // S[i] = sum_j G[bin + j] * row(q, t)[j]. Eight samples at a time: their eight products with
 // the row's first 8 cells (the rest added in) are eight vectors, summed by three rounds of
 // shuffles and adds into one vector of eight dots (about 6 operations for eight samples, where
 // reducing each vector alone takes 6 per sample). Each sample's sum follows the tree
 // ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)), which sum8_pairs repeats for the tail.
-SOFTHIST_INLINE double sum8_pairs(const v8d& v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+//
+// In two precisions. Float64 (V = v8d, G in float64) for the bandwidth's gradient: one sum over
+// all samples, whose terms can cancel to a small total. Float32 (V = v8f, G in float32) for the
+// per-sample gradients of x and the weights: G in float32 is exact (the cells' gradients come in
+// x's dtype, float32 on this path), the row is rounded to float32 already (SOFTHIST_LERP8F), and
+// each product and each of the tree's three adds rounds once more, so with u = 2^-24
+// |error| <= 5 u sum_j |G_j row_j| (against u for the row alone): 3e-7 of the sample's terms'
+// sizes, inside the 2e-6 bound, which is relative to the largest gradient. Eight float products
+// fill one 256-bit vector, and the tree takes one shuffle or add where float64 takes two (AVX2)
+// or a double-pumped one, with no widening of the rows (four instructions per row with GCC 12).
+template <typename V>
+SOFTHIST_INLINE auto sum8_pairs(const V& v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+
+// p = eight products G[j..j+8) * row(t)[j..j+8), in p's precision.
+SOFTHIST_INLINE void row_times(v8d& p, const double* G, const float* row, int64_t w8, int64_t j, float t) {
+  p = SOFTHIST_LOAD8(G + j) * SOFTHIST_LERP8F(row, w8, j, t);
+}
+SOFTHIST_INLINE void row_times(v8f& p, const float* G, const float* row, int64_t w8, int64_t j, float t) {
+  p = SOFTHIST_LOAD8F(G + j) * (SOFTHIST_LOAD8F(row + j) + t * SOFTHIST_LOAD8F(row + w8 + j));
+}
+SOFTHIST_INLINE void store8(double* S, const v8d& v) { SOFTHIST_AT8(S) = v; }
+SOFTHIST_INLINE void store8(float* S, const v8f& v) { SOFTHIST_AT8F(S) = v; }
 
 // Sample i's products with its row, folded into 8 lanes: acc[k] = sum_j G[bin + 8j + k] * row[8j + k].
-SOFTHIST_INLINE void row_products(v8d& acc, const double* g, const float* tab, const TableBlock& b, int64_t i, int64_t w8) {
-  const double* G = g + b.bin[i];
+template <typename V, typename E>
+SOFTHIST_INLINE void row_products(V& acc, const E* g, const float* tab, const TableBlock& b, int64_t i, int64_t w8) {
+  const E* G = g + b.bin[i];
   const float* row = tab + b.q[i] * 2 * w8;
-  acc = SOFTHIST_LOAD8(G) * SOFTHIST_LERP8F(row, w8, 0, b.t[i]);
-  for (int64_t j = 8; j < w8; j += 8) acc += SOFTHIST_LOAD8(G + j) * SOFTHIST_LERP8F(row, w8, j, b.t[i]);
+  row_times(acc, G, row, w8, 0, b.t[i]);
+  for (int64_t j = 8; j < w8; j += 8) {
+    V p;
+    row_times(p, G, row, w8, j, b.t[i]);
+    acc += p;
+  }
 }
 
-SOFTHIST_HOT void table_1d_dots(const Axis& a, const TableBlock& b, const float* tab, const double* g, int64_t m, double* S) {
+template <typename V, typename E>
+SOFTHIST_INLINE void dots(const Axis& a, const TableBlock& b, const float* tab, const E* g, int64_t m, E* S) {
   const int64_t w8 = a.cells;
   int64_t i = 0;
   for (; i + 8 <= m; i += 8) {
-    v8d p0, p1, p2, p3, p4, p5, p6, p7;
+    V p0, p1, p2, p3, p4, p5, p6, p7;
     row_products(p0, g, tab, b, i, w8), row_products(p1, g, tab, b, i + 1, w8), row_products(p2, g, tab, b, i + 2, w8);
     row_products(p3, g, tab, b, i + 3, w8), row_products(p4, g, tab, b, i + 4, w8), row_products(p5, g, tab, b, i + 5, w8);
     row_products(p6, g, tab, b, i + 6, w8), row_products(p7, g, tab, b, i + 7, w8);
     // Round 1: lane 2k + r of aK holds sample 2K + r's cells 2k and 2k + 1, added.
-    const v8d a0 = __builtin_shufflevector(p0, p1, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(p0, p1, 1, 9, 3, 11, 5, 13, 7, 15);
-    const v8d a1 = __builtin_shufflevector(p2, p3, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(p2, p3, 1, 9, 3, 11, 5, 13, 7, 15);
-    const v8d a2 = __builtin_shufflevector(p4, p5, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(p4, p5, 1, 9, 3, 11, 5, 13, 7, 15);
-    const v8d a3 = __builtin_shufflevector(p6, p7, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(p6, p7, 1, 9, 3, 11, 5, 13, 7, 15);
+    const V a0 = __builtin_shufflevector(p0, p1, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(p0, p1, 1, 9, 3, 11, 5, 13, 7, 15);
+    const V a1 = __builtin_shufflevector(p2, p3, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(p2, p3, 1, 9, 3, 11, 5, 13, 7, 15);
+    const V a2 = __builtin_shufflevector(p4, p5, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(p4, p5, 1, 9, 3, 11, 5, 13, 7, 15);
+    const V a3 = __builtin_shufflevector(p6, p7, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(p6, p7, 1, 9, 3, 11, 5, 13, 7, 15);
     // Round 2: lanes 0-3 of bK hold samples 4K..4K+3's cells 0-3 summed, lanes 4-7 their cells 4-7.
-    const v8d b0 = __builtin_shufflevector(a0, a1, 0, 1, 8, 9, 4, 5, 12, 13) + __builtin_shufflevector(a0, a1, 2, 3, 10, 11, 6, 7, 14, 15);
-    const v8d b1 = __builtin_shufflevector(a2, a3, 0, 1, 8, 9, 4, 5, 12, 13) + __builtin_shufflevector(a2, a3, 2, 3, 10, 11, 6, 7, 14, 15);
+    const V b0 = __builtin_shufflevector(a0, a1, 0, 1, 8, 9, 4, 5, 12, 13) + __builtin_shufflevector(a0, a1, 2, 3, 10, 11, 6, 7, 14, 15);
+    const V b1 = __builtin_shufflevector(a2, a3, 0, 1, 8, 9, 4, 5, 12, 13) + __builtin_shufflevector(a2, a3, 2, 3, 10, 11, 6, 7, 14, 15);
     // Round 3: lane k holds sample i + k's whole sum.
-    SOFTHIST_AT8(S + i) = __builtin_shufflevector(b0, b1, 0, 1, 2, 3, 8, 9, 10, 11) + __builtin_shufflevector(b0, b1, 4, 5, 6, 7, 12, 13, 14, 15);
+    store8(S + i, __builtin_shufflevector(b0, b1, 0, 1, 2, 3, 8, 9, 10, 11) + __builtin_shufflevector(b0, b1, 4, 5, 6, 7, 12, 13, 14, 15));
   }
   for (; i < m; ++i) {
-    v8d p0;
+    V p0;
     row_products(p0, g, tab, b, i, w8);
     S[i] = sum8_pairs(p0);
   }
 }
 
-// dL/dx = w scale (du row . G), dL/dw = (mass row . G), dL/dh += w scale (dhb row . G). The
+SOFTHIST_HOT void table_1d_dots(const Axis& a, const TableBlock& b, const float* tab, const double* g, int64_t m, double* S) {
+  dots<v8d>(a, b, tab, g, m, S);
+}
+SOFTHIST_HOT void table_1d_dots(const Axis& a, const TableBlock& b, const float* tab, const float* g, int64_t m, float* S) {
+  dots<v8f>(a, b, tab, g, m, S);
+}
+
+// dL/dx = w scale (du row . G), dL/dw = (mass row . G), dL/dh += w scale (dhb row . G), the first
+// two through float32 dots with gf (G in float32), the last through float64 dots with g. The
 // loops over a block read the sums through restrict pointers: a float output could otherwise
 // alias the block's float t[], and the loops would not vectorize (one sample per iteration).
-SOFTHIST_HOT void table_1d_backward(const Axis& a, const TableBlock& b, const double* g, int64_t m, bool need_w, bool need_h, double* P,
-                                    float* gx, float* gw, double* gh) {
+SOFTHIST_HOT void table_1d_backward(const Axis& a, const TableBlock& b, const double* g, const float* gf, int64_t m, bool need_w, bool need_h,
+                                    double* P, float* gx, float* gw, double* gh) {
   const double* __restrict w = b.w;
   const int32_t* __restrict valid = b.valid;
   const double scale = a.scale;
+  float Pf[BLOCK];
   if (gx) {
-    table_1d_dots(a, b, a.du, g, m, P);
-    const double* __restrict S = P;
+    table_1d_dots(a, b, a.du, gf, m, Pf);
+    const float* __restrict S = Pf;
     float* __restrict out = gx;
 #pragma omp simd
-    for (int64_t i = 0; i < m; ++i) out[i] = valid[i] ? float(S[i] * (w[i] * scale)) : 0.0f;
+    for (int64_t i = 0; i < m; ++i) out[i] = valid[i] ? float(double(S[i]) * (w[i] * scale)) : 0.0f;
   }
   if (need_w) {
-    table_1d_dots(a, b, a.mass, g, m, P);
-    const double* __restrict S = P;
+    table_1d_dots(a, b, a.mass, gf, m, Pf);
+    const float* __restrict S = Pf;
     float* __restrict out = gw;
 #pragma omp simd
-    for (int64_t i = 0; i < m; ++i) out[i] = valid[i] ? float(S[i]) : 0.0f;
+    for (int64_t i = 0; i < m; ++i) out[i] = valid[i] ? S[i] : 0.0f;
   }
   if (need_h) {
     table_1d_dots(a, b, a.dhb, g, m, P);

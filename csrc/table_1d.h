@@ -27,9 +27,10 @@ void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m, double* his
 // Forward of `rows` short rows of n samples in one block (sample r * n + j is row r's j-th), row r
 // adding into its own copy at hist + r * stride, in sample order; plain (not normalized) samples.
 void table_1d_rows_forward(const Axis& a, const TableBlock& b, int64_t rows, int64_t n, double* hist, int64_t stride);
-// Backward through per-sample dots with the cells' gradients g (P: BLOCK scratch doubles).
-void table_1d_backward(const Axis& a, const TableBlock& b, const double* g, int64_t m, bool need_w, bool need_h, double* P,
-                       float* gx, float* gw, double* gh);
+// Backward through per-sample dots with the cells' gradients, g in float64 and gf the same in
+// float32 (P: BLOCK scratch doubles).
+void table_1d_backward(const Axis& a, const TableBlock& b, const double* g, const float* gf, int64_t m, bool need_w, bool need_h,
+                       double* P, float* gx, float* gw, double* gh);
 // Backward through gradient tables GV[n, q] (few bins, many samples).
 void gradient_table(const Axis& a, const float* tab, const double* g, double* gv);
 void gtable_1d_backward(const Axis& a, const TableBlock& b, int64_t m, const double* gvx, const double* gvw, const double* gvh,
