@@ -224,7 +224,8 @@ Tensor forward_impl(const Tensor& x, const std::optional<Tensor>& weight, const 
             // Normalized samples (TableEnds): those whose window meets a range end take the exact
             // windows; the others, by mass, are normalized already (their window holds the
             // kernel's whole support), by centre divided by their row sums.
-            table_1d_forward(p.axes[0], *tb, m, hist, lanes, p.stored, ends.get(), xp + a, wp ? wp + a : nullptr);
+            if (ends) table_1d_split_ends(p.axes[0], *tb, m, xp + a, wp ? wp + a : nullptr, *ends);
+            table_1d_forward(p.axes[0], *tb, m, hist, lanes, p.stored, ends && p.axes[0].membership == CENTER);
             if (ends) table_1d_ends_forward(p.axes[0], *ends, hist, lanes, p.stored);
             if (far_grid) far_1d_spread(p.axes[0], *tb, xp + a, wp ? wp + a : nullptr, m, far_grid, hist + p.axes[0].pad);
             continue;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "simd.h"
 #include "windows.h"
@@ -44,17 +45,6 @@ SOFTHIST_INLINE double row_sum(const Axis& a, int k, int32_t q, float t) {
   return double(s[0]) + double(t) * double(s[1]);
 }
 
-// Whether a sample in the table's reach has a window that meets a range end (TableEnds).
-SOFTHIST_INLINE bool at_an_end(const Axis& a, const TableBlock& b, int64_t i) {
-  return b.valid[i] && (b.bin[i] < 2 * a.reach || b.bin[i] > a.bins - 1);
-}
-
-// Moves sample i of the block into `e` (its weight from wt, 1 without).
-SOFTHIST_INLINE void add_end(TableEnds& e, int64_t i, const float* xs, const float* wt) {
-  e.index[e.count] = int32_t(i), e.x[e.count] = double(xs[i]), e.w[e.count] = wt ? double(wt[i]) : 1.0;
-  ++e.count;
-}
-
 // Whether every weight of a block is finite, in one vector loop (w - w is 0 exactly when w is finite).
 SOFTHIST_INLINE bool all_finite(const double* w, int64_t m) {
   int32_t finite = 1;
@@ -63,14 +53,11 @@ SOFTHIST_INLINE bool all_finite(const double* w, int64_t m) {
   return finite;
 }
 
-// Each sample adds w * (row + t * step) into its window; NORMALIZED: the samples at an end move
-// into `ends`, and centre rows are divided by their sums (table_1d.h).
+// Each sample adds w * (row + t * step) into its window; NORMALIZED (centre rows): each row is
+// divided by its sum (table_1d.h; the samples at an end are split off before, weight 0 here).
 template <bool NORMALIZED>
-SOFTHIST_INLINE void forward_rows(const Axis& a, const TableBlock& b, int64_t m, double* hist, int64_t lanes, int64_t lane_size,
-                                  TableEnds* ends, const float* xs, const float* wt) {
+SOFTHIST_INLINE void forward_rows(const Axis& a, const TableBlock& b, int64_t m, double* hist, int64_t lanes, int64_t lane_size) {
   const int64_t w8 = a.cells, row_size = 2 * w8;
-  const bool centre = a.membership == CENTER;
-  if (NORMALIZED) ends->count = 0;
   // The common case first: finite weights and an 8-cell window, a loop with no branch but its
   // own. It takes four samples a turn, one per lane (i % lanes of i % 4), with the lanes' and the
   // table's pointers in locals (the stores, through an aliasing type, would make the compiler
@@ -89,14 +76,8 @@ SOFTHIST_INLINE void forward_rows(const Axis& a, const TableBlock& b, int64_t m,
   for (int64_t i = 0; i < m; ++i) {
     double w = b.w[i];
     if (NORMALIZED) {
-      if (at_an_end(a, b, i)) {
-        add_end(*ends, i, xs, wt);
-        continue;
-      }
-      if (centre) {
-        const double S = row_sum(a, 0, b.q[i], b.t[i]);
-        w = S != 0.0 ? w / S : 0.0;
-      }
+      const double S = row_sum(a, 0, b.q[i], b.t[i]);
+      w = S != 0.0 ? w / S : 0.0;
     }
     const float* row = a.mass + b.q[i] * row_size;
     double* h = hist + (i & (lanes - 1)) * lane_size + b.bin[i];
@@ -113,9 +94,9 @@ SOFTHIST_INLINE void forward_rows(const Axis& a, const TableBlock& b, int64_t m,
 }
 
 SOFTHIST_HOT void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m, double* hist, int64_t lanes, int64_t lane_size,
-                                   TableEnds* ends, const float* xs, const float* wt) {
-  if (ends) forward_rows<true>(a, b, m, hist, lanes, lane_size, ends, xs, wt);
-  else forward_rows<false>(a, b, m, hist, lanes, lane_size, nullptr, xs, wt);
+                                   bool divide_by_sums) {
+  if (divide_by_sums) forward_rows<true>(a, b, m, hist, lanes, lane_size);
+  else forward_rows<false>(a, b, m, hist, lanes, lane_size);
 }
 
 // Short rows, each with its own copy: the samples go round the rows (sample j of every row, then
@@ -308,12 +289,33 @@ static Axis exact_axis(const Axis& a) {
 
 TableEnds::TableEnds(const Axis& a) : exact(exact_axis(a)), ws(exact, BLOCK) {}
 
+// A sample in the table's reach meets a range end where its stored first bin is below 2J or past
+// B - 1 (TableEnds). One vector pass flags them (a few in a hundred), then a scan reads the flags
+// eight at a time (one 64-bit word) and moves the few it finds.
 SOFTHIST_HOT void table_1d_split_ends(const Axis& a, TableBlock& b, int64_t m, const float* xs, const float* wt, TableEnds& e) {
-  e.count = 0;
+  uint8_t flag[BLOCK + 8] = {};
+  const int32_t low = int32_t(2 * a.reach), high = int32_t(a.bins - 1);
+  const int32_t* __restrict bin = b.bin;
+  const int32_t* __restrict valid = b.valid;
+  int32_t any = 0;
+#pragma omp simd reduction(| : any)
   for (int64_t i = 0; i < m; ++i) {
-    if (!at_an_end(a, b, i)) continue;
-    add_end(e, i, xs, wt);
-    b.valid[i] = 0, b.w[i] = 0.0;
+    const int32_t end = valid[i] & int32_t((bin[i] < low) | (bin[i] > high));
+    flag[i] = uint8_t(end);
+    any |= end;
+  }
+  e.count = 0;
+  if (!any) return;
+  for (int64_t i0 = 0; i0 < m; i0 += 8) {
+    uint64_t word;
+    std::memcpy(&word, flag + i0, 8);
+    if (word == 0) continue;
+    for (int64_t i = i0; i < std::min(i0 + 8, m); ++i) {
+      if (!flag[i]) continue;
+      e.index[e.count] = int32_t(i), e.x[e.count] = double(xs[i]), e.w[e.count] = wt ? double(wt[i]) : 1.0;
+      ++e.count;
+      b.valid[i] = 0, b.w[i] = 0.0;
+    }
   }
 }
 

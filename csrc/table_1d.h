@@ -19,11 +19,10 @@ struct TableBlock {
 
 // Grid positions and weights of a block of m samples (weight 0 where a sample reaches no bin).
 void table_positions(const Axis& a, const float* xs, const float* wt, int64_t m, TableBlock& b);
-struct TableEnds;
-// Forward: each sample adds w * (row + t * step) into its window, in lane i % lanes. Normalized
-// samples (`ends` given, with the block's xs and weights): see TableEnds.
+// Forward: each sample adds w * (row + t * step) into its window, in lane i % lanes;
+// divide_by_sums: each row divided by its sum (normalized centre rows; see TableEnds).
 void table_1d_forward(const Axis& a, const TableBlock& b, int64_t m, double* hist, int64_t lanes, int64_t lane_size,
-                      TableEnds* ends = nullptr, const float* xs = nullptr, const float* wt = nullptr);
+                      bool divide_by_sums = false);
 // Forward of `rows` short rows of n samples in one block (sample r * n + j is row r's j-th), row r
 // adding into its own copy at hist + r * stride, in sample order; plain (not normalized) samples.
 void table_1d_rows_forward(const Axis& a, const TableBlock& b, int64_t rows, int64_t n, double* hist, int64_t stride);
@@ -54,7 +53,8 @@ struct TableEnds {
   explicit TableEnds(const Axis& a);
 };
 
-// Backward: moves the samples whose window meets a range end from the block (valid 0) into `e`.
+// Moves the samples whose window meets a range end from the block (valid 0, weight 0) into `e`
+// (forward and backward alike).
 void table_1d_split_ends(const Axis& a, TableBlock& b, int64_t m, const float* xs, const float* wt, TableEnds& e);
 // Forward of the samples split off: their exact normalized windows, each in its own lane.
 void table_1d_ends_forward(const Axis& a, TableEnds& e, double* hist, int64_t lanes, int64_t lane_size);

@@ -575,6 +575,32 @@ def test_float32_normalized_tables_are_bit_identical_across_thread_counts(member
 
 @needs_cpp
 @pytest.mark.parametrize("membership", ["mass", "center"])
+def test_float32_normalized_end_samples_split_in_runs_and_scattered(membership):
+    # The samples whose window meets a range end are split off by flags over each block of 256:
+    # sorted samples make blocks of end samples alone, blocks with none and blocks with a few at
+    # any place of a flag word; shuffled ones a few in every block. Both equal float64 (values and
+    # the gradients in x and the weights); the shuffled ones give the same bits at any thread count.
+    torch.manual_seed(6)
+    bins = 64
+    near_ends = torch.cat([torch.rand(3000) * 0.05 - 0.01, 1.01 - torch.rand(3000) * 0.05])
+    x64 = torch.cat([near_ends, torch.rand(20_000)]).sort().values.double()
+    w64 = torch.rand(x64.shape[0]).double() + 0.5
+    for order in (torch.arange(x64.shape[0]), torch.randperm(x64.shape[0])):
+        x, w = x64[order], w64[order]
+
+        def run(dtype, backend):
+            leaves = [t.to(dtype).requires_grad_() for t in (x, w)]
+            h = softhist.histc(leaves[0], bins, 0, 1, weight=leaves[1], bandwidth=0.02, membership=membership,
+                               normalize_samples=True, backend=backend)
+            return [h, *torch.autograd.grad((h * torch.linspace(-1, 1, bins, dtype=dtype)).sum(), leaves)]
+
+        for g, ref in zip(run(torch.float32, "cpp"), run(torch.float64, "torch")):
+            _close(g, ref, torch.float32)
+    same_at_thread_counts(lambda: run(torch.float32, "cpp"), (1, 3, 2))
+
+
+@needs_cpp
+@pytest.mark.parametrize("membership", ["mass", "center"])
 def test_native_options_are_bit_identical_across_thread_counts(membership):
     torch.manual_seed(2)
     x = torch.rand(200_000, dtype=torch.float64) * 1.2 - 0.1
