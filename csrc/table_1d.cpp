@@ -53,6 +53,20 @@ SOFTHIST_INLINE bool all_finite(const double* w, int64_t m) {
   return finite;
 }
 
+// Adds w times the row interpolated at t into the window h; a non-finite weight (rare) goes only
+// where the row's mass is not 0.
+inline void add_row(double* h, const float* row, int64_t w8, float t, double w) {
+  if (!std::isfinite(w)) {
+    for (int64_t j = 0; j < w8; j += 8) {
+      double r[8];
+      SOFTHIST_AT8(r) = SOFTHIST_LERP8(row, w8, j, t);
+      for (int k = 0; k < 8; ++k) h[j + k] += weighted(w, r[k]);
+    }
+    return;
+  }
+  for (int64_t j = 0; j < w8; j += 8) SOFTHIST_AT8(h + j) += w * SOFTHIST_LERP8F(row, w8, j, t);
+}
+
 // Each sample adds w * (row + t * step) into its window; NORMALIZED (centre rows): each row is
 // divided by its sum (table_1d.h; the samples at an end are split off before, weight 0 here).
 template <bool NORMALIZED>
@@ -79,17 +93,7 @@ SOFTHIST_INLINE void forward_rows(const Axis& a, const TableBlock& b, int64_t m,
       const double S = row_sum(a, 0, b.q[i], b.t[i]);
       w = S != 0.0 ? w / S : 0.0;
     }
-    const float* row = a.mass + b.q[i] * row_size;
-    double* h = hist + (i & (lanes - 1)) * lane_size + b.bin[i];
-    if (!std::isfinite(w)) {  // rare: the weight goes only where the row's mass is not 0
-      for (int64_t j = 0; j < w8; j += 8) {
-        double r[8];
-        SOFTHIST_AT8(r) = SOFTHIST_LERP8(row, w8, j, b.t[i]);
-        for (int k = 0; k < 8; ++k) h[j + k] += weighted(w, r[k]);
-      }
-      continue;
-    }
-    for (int64_t j = 0; j < w8; j += 8) SOFTHIST_AT8(h + j) += w * SOFTHIST_LERP8F(row, w8, j, b.t[i]);
+    add_row(hist + (i & (lanes - 1)) * lane_size + b.bin[i], a.mass + b.q[i] * row_size, w8, b.t[i], w);
   }
 }
 
@@ -114,20 +118,7 @@ SOFTHIST_HOT void table_1d_rows_forward(const Axis& a, const TableBlock& b, int6
     return;
   }
   for (int64_t j = 0; j < n; ++j) {
-    for (int64_t r = 0, i = j; r < rows; ++r, i += n) {
-      const double w = b.w[i];
-      const float* row = mass + b.q[i] * row_size;
-      double* h = hist + r * stride + b.bin[i];
-      if (!std::isfinite(w)) {  // as forward_rows: the weight goes only where the row's mass is not 0
-        for (int64_t c = 0; c < w8; c += 8) {
-          double v[8];
-          SOFTHIST_AT8(v) = SOFTHIST_LERP8(row, w8, c, b.t[i]);
-          for (int k = 0; k < 8; ++k) h[c + k] += weighted(w, v[k]);
-        }
-        continue;
-      }
-      for (int64_t c = 0; c < w8; c += 8) SOFTHIST_AT8(h + c) += w * SOFTHIST_LERP8F(row, w8, c, b.t[i]);
-    }
+    for (int64_t r = 0, i = j; r < rows; ++r, i += n) add_row(hist + r * stride + b.bin[i], mass + b.q[i] * row_size, w8, b.t[i], b.w[i]);
   }
 }
 
