@@ -468,7 +468,9 @@ def test_rgb_uv_histogram_memory_is_pixels_plus_bins_squared():
     )
     growth, shape = out.split(maxsplit=1)
     assert shape.strip() == "(4, 3, 64, 64)"
-    assert 0 < int(growth) <= 40 * 1000 * 1000  # a dozen floats per pixel and channel, never pixels x bins
+    # About 29-38 MB measured over repeated runs, 40.6 MB once in a full parallel run: never the
+    # 101 MB of pixels x bins x anchors.
+    assert 0 < int(growth) <= 50 * 1000 * 1000
 
 
 # --------------------------------------------------------------------------- RBF histogram layer
