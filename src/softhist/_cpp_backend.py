@@ -169,9 +169,10 @@ def _table_size(kernel: Kernel, bandwidth_bins: float) -> Optional[TableLayout]:
 
 
 def _centre_rows(
-    kernel: Kernel, bandwidth_bins: float, reach: int, f: Tensor, piece: Optional[Tuple[float, float]] = None
+    kernel: Kernel, bandwidth_bins: float, offsets: Tensor, f: Tensor, piece: Optional[Tuple[float, float]] = None
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """Centre memberships of bins ``n - J .. n + J`` of samples at ``n + f`` (float64, ``(len(f), 2J + 1)``)
+    """Centre memberships of bins ``n + o`` (``o`` in ``offsets``: ``-J .. J`` for a table, the far
+    bins for a far grid) of samples at ``n + f`` (float64, ``(len(f), len(offsets))``)
     and their derivatives in the position ``u`` and the bandwidth ``hb`` (bin units): with
     ``r = 1/hb`` and ``z = (o + 1/2 - f) r``, ``a = r K(z)``, ``da/du = -r^2 K'(z)``,
     ``da/dhb = -r^2 (K(z) + z K'(z))`` (``K'`` by autograd of the kernel's density).
@@ -182,7 +183,6 @@ def _centre_rows(
     piece's ends (the one-sided limit there: ``z`` pulled inside ``(-T, T)``, by the few ulps it
     lies past ``T`` at a cut, changes the values by that times their slope, ~1e-15)."""
     r = 1.0 / bandwidth_bins
-    offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
     z = (offsets.unsqueeze(0) + 0.5 - f.unsqueeze(1)) * r
     inside = None
     if piece is not None:
@@ -259,8 +259,8 @@ def _centre_table_fit(
         for lo, hi, n in zip(bounds[:-1], bounds[1:], counts):
             f = lo + torch.arange(n + 1, dtype=torch.float64) * ((hi - lo) / n)
             piece = (lo, hi) if cuts is not None else None
-            grids.append(_centre_rows(kernel, bandwidth_bins, reach, f, piece))
-            halves.append(_centre_rows(kernel, bandwidth_bins, reach, 0.5 * (f[:-1] + f[1:]), piece))
+            grids.append(_centre_rows(kernel, bandwidth_bins, offsets, f, piece))
+            halves.append(_centre_rows(kernel, bandwidth_bins, offsets, 0.5 * (f[:-1] + f[1:]), piece))
             inside = ((offsets.unsqueeze(0) + 0.5 - f.unsqueeze(1)) * r).abs() < kernel.support
             crossing = inside[:-1] != inside[1:]  # a centre crosses the cut between these rows (one piece only)
             crossings.append(crossing if cuts is None else torch.zeros_like(crossing))
@@ -320,14 +320,9 @@ def _far_rows(kernel: Kernel, bandwidth_bins: float, membership: str, offsets: T
     in the position ``u`` and the bandwidth ``hb`` (bin units), float64 ``(len(f), len(offsets))``:
     a mass ``F(z_1) - F(z_0)``, ``z_j = (o + j - f) r``, has ``-(f(z_1) - f(z_0)) r`` and
     ``-(z_1 f(z_1) - z_0 f(z_0)) r``; a centre membership as :func:`_centre_rows`."""
-    r = 1.0 / bandwidth_bins
     if membership == "center":
-        z = ((offsets.unsqueeze(0) + 0.5 - f.unsqueeze(1)) * r).requires_grad_()
-        with torch.enable_grad():
-            density = kernel.pdf(z)
-            (slope,) = torch.autograd.grad(density.sum(), z)
-        density, z = density.detach(), z.detach()
-        return density * r, -slope * r * r, -(density + z * slope) * r * r
+        return _centre_rows(kernel, bandwidth_bins, offsets, f)
+    r = 1.0 / bandwidth_bins
     z0 = (offsets.unsqueeze(0) - f.unsqueeze(1)) * r
     z1 = (offsets.unsqueeze(0) + 1.0 - f.unsqueeze(1)) * r
     f0, f1 = kernel.pdf(z0), kernel.pdf(z1)
@@ -398,19 +393,20 @@ _TABLES_KEPT = 16
 _READY: dict = {}  # (binning, smooth, tables allowed, exact axes) -> a settled plan of equal-width axes
 
 
-def _table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout, membership: str = "mass", far: Optional[Tuple[int, int]] = None) -> Tensor:
-    """The flattened table of :func:`_build_table`, then its rows' sums ``(3, rows, 2)`` (of the
-    values and of the steps: the sum of a row interpolated at t is ``s_0 + t s_1``, read by
-    normalized samples), then, with ``far = (bins, S)``, the far grid's blocks of
-    :func:`_build_far`; built once and kept among the last 16 used."""
-    key = (kernel, bandwidth_bins, layout, membership) if far is None else (kernel, bandwidth_bins, layout, far, membership)
+def _table(key: tuple) -> Tensor:
+    """The table of ``key = (kernel, bandwidth_bins, layout, membership)``, or ``(kernel,
+    bandwidth_bins, layout, (bins, S), membership)`` with a far grid: the flattened table of
+    :func:`_build_table`, then its rows' sums ``(3, rows, 2)`` (of the values and of the steps:
+    the sum of a row interpolated at t is ``s_0 + t s_1``, read by normalized samples), then the
+    far grid's blocks of :func:`_build_far`; built once and kept among the last 16 used."""
+    kernel, bandwidth_bins, layout, *far, membership = key
     table = _TABLES.get(key)
     if table is None:
         built = _build_table(kernel, bandwidth_bins, layout, membership)
         sums = built.double().sum(-1).to(torch.float32)
         parts = [built.reshape(-1), sums.reshape(-1)]
-        if far is not None:
-            parts.append(_build_far(kernel, bandwidth_bins, membership, *far).reshape(-1))
+        if far:
+            parts.append(_build_far(kernel, bandwidth_bins, membership, *far[0]).reshape(-1))
         table = _TABLES[key] = torch.cat(parts)
         if len(_TABLES) > _TABLES_KEPT:
             _TABLES.popitem(last=False)
@@ -452,7 +448,7 @@ def _build_table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout, mem
     offsets = torch.arange(-reach, reach + 2, dtype=torch.float64)
     if membership == "center" and layout.cuts[0] >= 1.0:
         f = torch.arange(layout.q + 1, dtype=torch.float64) / layout.q
-        per_bins = _centre_rows(kernel, bandwidth_bins, reach, f)
+        per_bins = _centre_rows(kernel, bandwidth_bins, offsets[:-1], f)
         pieces = [(0, layout.q + 1)]
     elif membership == "center":  # pieces (_centre_table_size): each piece's rows, then one more that continues it
         bounds = [0.0, *(c for c in layout.cuts if c < 1.0), 1.0]
@@ -461,7 +457,7 @@ def _build_table(kernel: Kernel, bandwidth_bins: float, layout: TableLayout, mem
         for lo, hi, first, after in zip(bounds[:-1], bounds[1:], starts[:-1], starts[1:]):
             n = after - first - 1
             f = lo + torch.arange(n + 2, dtype=torch.float64) * ((hi - lo) / n)  # points 0 .. n + 1
-            parts.append(_centre_rows(kernel, bandwidth_bins, reach, f, (lo, hi)))
+            parts.append(_centre_rows(kernel, bandwidth_bins, offsets[:-1], f, (lo, hi)))
             pieces.append((first + len(pieces), n + 2))
         per_bins = tuple(torch.cat([part[k] for part in parts]) for k in range(3))
     elif layout.cuts[0] >= 1.0:
@@ -602,20 +598,15 @@ def _axis_plan(binning: Binning, smooth_gradients: bool, tables_allowed: bool, e
     return ints, floats, tuple(keys)
 
 
-def _table_of(key: tuple) -> Tensor:
-    """The table of a key of :data:`_TABLES` (far grids' keys hold ``(bins, S)`` before the membership)."""
-    return _table(*key) if len(key) == 4 else _table(key[0], key[1], key[2], key[4], key[3])
-
-
 def _tables(keys: Tuple[tuple, ...]) -> Tensor:
     """The op's tables: one axis's cached table as it is (no copy), several concatenated once."""
     if not keys:
         return _NO_TABLES
     if len(keys) == 1:
-        return _table_of(keys[0])
+        return _table(keys[0])
     joined = _TABLES.get(keys)
     if joined is None:
-        joined = torch.cat([_table_of(key) for key in keys])
+        joined = torch.cat([_table(key) for key in keys])
         _TABLES[keys] = joined
         if len(_TABLES) > _TABLES_KEPT:
             _TABLES.popitem(last=False)
