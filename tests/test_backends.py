@@ -98,13 +98,20 @@ def test_joint_2d_with_non_uniform_axis(kernel):
     assert_backends_agree(fn_uniform, xy, w, h)
 
 
+def _joint_leaves(n: int, lo: float, hi: float):
+    """Leaves of a 2-D call: ``(2, n, 2)`` samples on ``[lo, hi]``, weights, learnable non-uniform
+    edges for the second axis and a bandwidth per axis."""
+    xy = rand(2, n, 2, lo=lo, hi=hi).requires_grad_()
+    w = rand(2, n, lo=0.5, hi=1.5).requires_grad_()
+    edges_y = torch.tensor([0.0, 0.1, 0.15, 0.4, 0.7, 1.0], dtype=torch.float64, device=DEVICE).requires_grad_()
+    h = torch.tensor([0.05, 0.08], dtype=torch.float64, device=DEVICE, requires_grad=True)
+    return xy, w, edges_y, h
+
+
 @pytest.mark.parametrize("modes", [("hard", "soft"), ("soft", "hard"), ("straight_through", "hard")], ids="-".join)
 def test_per_axis_kernels_and_hard_axes(modes):
     # Out-of-range samples on the hard axis, a non-uniform soft axis with learnable edges.
-    xy = rand(2, 250, 2, lo=-0.1, hi=1.1).requires_grad_()
-    w = rand(2, 250, lo=0.5, hi=1.5).requires_grad_()
-    edges_y = torch.tensor([0.0, 0.1, 0.15, 0.4, 0.7, 1.0], dtype=torch.float64, device=DEVICE).requires_grad_()
-    h = torch.tensor([0.05, 0.08], dtype=torch.float64, device=DEVICE, requires_grad=True)
+    xy, w, edges_y, h = _joint_leaves(250, -0.1, 1.1)
 
     def fn(xy, w, edges_y, h, backend):
         bins = [torch.linspace(0, 1, 8, dtype=torch.float64, device=DEVICE), edges_y]
@@ -330,10 +337,7 @@ def test_options_match_torch(case):
     # 2-D, one axis of equal-width bins and one of explicit learnable edges (samples beyond both
     # ends): the histogram and the gradients in the samples, weights, bandwidths and edges.
     kernel, membership, normalize = OPTION_CASES[case]
-    xy = rand(2, 30, 2, lo=-0.3, hi=1.3).requires_grad_()
-    w = rand(2, 30, lo=0.5, hi=1.5).requires_grad_()
-    edges_y = torch.tensor([0.0, 0.1, 0.15, 0.4, 0.7, 1.0], dtype=torch.float64, device=DEVICE).requires_grad_()
-    h = torch.tensor([0.05, 0.08], dtype=torch.float64, device=DEVICE, requires_grad=True)
+    xy, w, edges_y, h = _joint_leaves(30, -0.3, 1.3)
 
     def fn(xy, w, edges_y, h, backend):
         bins = [torch.linspace(0, 1, 8, dtype=torch.float64, device=DEVICE), edges_y]
