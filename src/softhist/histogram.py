@@ -468,7 +468,6 @@ def histc(
     return hist if hist.dtype == out_dtype else hist.to(out_dtype)
 
 
-
 _PLAIN = (int, float)  # hashable by value; bool is refused by the checks, not here
 
 
